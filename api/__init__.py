@@ -1,0 +1,1 @@
+"""The Litestar REST API: public task endpoints and the internal progress endpoint."""

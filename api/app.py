@@ -1,0 +1,50 @@
+"""The application factory. Nothing heavy happens at import time; `create_app()` builds it all."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.controllers import InternalController, TaskController, WorkflowController, get_health
+from api.errors import EXCEPTION_HANDLERS
+from api.services import TaskService, WorkflowService
+from api.services.tasks import FlowRunStarter
+from core.settings import Settings, get_settings
+from db.engine import build_engine, build_session_factory
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    session_factory: sessionmaker[Session] | None = None,
+    start_flow_run: FlowRunStarter | None = None,
+) -> Litestar:
+    """Build the Litestar app. Refuses to build in production with development secrets."""
+    settings = settings or get_settings()
+    settings.validate()
+    if session_factory is None:
+        session_factory = build_session_factory(build_engine(settings.database))
+    task_service = (
+        TaskService(session_factory, settings, start_flow_run)
+        if start_flow_run is not None
+        else TaskService(session_factory, settings)
+    )
+    app = Litestar(
+        route_handlers=[TaskController, WorkflowController, InternalController, get_health],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="audioflow",
+            version="0.1.0",
+            description="Audio processing tasks: encoding and transcription of podcast episodes.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+        ),
+        debug=False,
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.task_service = task_service
+    app.state.workflow_service = WorkflowService(session_factory)
+    return app

@@ -1,0 +1,157 @@
+"""HTTP handlers. Thin: parse input, call one service, return a schema."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
+from sqlalchemy import text
+
+from api import prefect_gateway
+from api.deps import provide_task_service, provide_workflow_service
+from api.schemas import (
+    CreateTaskRequest,
+    HealthOut,
+    ProgressOut,
+    ProgressRequest,
+    TaskOut,
+    TaskPageOut,
+    WorkflowOut,
+)
+from api.security import require_api_key, require_internal_token
+from api.services import ProgressUpdate, TaskService, WorkflowService
+from core.errors import UpstreamUnavailableError
+from db.models import TaskStatus, WorkflowStatus
+
+_DEPS = {
+    "task_service": Provide(provide_task_service, sync_to_thread=False),
+    "workflow_service": Provide(provide_workflow_service, sync_to_thread=False),
+}
+
+
+class TaskController(Controller):
+    """Public task endpoints."""
+
+    path = "/tasks"
+    tags = ["tasks"]
+    guards = [require_api_key]
+    dependencies = _DEPS
+
+    @post("/", sync_to_thread=True, status_code=HTTP_201_CREATED)
+    def create_task(
+        self,
+        data: JSONBody[CreateTaskRequest],
+        task_service: NamedDependency[TaskService],
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="Idempotency-Key", max_length=255, required=False)
+        ] = None,
+    ) -> Response[TaskOut]:
+        """Create a task and start its workflow. A repeated `Idempotency-Key` returns the same task.
+
+        Answers 503 (with the task id) when Prefect cannot be reached: the task is stored
+        as failed with a transient error and can be retried.
+        """
+        outcome = task_service.create_task(data.type, data.payload, idempotency_key=idempotency_key)
+        task = outcome.task
+        if outcome.created and task.status is TaskStatus.FAILED and task.error_kind == "transient":
+            raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
+        return Response(TaskOut.of(task), status_code=HTTP_201_CREATED if outcome.created else HTTP_200_OK)
+
+    @get("/", sync_to_thread=True)
+    def list_tasks(
+        self,
+        task_service: NamedDependency[TaskService],
+        status: FromQuery[TaskStatus | None] = None,
+        task_type: Annotated[str | None, QueryParameter(name="type", required=False)] = None,
+        episode_id: Annotated[str | None, QueryParameter(name="episodeId", required=False)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    ) -> TaskPageOut:
+        """List tasks, newest first, filtered by status, type and episode."""
+        page = task_service.list(
+            status=status, type_=task_type, episode_id=episode_id, limit=limit, offset=offset
+        )
+        return TaskPageOut(
+            items=[TaskOut.of(t) for t in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )
+
+    @get("/{task_id:uuid}", sync_to_thread=True)
+    def get_task(self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]) -> TaskOut:
+        """One task."""
+        return TaskOut.of(task_service.get(task_id))
+
+    @get("/{task_id:uuid}/workflows", sync_to_thread=True)
+    def list_task_workflows(
+        self, task_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]
+    ) -> list[WorkflowOut]:
+        """Every workflow (attempt) of a task, oldest first."""
+        return [WorkflowOut.of(w) for w in workflow_service.list_for_task(task_id)]
+
+
+class WorkflowController(Controller):
+    """Public workflow endpoints."""
+
+    path = "/workflows"
+    tags = ["workflows"]
+    guards = [require_api_key]
+    dependencies = _DEPS
+
+    @get("/{workflow_id:uuid}", sync_to_thread=True)
+    def get_workflow(self, workflow_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]) -> WorkflowOut:
+        """One workflow instance."""
+        return WorkflowOut.of(workflow_service.get(workflow_id))
+
+
+class InternalController(Controller):
+    """Endpoints for the flows, behind the internal bearer token."""
+
+    path = "/internal"
+    tags = ["internal"]
+    guards = [require_internal_token]
+    dependencies = _DEPS
+
+    @post("/workflow-progress", sync_to_thread=True, status_code=HTTP_200_OK)
+    def report_workflow_progress(
+        self, data: JSONBody[ProgressRequest], workflow_service: NamedDependency[WorkflowService]
+    ) -> ProgressOut:
+        """Apply a flow's progress report to its workflow and task together."""
+        workflow, task = workflow_service.apply_progress(
+            ProgressUpdate(
+                task_id=data.task_id,
+                workflow_id=data.workflow_id,
+                progress=data.progress,
+                step=data.step,
+                message=data.message,
+                status=WorkflowStatus(data.status) if data.status is not None else None,
+                result=data.result,
+                error=data.error,
+                error_kind=data.error_kind,
+            )
+        )
+        return ProgressOut(workflow=WorkflowOut.of(workflow), task=TaskOut.of(task))
+
+
+@get("/health", tags=["health"], sync_to_thread=True)
+def get_health(state: State) -> Response[HealthOut]:
+    """Whether the database and Prefect answer (503 when either does not)."""
+    try:
+        with state.session_factory() as session:
+            session.execute(text("SELECT 1"))
+        database = "ok"
+    except Exception as exc:
+        database = f"unreachable: {type(exc).__name__}"
+    prefect_problem = prefect_gateway.check_health(state.settings.prefect.api_url)
+    prefect = "ok" if prefect_problem is None else f"unreachable: {prefect_problem}"
+    healthy = database == "ok" and prefect == "ok"
+    return Response(
+        HealthOut(status="ok" if healthy else "degraded", database=database, prefect=prefect),
+        status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE,
+    )

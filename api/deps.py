@@ -1,0 +1,19 @@
+"""Dependency providers: services built once at start-up, handed to handlers by name."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+
+from api.services import TaskService, WorkflowService
+
+
+def provide_task_service(state: State) -> TaskService:
+    """The process's TaskService."""
+    service: TaskService = state.task_service
+    return service
+
+
+def provide_workflow_service(state: State) -> WorkflowService:
+    """The process's WorkflowService."""
+    service: WorkflowService = state.workflow_service
+    return service

@@ -1,0 +1,58 @@
+"""The one place where domain errors become HTTP responses."""
+
+from __future__ import annotations
+
+from litestar import Request, Response
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from core.errors import (
+    AudioflowError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UpstreamUnavailableError,
+)
+from core.settings import SettingsError
+
+STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
+    NotFoundError: HTTP_404_NOT_FOUND,
+    ConflictError: HTTP_409_CONFLICT,
+    InvalidInputError: HTTP_422_UNPROCESSABLE_ENTITY,
+    UpstreamUnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
+def status_for(exc: AudioflowError) -> int:
+    """The HTTP status of a domain error (its nearest registered base class)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_FOR_ERROR:
+            return STATUS_FOR_ERROR[cls]
+    return HTTP_422_UNPROCESSABLE_ENTITY
+
+
+def domain_error_handler(_: Request, exc: AudioflowError) -> Response[dict[str, object]]:
+    """Render a domain error as `{status_code, detail, extra?}` like Litestar's own errors."""
+    code = status_for(exc)
+    body: dict[str, object] = {"status_code": code, "detail": exc.detail}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=code)
+
+
+def settings_error_handler(_: Request, exc: SettingsError) -> Response[dict[str, object]]:
+    """A misconfiguration found while serving a request: say which variable, not a bare 500."""
+    return Response(
+        {"status_code": HTTP_503_SERVICE_UNAVAILABLE, "detail": str(exc)},
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+EXCEPTION_HANDLERS = {
+    AudioflowError: domain_error_handler,
+    SettingsError: settings_error_handler,
+}

@@ -1,0 +1,174 @@
+"""The one module of the API that talks to Prefect.
+
+Everything here is synchronous on purpose: services run in Litestar's thread pool, and
+Prefect's `run_deployment` inside an `async def` silently returns an un-awaited coroutine
+(no run, no error). The sync client has no such trap.
+
+Idempotency keys are namespaced by the caller (deployment, task id, attempt): Prefect
+dedupes per *flow* and forever, so a bare task id would block every later attempt.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import NotFoundError, UpstreamUnavailableError
+
+
+@dataclass(frozen=True)
+class FlowRunInfo:
+    """What the API needs to know about a flow run."""
+
+    id: str
+    name: str
+    state_type: str | None  # SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, ...
+    state_name: str | None
+    state_message: str | None
+    parameters: dict[str, Any]
+    tags: list[str]
+
+
+_deployment_ids: dict[str, uuid.UUID] = {}
+_lock = threading.Lock()
+
+
+def _client(api_url: str, timeout_s: float) -> Any:
+    # Built from our own settings rather than `get_client()`: with no URL, Prefect would
+    # quietly start a throwaway in-process server instead of failing.
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+    if not api_url:
+        raise UpstreamUnavailableError("PREFECT_API_URL is not set; cannot reach Prefect")
+    return SyncPrefectClient(
+        api_url,
+        auth_string=PREFECT_API_AUTH_STRING.value(),
+        api_key=PREFECT_API_KEY.value(),
+        httpx_settings={"timeout": timeout_s},
+    )
+
+
+def _unavailable(exc: Exception) -> UpstreamUnavailableError:
+    return UpstreamUnavailableError(f"Prefect API unreachable: {type(exc).__name__}: {exc}")
+
+
+def _deployment_id(client: Any, deployment_name: str) -> uuid.UUID:
+    from prefect.exceptions import ObjectNotFound
+
+    with _lock:
+        cached = _deployment_ids.get(deployment_name)
+    if cached is not None:
+        return cached
+    try:
+        deployment = client.read_deployment_by_name(deployment_name)
+    except ObjectNotFound as exc:
+        raise UpstreamUnavailableError(
+            f"Prefect deployment {deployment_name!r} does not exist; run `audioflow deploy`"
+        ) from exc
+    with _lock:
+        _deployment_ids[deployment_name] = deployment.id
+    return deployment.id
+
+
+def _info(flow_run: Any) -> FlowRunInfo:
+    state = flow_run.state
+    return FlowRunInfo(
+        id=str(flow_run.id),
+        name=flow_run.name,
+        state_type=state.type.value if state is not None else None,
+        state_name=state.name if state is not None else None,
+        state_message=state.message if state is not None else None,
+        parameters=dict(flow_run.parameters or {}),
+        tags=list(flow_run.tags or []),
+    )
+
+
+def start_flow_run(
+    api_url: str,
+    deployment_name: str,
+    parameters: dict[str, Any],
+    *,
+    idempotency_key: str,
+    name: str,
+    tags: list[str],
+    timeout_s: float = 10.0,
+) -> FlowRunInfo:
+    """Create a flow run of a deployment and return at once (it is picked up by a worker)."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with _client(api_url, timeout_s) as client:
+            deployment_id = _deployment_id(client, deployment_name)
+            try:
+                flow_run = client.create_flow_run_from_deployment(
+                    deployment_id,
+                    parameters=parameters,
+                    idempotency_key=idempotency_key,
+                    name=name,
+                    tags=tags,
+                )
+            except ObjectNotFound:
+                # The deployment was re-created under a new id since we cached it.
+                with _lock:
+                    _deployment_ids.pop(deployment_name, None)
+                deployment_id = _deployment_id(client, deployment_name)
+                flow_run = client.create_flow_run_from_deployment(
+                    deployment_id,
+                    parameters=parameters,
+                    idempotency_key=idempotency_key,
+                    name=name,
+                    tags=tags,
+                )
+    except UpstreamUnavailableError:
+        raise
+    except Exception as exc:
+        raise _unavailable(exc) from exc
+    return _info(flow_run)
+
+
+def read_flow_run(api_url: str, flow_run_id: str, *, timeout_s: float = 10.0) -> FlowRunInfo:
+    """The flow run's current state; NotFoundError when Prefect no longer has it."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with _client(api_url, timeout_s) as client:
+            flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+    except ObjectNotFound as exc:
+        raise NotFoundError(f"flow run {flow_run_id} does not exist in Prefect") from exc
+    except UpstreamUnavailableError:
+        raise
+    except Exception as exc:
+        raise _unavailable(exc) from exc
+    return _info(flow_run)
+
+
+def cancel_flow_run(api_url: str, flow_run_id: str, *, timeout_s: float = 10.0) -> str:
+    """Ask Prefect to cancel a run; returns the state Prefect accepted (e.g. CANCELLING)."""
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelling
+
+    try:
+        with _client(api_url, timeout_s) as client:
+            result = client.set_flow_run_state(
+                uuid.UUID(flow_run_id), Cancelling(message="cancelled through the audioflow API")
+            )
+    except ObjectNotFound as exc:
+        raise NotFoundError(f"flow run {flow_run_id} does not exist in Prefect") from exc
+    except UpstreamUnavailableError:
+        raise
+    except Exception as exc:
+        raise _unavailable(exc) from exc
+    return str(result.state.type.value) if result.state is not None else "UNKNOWN"
+
+
+def check_health(api_url: str, *, timeout_s: float = 3.0) -> str | None:
+    """None when Prefect answers, else the reason it did not."""
+    try:
+        with _client(api_url, timeout_s) as client:
+            client.hello()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -1,0 +1,151 @@
+"""Wire schemas: msgspec structs, camelCase on the wire, separate from the ORM models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from db.models import Task, Workflow
+
+WorkflowStatusName = Literal["queued", "running", "completed", "failed", "crashed", "cancelled"]
+ErrorKind = Literal["transient", "permanent"]
+
+
+class CreateTaskRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /tasks` body."""
+
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    payload: dict[str, Any]
+
+
+class ProgressRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /internal/workflow-progress` body: any subset of the fields after the ids."""
+
+    task_id: uuid.UUID
+    workflow_id: uuid.UUID
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    step: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    message: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    status: WorkflowStatusName | None = None
+    result: dict[str, Any] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=20000)] | None = None
+    error_kind: ErrorKind | None = None
+
+
+class TaskOut(msgspec.Struct, rename="camel"):
+    """A task as clients see it."""
+
+    id: uuid.UUID
+    type: str
+    status: str
+    episode_id: str | None
+    payload: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    error_kind: str | None
+    progress: int
+    current_step: str | None
+    attempts: int
+    idempotency_key: str | None
+    workflow_id: uuid.UUID | None
+    workflow_instance_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, task: Task) -> TaskOut:
+        return cls(
+            id=task.id,
+            type=task.type,
+            status=task.status.value,
+            episode_id=task.episode_id,
+            payload=task.payload,
+            result=task.result,
+            error=task.error,
+            error_kind=task.error_kind,
+            progress=task.progress,
+            current_step=task.current_step,
+            attempts=task.attempts,
+            idempotency_key=task.idempotency_key,
+            workflow_id=task.workflow_id,
+            workflow_instance_id=task.workflow_instance_id,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            started_at=task.started_at,
+            completed_at=task.completed_at,
+        )
+
+
+class TaskPageOut(msgspec.Struct, rename="camel"):
+    """`GET /tasks`: one page, newest first."""
+
+    items: list[TaskOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class WorkflowOut(msgspec.Struct, rename="camel"):
+    """A workflow instance (one Prefect flow run of one task attempt)."""
+
+    id: uuid.UUID
+    name: str
+    deployment_name: str
+    instance_id: str | None
+    task_id: uuid.UUID
+    attempt: int
+    status: str
+    progress: int
+    current_step: str | None
+    message: str | None
+    parameters: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    corrections: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, workflow: Workflow) -> WorkflowOut:
+        return cls(
+            id=workflow.id,
+            name=workflow.name,
+            deployment_name=workflow.deployment_name,
+            instance_id=workflow.instance_id,
+            task_id=workflow.task_id,
+            attempt=workflow.attempt,
+            status=workflow.status.value,
+            progress=workflow.progress,
+            current_step=workflow.current_step,
+            message=workflow.message,
+            parameters=workflow.parameters,
+            result=workflow.result,
+            error=workflow.error,
+            corrections=workflow.corrections,
+            created_at=workflow.created_at,
+            updated_at=workflow.updated_at,
+            started_at=workflow.started_at,
+            completed_at=workflow.completed_at,
+        )
+
+
+class ProgressOut(msgspec.Struct, rename="camel"):
+    """What the progress endpoint answers: both rows after the update."""
+
+    workflow: WorkflowOut
+    task: TaskOut
+
+
+class HealthOut(msgspec.Struct, rename="camel"):
+    """`GET /health`."""
+
+    status: Literal["ok", "degraded"]
+    database: str
+    prefect: str

@@ -1,0 +1,48 @@
+"""Guards: an API key for public endpoints (when configured) and a bearer token for internal ones.
+
+Both compare in constant time, and neither token is ever echoed in a response or a log.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+
+from core.settings import Settings
+
+
+def _settings(connection: ASGIConnection) -> Settings:  # type: ignore[type-arg]
+    settings: Settings = connection.app.state.settings
+    return settings
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Public endpoints: `X-API-Key` must match `AUDIOFLOW_API_KEY` when that is set."""
+    expected = _settings(connection).api.api_key
+    if not expected:
+        return
+    given = connection.headers.get("x-api-key")
+    if given is None:
+        raise NotAuthorizedException("missing X-API-Key header")
+    if not _same(given, expected):
+        raise NotAuthorizedException("invalid API key")
+
+
+def require_internal_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """The internal endpoint: `Authorization: Bearer <AUDIOFLOW_INTERNAL_TOKEN>`."""
+    expected = _settings(connection).internal_token
+    header = connection.headers.get("authorization")
+    if header is None:
+        raise NotAuthorizedException("missing bearer token")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthorizedException("expected 'Authorization: Bearer <token>'")
+    if not _same(token.strip(), expected):
+        raise NotAuthorizedException("invalid internal token")

@@ -1,0 +1,138 @@
+"""Workflow instances: creating them and applying progress to a workflow and its task at once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import ConflictError, NotFoundError
+from db.base import utcnow
+from db.models import (
+    TASK_STATUS_FOR_WORKFLOW,
+    Task,
+    TaskStatus,
+    Workflow,
+    WorkflowStatus,
+)
+from db.repositories import TaskRepository, WorkflowRepository
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """One report from a running flow (or its state hooks) about a workflow."""
+
+    task_id: uuid.UUID
+    workflow_id: uuid.UUID
+    progress: int | None = None
+    step: str | None = None
+    message: str | None = None
+    status: WorkflowStatus | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    #: `transient` or `permanent`; decides whether a failed task may be retried.
+    error_kind: str | None = None
+
+
+def mirror_on_task(task: Task, workflow: Workflow) -> None:
+    """Make the task follow its current workflow (status, progress, step, result, error)."""
+    if task.workflow_id != workflow.id:
+        return  # an older attempt: its news no longer describe the task
+    now = utcnow()
+    status = TASK_STATUS_FOR_WORKFLOW[workflow.status]
+    task.status = status
+    task.progress = workflow.progress
+    task.current_step = workflow.current_step
+    if status is TaskStatus.PROCESSING and task.started_at is None:
+        task.started_at = workflow.started_at or now
+    if workflow.status.is_terminal:
+        task.completed_at = workflow.completed_at or now
+        task.result = workflow.result
+        task.error = workflow.error
+    else:
+        task.completed_at = None
+
+
+class WorkflowService:
+    """Tracks workflow instances; every write to a workflow row goes through here."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def get(self, workflow_id: uuid.UUID) -> Workflow:
+        with self.session_factory() as session:
+            workflow = WorkflowRepository(session).get(workflow_id)
+            if workflow is None:
+                raise NotFoundError(f"workflow {workflow_id} not found")
+            return workflow
+
+    def list_for_task(self, task_id: uuid.UUID) -> list[Workflow]:
+        with self.session_factory() as session:
+            if TaskRepository(session).get(task_id) is None:
+                raise NotFoundError(f"task {task_id} not found")
+            return WorkflowRepository(session).list_for_task(task_id)
+
+    def apply_progress(self, update: ProgressUpdate) -> tuple[Workflow, Task]:
+        """Apply one update to the workflow and its task in a single transaction.
+
+        Rules: progress never goes backwards (a lower value is ignored, not an error);
+        a terminal status is final (409, nothing changes); a workflow that is not the
+        task's is 409; unknown ids are 404.
+        """
+        with self.session_factory.begin() as session:
+            workflows = WorkflowRepository(session)
+            tasks = TaskRepository(session)
+            # Row locks in one order everywhere (workflow, then task) so writers never deadlock.
+            workflow = workflows.get(update.workflow_id, for_update=True)
+            if workflow is None:
+                raise NotFoundError(f"workflow {update.workflow_id} not found")
+            if workflow.task_id != update.task_id:
+                if tasks.get(update.task_id) is None:
+                    raise NotFoundError(f"task {update.task_id} not found")
+                raise ConflictError(
+                    f"workflow {update.workflow_id} does not belong to task {update.task_id}"
+                )
+            task = tasks.get(update.task_id, for_update=True)
+            assert task is not None  # the foreign key guarantees it
+            if workflow.status.is_terminal:
+                raise ConflictError(
+                    f"workflow {workflow.id} is already {workflow.status.value}; "
+                    "a terminal status is final",
+                    status=workflow.status.value,
+                )
+            new_status = update.status or workflow.status
+            if new_status is WorkflowStatus.QUEUED and workflow.status is WorkflowStatus.RUNNING:
+                raise ConflictError(f"workflow {workflow.id} is running; it cannot be queued again")
+            self._apply(workflow, update, new_status)
+            mirror_on_task(task, workflow)
+            if update.error_kind is not None and task.workflow_id == workflow.id:
+                task.error_kind = update.error_kind
+            session.flush()
+            return workflow, task
+
+    @staticmethod
+    def _apply(workflow: Workflow, update: ProgressUpdate, new_status: WorkflowStatus) -> None:
+        now = utcnow()
+        if update.progress is not None:
+            workflow.progress = max(workflow.progress, update.progress)
+        if new_status is WorkflowStatus.COMPLETED:
+            workflow.progress = 100
+        if update.step is not None:
+            workflow.current_step = update.step
+        if update.message is not None:
+            workflow.message = update.message
+        if update.result is not None:
+            workflow.result = update.result
+        if update.error is not None:
+            workflow.error = update.error
+        if new_status is WorkflowStatus.RUNNING and workflow.started_at is None:
+            workflow.started_at = now
+        if new_status.is_terminal:
+            workflow.completed_at = now
+            if workflow.started_at is None and new_status is WorkflowStatus.COMPLETED:
+                workflow.started_at = now
+        workflow.status = new_status
+        # Touch the row even when nothing else changed: updated_at is the liveness signal.
+        workflow.updated_at = now

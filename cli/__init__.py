@@ -1,0 +1,1 @@
+"""The `audioflow` command line: run the embedded stack, submit and follow tasks."""

@@ -1,0 +1,270 @@
+"""Start and stop the processes of an audioflow stack: Prefect server, API, worker.
+
+Used by `audioflow up`, `make demo` and the end-to-end tests, so there is one way to
+start each part. Every process runs in its own process group with its output in a log
+file under the stack's home, and `stop()` ends the whole group (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+#: The checkout this module belongs to; the worker runs flows from here.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+WORK_POOL = "audioflow"
+VENV_BIN = Path(sys.executable).parent
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start; the message says which and where its log is."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    """A console script of this venv (prefect, uvicorn, alembic)."""
+    path = VENV_BIN / name
+    return str(path) if path.exists() else name
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own group, with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM the group, then SIGKILL whatever is left after the timeout."""
+        if self.popen.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children (a flow run's process) may outlive the leader: kill the group regardless.
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+
+def spawn(name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
+    """Start a process in a new session, logging to `log_dir/name.log`."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log = log_path.open("ab")
+    popen = subprocess.Popen(
+        argv,
+        env=dict(env),
+        cwd=PROJECT_DIR,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    return ManagedProcess(name, popen, log_path)
+
+
+def wait_http(process: ManagedProcess, url: str, timeout_s: float) -> None:
+    """Wait until `url` answers 2xx, or fail with the process's log tail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise StackError(
+                f"{process.name} exited with code {process.popen.returncode}; "
+                f"log {process.log_path}:\n{process.log_tail()}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).is_success:
+                return
+        time.sleep(0.25)
+    raise StackError(
+        f"{process.name} did not answer {url} within {timeout_s:.0f} s; "
+        f"log {process.log_path}:\n{process.log_tail()}"
+    )
+
+
+def prefect_env(home: Path, prefect_port: int, *, ui: bool = False) -> dict[str, str]:
+    """Environment for every Prefect process of an embedded stack rooted at `home`."""
+    return {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(prefect_port),
+        "PREFECT_UI_ENABLED": "true" if ui else "false",
+        # The machine is offline: no telemetry, no update checks.
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Pick up new runs within a second instead of the default ten.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        # Heartbeats let the reconciler tell a live run from a dead one.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+
+
+def start_prefect_server(env: Mapping[str, str], port: int, log_dir: Path, *, timeout_s: float = 120) -> ManagedProcess:
+    """`prefect server start` on loopback; returns once `/api/health` answers."""
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    process = spawn(
+        "prefect-server",
+        [tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        log_dir,
+    )
+    wait_http(process, f"http://127.0.0.1:{port}/api/health", timeout_s)
+    return process
+
+
+def run_checked(argv: list[str], env: Mapping[str, str], what: str, timeout_s: float = 300) -> str:
+    """Run a command to completion; StackError with its output if it fails."""
+    done = subprocess.run(
+        argv, env=dict(env), cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise StackError(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def migrate(env: Mapping[str, str]) -> None:
+    """`alembic upgrade head` on the database in `env['DATABASE_URL']`."""
+    run_checked([tool("alembic"), "upgrade", "head"], env, "alembic upgrade head")
+
+
+def deploy(env: Mapping[str, str]) -> None:
+    """Create the work pool (if missing) and register every deployment of prefect.yaml."""
+    env = {**env, "AUDIOFLOW_PROJECT_DIR": str(PROJECT_DIR)}
+    pools = run_checked([tool("prefect"), "work-pool", "ls"], env, "prefect work-pool ls")
+    if WORK_POOL not in pools:
+        run_checked(
+            [tool("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"],
+            env,
+            "prefect work-pool create",
+        )
+    run_checked([tool("prefect"), "--no-prompt", "deploy", "--all"], env, "prefect deploy --all")
+
+
+def start_worker(env: Mapping[str, str], log_dir: Path, *, name: str = "worker") -> ManagedProcess:
+    """A process worker on the audioflow pool; each flow run gets its own subprocess."""
+    return spawn(
+        name,
+        [tool("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"],
+        env,
+        log_dir,
+    )
+
+
+def start_api(env: Mapping[str, str], port: int, log_dir: Path, *, workers: int = 1, timeout_s: float = 60) -> ManagedProcess:
+    """The Litestar app under uvicorn; returns once it answers."""
+    process = spawn(
+        "api",
+        [
+            tool("uvicorn"), "--factory", "api.app:create_app",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--log-level", "warning",
+        ],
+        env,
+        log_dir,
+    )
+    wait_http(process, f"http://127.0.0.1:{port}/schema/openapi.json", timeout_s)
+    return process
+
+
+@dataclass
+class Stack:
+    """A running embedded stack; stop() ends every process it started, newest first."""
+
+    home: Path
+    env: dict[str, str]
+    api_url: str
+    prefect_url: str
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    def process(self, name: str) -> ManagedProcess:
+        return next(p for p in self.processes if p.name == name)
+
+
+def embedded_env(home: Path, *, api_port: int, prefect_port: int, ui: bool = False, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of an embedded stack: SQLite, a local store, local Prefect."""
+    env = dict(base if base is not None else os.environ)
+    env.update(prefect_env(home, prefect_port, ui=ui))
+    env.setdefault("AUDIOFLOW_HOME", str(home))
+    env.setdefault("DATABASE_URL", f"sqlite:///{home / 'audioflow.db'}")
+    env.setdefault("AUDIOFLOW_STORAGE", "local")
+    env.setdefault("AUDIOFLOW_STORAGE_DIR", str(home / "storage"))
+    env["AUDIOFLOW_API_URL"] = f"http://127.0.0.1:{api_port}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextlib.contextmanager
+def running_stack(
+    home: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    api_port: int | None = None,
+    prefect_port: int | None = None,
+    ui: bool = False,
+    workers: int = 1,
+) -> Iterator[Stack]:
+    """Start Prefect, migrate, deploy, start the worker(s) and the API; stop all on exit."""
+    api_port = api_port or free_port()
+    prefect_port = prefect_port or free_port()
+    full_env = embedded_env(home, api_port=api_port, prefect_port=prefect_port, ui=ui, base=env)
+    log_dir = home / "logs"
+    stack = Stack(
+        home=home,
+        env=full_env,
+        api_url=f"http://127.0.0.1:{api_port}",
+        prefect_url=f"http://127.0.0.1:{prefect_port}",
+    )
+    try:
+        stack.processes.append(start_prefect_server(full_env, prefect_port, log_dir))
+        migrate(full_env)
+        deploy(full_env)
+        for n in range(workers):
+            stack.processes.append(start_worker(full_env, log_dir, name=f"worker-{n + 1}"))
+        stack.processes.append(start_api(full_env, api_port, log_dir))
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,30 @@
+"""Domain errors. Each maps to exactly one HTTP status, in `api/errors.py` and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AudioflowError(Exception):
+    """Base of every error a service raises on purpose; `detail` is safe to show a client."""
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFoundError(AudioflowError):
+    """The named resource does not exist."""
+
+
+class ConflictError(AudioflowError):
+    """The request is well-formed but contradicts the resource's current state."""
+
+
+class InvalidInputError(AudioflowError):
+    """The request is well-formed JSON but its content is not acceptable."""
+
+
+class UpstreamUnavailableError(AudioflowError):
+    """A service we depend on (Prefect, object storage) did not answer."""

@@ -1,0 +1,212 @@
+"""The output-format registry: every audio rendition audioflow can produce, by name.
+
+The API validates a request's `encodingFormats` against `FORMATS`, the encoder turns an
+`AudioFormat` into ffmpeg output options, the verifier checks an output against the same
+record, and the object key of an output is built from its `name` and `extension`. Adding a
+format is therefore one entry here and nothing else.
+
+This module is imported by the API on every request path, so it stays import-light: plain
+dataclasses, no subprocess, no boto3, no ffmpeg probing at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "FORMATS",
+    "AudioFormat",
+    "UnknownFormatError",
+    "format_names",
+    "get_format",
+]
+
+#: ffmpeg filter that keeps mono as mono and stereo as stereo, and downmixes anything wider
+#: (5.1, 7.1, ambisonics) to stereo. Used when a format leaves `channels` to the source.
+KEEP_CHANNELS_UP_TO_STEREO = "aformat=channel_layouts=mono|stereo"
+
+
+class UnknownFormatError(ValueError):
+    """A format name is not in the registry; the message lists the names that are."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown audio format {name!r}; known formats: {', '.join(format_names())}"
+        )
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """One output rendition: what ffmpeg is asked for and what the result must look like.
+
+    The descriptive fields (`codec`, `bitrate_kbps`, `channels`, `sample_rate`) are what
+    `flows.audio.probe.verify_output` checks the encoded file against; `ffmpeg_args` are
+    the output options that produce it. Both are built from the same values by `_format`
+    below, so they cannot disagree.
+    """
+
+    #: Registry key and the file stem of the output object (`mp3_128` -> `mp3_128.mp3`).
+    name: str
+    #: File extension without the dot.
+    extension: str
+    #: MIME type stored with the object, served to podcast clients.
+    content_type: str
+    #: What ffprobe reports as `codec_name` for the output's audio stream.
+    codec: str
+    #: Target bitrate; None for lossless formats.
+    bitrate_kbps: int | None
+    #: Output channel count; None keeps the source's (mono stays mono), capped at 2.
+    channels: int | None
+    #: Output sample rate in Hz; None keeps the source's.
+    sample_rate: int | None
+    #: ffmpeg output options (codec, bitrate, rate, channels, muxer), in order.
+    ffmpeg_args: tuple[str, ...]
+    #: True when the encoder is run at a constant bitrate, so the output's bitrate can be
+    #: checked against `bitrate_kbps`; VBR/ABR encoders are only checked for codec/duration.
+    constant_bitrate: bool = False
+
+
+def _format(
+    name: str,
+    *,
+    extension: str,
+    content_type: str,
+    codec: str,
+    encoder: str,
+    muxer: str,
+    bitrate_kbps: int | None = None,
+    channels: int | None = None,
+    sample_rate: int | None = None,
+    constant_bitrate: bool = False,
+    extra: tuple[str, ...] = (),
+) -> AudioFormat:
+    """Build an `AudioFormat` whose ffmpeg options are derived from its declared fields.
+
+    The muxer is always named with `-f` because the encoder writes to a temporary file
+    whose name does not end in the final extension.
+    """
+    args: list[str] = ["-c:a", encoder]
+    if bitrate_kbps is not None:
+        args += ["-b:a", f"{bitrate_kbps}k"]
+    if sample_rate is not None:
+        args += ["-ar", str(sample_rate)]
+    if channels is not None:
+        args += ["-ac", str(channels)]
+    else:
+        args += ["-af", KEEP_CHANNELS_UP_TO_STEREO]
+    args += [*extra, "-f", muxer]
+    return AudioFormat(
+        name=name,
+        extension=extension,
+        content_type=content_type,
+        codec=codec,
+        bitrate_kbps=bitrate_kbps,
+        channels=channels,
+        sample_rate=sample_rate,
+        ffmpeg_args=tuple(args),
+        constant_bitrate=constant_bitrate,
+    )
+
+
+_ALL: tuple[AudioFormat, ...] = (
+    # MP3: the format every podcast client plays. libmp3lame with -b:a alone is CBR; 44.1 kHz
+    # is fixed because LAME refuses rates such as 96 kHz that a WAV master may have.
+    _format(
+        "mp3_128",
+        extension="mp3",
+        content_type="audio/mpeg",
+        codec="mp3",
+        encoder="libmp3lame",
+        muxer="mp3",
+        bitrate_kbps=128,
+        sample_rate=44100,
+        constant_bitrate=True,
+    ),
+    _format(
+        "mp3_320",
+        extension="mp3",
+        content_type="audio/mpeg",
+        codec="mp3",
+        encoder="libmp3lame",
+        muxer="mp3",
+        bitrate_kbps=320,
+        sample_rate=44100,
+        constant_bitrate=True,
+    ),
+    _format(
+        "mp3_64",
+        extension="mp3",
+        content_type="audio/mpeg",
+        codec="mp3",
+        encoder="libmp3lame",
+        muxer="mp3",
+        bitrate_kbps=64,
+        channels=1,
+        sample_rate=44100,
+        constant_bitrate=True,
+    ),
+    # AAC in an .m4a (ffmpeg's `ipod` muxer); faststart moves the index to the front so a
+    # client can start playing before the whole file has arrived.
+    _format(
+        "aac_128",
+        extension="m4a",
+        content_type="audio/mp4",
+        codec="aac",
+        encoder="aac",
+        muxer="ipod",
+        bitrate_kbps=128,
+        sample_rate=44100,
+        extra=("-movflags", "+faststart"),
+    ),
+    # Opus in Ogg (RFC 7845: media type audio/ogg, extension .opus). libopus only runs at
+    # 48 kHz internally, so that rate is fixed. Opus is VBR by design: no bitrate check.
+    _format(
+        "opus_64",
+        extension="opus",
+        content_type="audio/ogg",
+        codec="opus",
+        encoder="libopus",
+        muxer="ogg",
+        bitrate_kbps=64,
+        sample_rate=48000,
+    ),
+    # Lossless renditions keep the source rate. FLAC is written as 16-bit: ffmpeg would
+    # otherwise pick 24-bit for decoded lossy sources, a third larger for nothing.
+    _format(
+        "flac",
+        extension="flac",
+        content_type="audio/flac",
+        codec="flac",
+        encoder="flac",
+        muxer="flac",
+        extra=("-sample_fmt", "s16"),
+    ),
+    # 16-bit PCM WAV; `-rf64 auto` switches to RF64 past 4 GiB instead of writing a
+    # broken RIFF header (a 4-hour 48 kHz stereo episode is 2.7 GB, so only just below).
+    _format(
+        "wav",
+        extension="wav",
+        content_type="audio/wav",
+        codec="pcm_s16le",
+        encoder="pcm_s16le",
+        muxer="wav",
+        extra=("-rf64", "auto"),
+    ),
+)
+
+#: Every format audioflow can produce, by name.
+FORMATS: dict[str, AudioFormat] = {fmt.name: fmt for fmt in _ALL}
+
+
+def format_names() -> list[str]:
+    """The registered format names, in registry order (for error messages and API docs)."""
+    return list(FORMATS)
+
+
+def get_format(name: str) -> AudioFormat:
+    """The format called `name`; raises `UnknownFormatError` listing the valid names."""
+    fmt = FORMATS.get(name) if isinstance(name, str) else None
+    if fmt is None:
+        raise UnknownFormatError(str(name))
+    return fmt

@@ -1,0 +1,1 @@
+"""Persistence: the `tasks` and `workflows` tables, their engine and their queries."""

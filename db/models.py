@@ -1,0 +1,154 @@
+"""The two tables: `tasks` (what a client asked for) and `workflows` (each Prefect run of it).
+
+A task keeps every workflow it ever had (one per attempt); `tasks.workflow_id` points at
+the current one. The foreign keys form a cycle, so the task -> workflow one is added after
+both tables exist (`use_alter`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import Base, TimestampMixin, UTCDateTime
+
+
+class TaskStatus(StrEnum):
+    """Lifecycle of a task row, as clients see it."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class WorkflowStatus(StrEnum):
+    """Lifecycle of one workflow instance; mirrors Prefect's flow-run states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """A terminal status is final for every writer but the reconciler."""
+        return self in TERMINAL_WORKFLOW_STATUSES
+
+
+TERMINAL_WORKFLOW_STATUSES = frozenset(
+    {
+        WorkflowStatus.COMPLETED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.CRASHED,
+        WorkflowStatus.CANCELLED,
+    }
+)
+
+#: How a task's status follows its current workflow's.
+TASK_STATUS_FOR_WORKFLOW: dict[WorkflowStatus, TaskStatus] = {
+    WorkflowStatus.QUEUED: TaskStatus.PENDING,
+    WorkflowStatus.RUNNING: TaskStatus.PROCESSING,
+    WorkflowStatus.COMPLETED: TaskStatus.DONE,
+    WorkflowStatus.FAILED: TaskStatus.FAILED,
+    WorkflowStatus.CRASHED: TaskStatus.FAILED,
+    WorkflowStatus.CANCELLED: TaskStatus.CANCELLED,
+}
+
+
+def _enum(cls: type[StrEnum], name: str) -> Enum:
+    # Stored as VARCHAR + CHECK (not a native PG enum) so adding a status is a plain migration.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class Task(TimestampMixin, Base):
+    """A unit of work a client asked for, e.g. `audio_processing` of one episode."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    type: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    status: Mapped[TaskStatus] = mapped_column(
+        _enum(TaskStatus, "task_status"), nullable=False, default=TaskStatus.PENDING, index=True
+    )
+    #: Denormalised from the payload so that listing and reprocessing can filter on it.
+    episode_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: `transient` errors may be retried; `permanent` ones (bad audio) never are.
+    error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    progress: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: The current workflow's step, copied here so listings need no join.
+    current_step: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid(),
+        ForeignKey("workflows.id", use_alter=True, ondelete="SET NULL"),
+        nullable=True,
+    )
+    workflow_instance_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    workflows: Mapped[list[Workflow]] = relationship(
+        back_populates="task",
+        foreign_keys="Workflow.task_id",
+        order_by="Workflow.attempt",
+        lazy="raise",
+    )
+
+    __table_args__ = (Index("ix_tasks_created_at", "created_at"),)
+
+
+class Workflow(TimestampMixin, Base):
+    """One workflow instance: one run of a Prefect deployment for one task attempt."""
+
+    __tablename__ = "workflows"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    deployment_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    #: The Prefect flow-run id; empty until Prefect has accepted the run.
+    instance_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    status: Mapped[WorkflowStatus] = mapped_column(
+        _enum(WorkflowStatus, "workflow_status"),
+        nullable=False,
+        default=WorkflowStatus.QUEUED,
+        index=True,
+    )
+    progress: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    current_step: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Corrections made by the reconciler: [{at, from, to, reason}], oldest first.
+    corrections: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    task: Mapped[Task] = relationship(
+        back_populates="workflows", foreign_keys=[task_id], lazy="raise"
+    )

@@ -1,0 +1,52 @@
+"""Why a run failed, in words a person understands, and whether trying again could help."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ErrorKind = Literal["transient", "permanent"]
+
+
+class ProcessingError(Exception):
+    """A step failed; `reason` is shown on the task, `kind` decides whether it is retried."""
+
+    def __init__(self, reason: str, kind: ErrorKind) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def _permanent_types() -> tuple[type[BaseException], ...]:
+    from core.keys import InvalidKeyError
+    from core.storage.errors import ObjectNotFoundError, ObjectTooLargeError
+    from flows.audio.encode import EncodeError
+    from flows.audio.probe import BadAudioError, OutputCheckError
+    from flows.transcription.errors import ModelNotAvailableError, TranscriptionInputError
+
+    return (
+        BadAudioError,
+        EncodeError,
+        OutputCheckError,
+        ObjectNotFoundError,
+        ObjectTooLargeError,
+        InvalidKeyError,
+        TranscriptionInputError,
+        ModelNotAvailableError,
+    )
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """Bad input never gets better by retrying; anything else (storage, network, a crash) may."""
+    if isinstance(exc, ProcessingError):
+        return exc.kind
+    if isinstance(exc, _permanent_types()):
+        return "permanent"
+    return "transient"
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for the task row."""
+    if isinstance(exc, ProcessingError):
+        return exc.reason
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 2000 else text[:2000] + "..."

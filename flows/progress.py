@@ -1,0 +1,202 @@
+"""Progress of a workflow: a weighted plan of its steps and a reporter that posts it to the API.
+
+Overall progress is the weighted sum of each step's fraction done. The fractions come from
+real measures (ffmpeg's `out_time`, the end time of each transcribed segment, bytes
+moved), so the bar moves as the work does. Reports go to
+`POST /internal/workflow-progress`, throttled to about one a second per workflow; a lost
+report is logged and forgotten (the next one carries the same information), so the flow
+never fails because the API was briefly away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+#: Relative cost of each kind of step, measured on 2 cores (one hour of 192k MP3):
+#: an MP3 encode ~54 CPU-s, tiny.en transcription ~220 CPU-s, download/upload are I/O.
+STEP_WEIGHTS: Mapping[str, float] = {
+    "download": 3.0,
+    "encode": 10.0,
+    "transcribe": 40.0,
+    "upload": 3.0,
+}
+
+
+@dataclass
+class ProgressPlan:
+    """The steps of one run and their weights; `fractions` holds how far each has got."""
+
+    weights: dict[str, float]
+    fractions: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def for_run(cls, formats: list[str], transcribe: bool) -> ProgressPlan:
+        """download, one encode step per format, transcribe (if asked), upload."""
+        weights = {"download": STEP_WEIGHTS["download"]}
+        for name in formats:
+            weights[f"encode:{name}"] = STEP_WEIGHTS["encode"]
+        if transcribe:
+            weights["transcribe"] = STEP_WEIGHTS["transcribe"]
+        weights["upload"] = STEP_WEIGHTS["upload"]
+        return cls(weights=weights)
+
+    def set(self, step: str, fraction: float) -> None:
+        """Record a step's fraction (clamped to 0..1, never lowered)."""
+        if step not in self.weights:
+            raise KeyError(f"step {step!r} is not in the plan ({', '.join(self.weights)})")
+        fraction = min(1.0, max(0.0, fraction))
+        self.fractions[step] = max(self.fractions.get(step, 0.0), fraction)
+
+    @property
+    def percent(self) -> int:
+        """Overall progress 0..100; 100 only when every step is done."""
+        total = sum(self.weights.values())
+        done = sum(w * self.fractions.get(s, 0.0) for s, w in self.weights.items())
+        value = int(100 * done / total) if total else 0
+        if value == 100 and any(self.fractions.get(s, 0.0) < 1.0 for s in self.weights):
+            return 99
+        return value
+
+
+Sender = Callable[[dict[str, Any]], None]
+
+
+class ReportRefusedError(RuntimeError):
+    """The API answered 4xx: retrying the same report cannot help."""
+
+
+class HttpSender:
+    """Posts one report to the progress endpoint, retrying transient failures with backoff."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.url = f"{api_url.rstrip('/')}/internal/workflow-progress"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def __call__(self, body: dict[str, Any]) -> None:
+        delay = self.backoff_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self._client.post(self.url, json=body, headers=self.headers)
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 400:
+                    return
+                if response.status_code < 500 and response.status_code != 429:
+                    raise ReportRefusedError(
+                        f"progress endpoint answered {response.status_code}: {response.text[:300]}"
+                    )
+                problem = f"HTTP {response.status_code}"
+            if attempt == self.attempts:
+                raise ConnectionError(f"progress report not delivered after {attempt} tries: {problem}")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class WorkflowProgressReporter:
+    """Reports a workflow's step, message and weighted progress to the API.
+
+    Thread-safe: the flow's steps run side by side and each reports its own fraction.
+    `update()` is throttled; `report()` always sends (status changes, step ends).
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        workflow_id: str,
+        plan: ProgressPlan,
+        send: Sender,
+        *,
+        min_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_report: Callable[[int, str | None], None] | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.workflow_id = workflow_id
+        self.plan = plan
+        self.send = send
+        self.min_interval_s = min_interval_s
+        self.clock = clock
+        self.on_report = on_report
+        self._lock = threading.Lock()
+        self._last_sent = float("-inf")
+        self._last_percent = -1
+        self._refused = False
+
+    def update(self, step: str, fraction: float, message: str | None = None) -> None:
+        """Record a step's fraction; send at most once per interval."""
+        with self._lock:
+            self.plan.set(step, fraction)
+            now = self.clock()
+            due = now - self._last_sent >= self.min_interval_s
+            changed = self.plan.percent != self._last_percent
+            if not (due and changed):
+                return
+            self._last_sent = now
+        self._post(step=step, message=message)
+
+    def finish_step(self, step: str, message: str | None = None) -> None:
+        """Mark a step done and report it now."""
+        with self._lock:
+            self.plan.set(step, 1.0)
+            self._last_sent = self.clock()
+        self._post(step=step, message=message)
+
+    def report(self, **fields: Any) -> bool:
+        """Send a report now (status changes, results); False if it was not delivered."""
+        return self._post(**fields)
+
+    def _post(self, **fields: Any) -> bool:
+        if self._refused:
+            return False
+        percent = self.plan.percent
+        body: dict[str, Any] = {"taskId": self.task_id, "workflowId": self.workflow_id}
+        if "progress" not in fields:
+            body["progress"] = percent
+        for key, value in fields.items():
+            if value is not None:
+                body[_camel(key)] = value
+        try:
+            self.send(body)
+        except ReportRefusedError as exc:
+            # Typically 409: the workflow is already terminal (cancelled, reconciled).
+            log.warning("progress report refused, stopping reports: %s", exc)
+            self._refused = True
+            return False
+        except Exception as exc:
+            log.warning("progress report lost: %s", exc)
+            return False
+        with self._lock:
+            self._last_percent = max(self._last_percent, percent)
+        if self.on_report is not None:
+            self.on_report(percent, fields.get("step"))
+        return True
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,50 @@
+"""Fetch the episode's source audio from object storage and check that it is usable audio."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from core.storage import get_store
+from core.storage.errors import ObjectNotFoundError
+from flows.audio.probe import AudioInfo, BadAudioError, check_decodes, probe
+from flows.errors import ProcessingError
+from flows.progress import WorkflowProgressReporter
+from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+
+
+@task(
+    name="download-source",
+    retries=len(RETRY_DELAYS_S),
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
+def fetch_source(
+    audio_key: str, workdir: Path, reporter: WorkflowProgressReporter
+) -> tuple[Path, AudioInfo]:
+    """Download the source once into the run's folder, then probe and fully decode it."""
+    store = get_store()
+    suffix = PurePosixPath(audio_key).suffix[:16]
+    dest = workdir / f"source{suffix}"
+    reporter.update("download", 0.0, f"downloading {audio_key}")
+    try:
+        size = store.get_file(audio_key, dest)
+    except ObjectNotFoundError as exc:
+        raise ProcessingError(
+            f"source audio {audio_key!r} not found in {store.describe()}", "permanent"
+        ) from exc
+    if size == 0:
+        raise ProcessingError(f"source audio {audio_key!r} is an empty file (0 bytes)", "permanent")
+    try:
+        info = probe(dest)
+        check_decodes(dest)
+    except BadAudioError as exc:
+        raise ProcessingError(f"source audio {audio_key!r} is not usable: {exc}", "permanent") from exc
+    reporter.finish_step(
+        "download", f"downloaded {size} bytes, {info.duration_s:.1f} s of {info.codec} audio"
+    )
+    return dest, info

@@ -1,0 +1,48 @@
+"""Upload a run's checked outputs to object storage under the episode's key layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from core.storage import get_store
+from flows.progress import WorkflowProgressReporter
+from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+
+
+@dataclass(frozen=True)
+class PlannedUpload:
+    """One local file and the key it goes to."""
+
+    key: str
+    path: Path
+    content_type: str
+
+
+@task(
+    name="upload-outputs",
+    retries=len(RETRY_DELAYS_S),
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
+def upload_outputs(
+    uploads: list[PlannedUpload], reporter: WorkflowProgressReporter
+) -> dict[str, int]:
+    """Put every file (multipart for large ones); returns key -> size.
+
+    A retry re-puts every file: puts are idempotent overwrites of the run's own keys.
+    """
+    store = get_store()
+    sizes: dict[str, int] = {}
+    total = sum(u.path.stat().st_size for u in uploads) or 1
+    done = 0
+    for upload in uploads:
+        sizes[upload.key] = store.put_file(upload.key, upload.path, upload.content_type)
+        done += sizes[upload.key]
+        reporter.update("upload", done / total, f"uploaded {upload.key}")
+    reporter.finish_step("upload", f"uploaded {len(uploads)} files to {store.describe()}")
+    return sizes

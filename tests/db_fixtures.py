@@ -1,0 +1,62 @@
+"""Database fixtures: one PostgreSQL database per run, migrated with Alembic, emptied per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings
+from db.engine import build_engine, build_session_factory
+from tests.support.postgres import temporary_database
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TEST_TOKEN = "test-internal-token-0123456789"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(PROJECT_DIR / "alembic.ini"))
+    config.attributes["url"] = url
+    return config
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with temporary_database() as url:
+        command.upgrade(alembic_config(url), "head")
+        yield url
+
+
+@pytest.fixture(scope="session")
+def base_settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings.from_env()
+    return replace(
+        settings,
+        home=home,
+        database=replace(settings.database, url=pg_url),
+        api=replace(settings.api, internal_token=TEST_TOKEN),
+        storage=replace(settings.storage, backend="local", local_dir=home / "storage"),
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(base_settings: Settings) -> Iterator[Engine]:
+    engine = build_engine(base_settings.database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    yield build_session_factory(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET workflow_id = NULL"))
+        conn.execute(text("DELETE FROM workflows"))
+        conn.execute(text("DELETE FROM tasks"))

@@ -1,0 +1,130 @@
+"""The task endpoints through Litestar's test client, on PostgreSQL and a real Prefect server."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+from litestar.testing import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import prefect_gateway
+from api.app import create_app
+from core.settings import Settings
+from db.models import Task, Workflow
+
+PAYLOAD = {
+    "episodeId": "episode-123",
+    "audioKey": "uploads/episode-123.mp3",
+    "encodingFormats": ["mp3_128", "mp3_320"],
+    "transcribe": True,
+}
+
+
+def _counts(session_factory: sessionmaker[Session]) -> tuple[int, int]:
+    with session_factory() as session:
+        return (
+            session.scalar(select(func.count()).select_from(Task)) or 0,
+            session.scalar(select(func.count()).select_from(Workflow)) or 0,
+        )
+
+
+def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings: Settings) -> None:  # type: ignore[type-arg]
+    response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
+    assert response.status_code == 201, response.text
+    task = response.json()
+    assert task["status"] == "pending"
+    assert task["episodeId"] == "episode-123"
+    assert task["attempts"] == 1
+    assert task["workflowId"] and task["workflowInstanceId"]
+
+    run = prefect_gateway.read_flow_run(settings.prefect.api_url, task["workflowInstanceId"])
+    assert run.parameters["task_id"] == task["id"]
+    assert run.parameters["workflow_id"] == task["workflowId"]
+    assert run.parameters["audio_key"] == "uploads/episode-123.mp3"
+    assert run.parameters["encoding_formats"] == ["mp3_128", "mp3_320"]
+    assert f"episode:episode-123" in run.tags
+
+    workflow = client.get(f"/workflows/{task['workflowId']}").json()
+    assert workflow["instanceId"] == task["workflowInstanceId"]
+    assert workflow["status"] == "queued"
+    assert workflow["taskId"] == task["id"]
+    assert workflow["deploymentName"] == "audio-processing/audio-processing"
+
+    attempts = client.get(f"/tasks/{task['id']}/workflows").json()
+    assert [w["id"] for w in attempts] == [task["workflowId"]]
+
+
+def test_audio_r2_key_is_accepted_as_an_alias(client: TestClient) -> None:  # type: ignore[type-arg]
+    payload = {k: v for k, v in PAYLOAD.items() if k != "audioKey"} | {"audioR2Key": "r2/ep.mp3"}
+    response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
+    assert response.status_code == 201, response.text
+    assert response.json()["payload"]["audioKey"] == "r2/ep.mp3"
+
+
+def test_idempotency_key_returns_the_same_task(
+    client: TestClient, session_factory: sessionmaker[Session]  # type: ignore[type-arg]
+) -> None:
+    body = {"type": "audio_processing", "payload": PAYLOAD}
+    headers = {"Idempotency-Key": "client-req-1"}
+    first = client.post("/tasks", json=body, headers=headers)
+    second = client.post("/tasks", json=body, headers=headers)
+    assert first.status_code == 201 and second.status_code == 200
+    assert first.json()["id"] == second.json()["id"]
+    assert _counts(session_factory) == (1, 1)
+
+    other = {"type": "audio_processing", "payload": PAYLOAD | {"episodeId": "other"}}
+    conflict = client.post("/tasks", json=other, headers=headers)
+    assert conflict.status_code == 409
+    assert "Idempotency-Key" in conflict.json()["detail"]
+    assert _counts(session_factory) == (1, 1)
+
+
+def test_list_filters_and_paginates(client: TestClient) -> None:  # type: ignore[type-arg]
+    for n in range(3):
+        payload = PAYLOAD | {"episodeId": f"ep-{n % 2}"}
+        assert client.post("/tasks", json={"type": "audio_processing", "payload": payload}).status_code == 201
+    page = client.get("/tasks", params={"episodeId": "ep-0", "limit": 1}).json()
+    assert page["total"] == 2 and len(page["items"]) == 1 and page["limit"] == 1
+    assert page["items"][0]["episodeId"] == "ep-0"
+    second = client.get("/tasks", params={"episodeId": "ep-0", "limit": 1, "offset": 1}).json()
+    assert second["items"][0]["id"] != page["items"][0]["id"]
+    assert client.get("/tasks", params={"status": "pending"}).json()["total"] == 3
+    assert client.get("/tasks", params={"status": "done"}).json()["total"] == 0
+    assert client.get("/tasks", params={"type": "audio_processing"}).json()["total"] == 3
+
+
+def test_prefect_unreachable_fails_the_task_clearly(
+    settings: Settings, session_factory: sessionmaker[Session]  # type: ignore[type-arg]
+) -> None:
+    dead = replace(settings, prefect=replace(settings.prefect, api_url="http://127.0.0.1:9/api", trigger_timeout_s=2))
+    with TestClient(app=create_app(dead, session_factory=session_factory)) as client:
+        response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
+        assert response.status_code == 503
+        body = response.json()
+        assert "Prefect" in body["detail"]
+        task = client.get(f"/tasks/{body['extra']['taskId']}").json()
+    # Never a row that claims work with no flow run behind it.
+    assert task["status"] == "failed"
+    assert task["errorKind"] == "transient"
+    assert task["workflowInstanceId"] is None
+    assert "could not start the flow run" in task["error"]
+
+
+def test_unknown_ids_are_404(client: TestClient) -> None:  # type: ignore[type-arg]
+    assert client.get(f"/tasks/{uuid.uuid4()}").status_code == 404
+    assert client.get(f"/tasks/{uuid.uuid4()}/workflows").status_code == 404
+    assert client.get(f"/workflows/{uuid.uuid4()}").status_code == 404
+    assert client.get("/tasks/not-a-uuid").status_code in (400, 404)
+
+
+def test_health_reports_database_and_prefect(client: TestClient) -> None:  # type: ignore[type-arg]
+    response = client.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "database": "ok", "prefect": "ok"}
+
+
+def test_openapi_document_is_served(client: TestClient) -> None:  # type: ignore[type-arg]
+    spec = client.get("/schema/openapi.json").json()
+    assert "/tasks" in spec["paths"] and "/internal/workflow-progress" in spec["paths"]
