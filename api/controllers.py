@@ -60,7 +60,9 @@ class TaskController(Controller):
         task = outcome.task
         if outcome.created and task.status is TaskStatus.FAILED and task.error_kind == "transient":
             raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
-        return Response(TaskOut.of(task), status_code=HTTP_201_CREATED if outcome.created else HTTP_200_OK)
+        return Response(
+            TaskOut.of(task), status_code=HTTP_201_CREATED if outcome.created else HTTP_200_OK
+        )
 
     @get("/", sync_to_thread=True)
     def list_tasks(
@@ -84,7 +86,9 @@ class TaskController(Controller):
         )
 
     @get("/{task_id:uuid}", sync_to_thread=True)
-    def get_task(self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]) -> TaskOut:
+    def get_task(
+        self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]
+    ) -> TaskOut:
         """One task."""
         return TaskOut.of(task_service.get(task_id))
 
@@ -105,7 +109,9 @@ class WorkflowController(Controller):
     dependencies = _DEPS
 
     @get("/{workflow_id:uuid}", sync_to_thread=True)
-    def get_workflow(self, workflow_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]) -> WorkflowOut:
+    def get_workflow(
+        self, workflow_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]
+    ) -> WorkflowOut:
         """One workflow instance."""
         return WorkflowOut.of(workflow_service.get(workflow_id))
 

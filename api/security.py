@@ -14,7 +14,7 @@ from litestar.handlers.base import BaseRouteHandler
 from core.settings import Settings
 
 
-def _settings(connection: ASGIConnection) -> Settings:  # type: ignore[type-arg]
+def _settings(connection: ASGIConnection) -> Settings:
     settings: Settings = connection.app.state.settings
     return settings
 
@@ -23,7 +23,7 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Public endpoints: `X-API-Key` must match `AUDIOFLOW_API_KEY` when that is set."""
     expected = _settings(connection).api.api_key
     if not expected:
@@ -35,13 +35,13 @@ def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:  #
         raise NotAuthorizedException("invalid API key")
 
 
-def require_internal_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+def require_internal_token(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
     """The internal endpoint: `Authorization: Bearer <AUDIOFLOW_INTERNAL_TOKEN>`."""
     expected = _settings(connection).internal_token
     header = connection.headers.get("authorization")
     if header is None:
         raise NotAuthorizedException("missing bearer token")
-    scheme, _, token = header.partition(" ")
+    scheme, _sep, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise NotAuthorizedException("expected 'Authorization: Bearer <token>'")
     if not _same(token.strip(), expected):

@@ -21,9 +21,15 @@ _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 class TaskType(Protocol):
     """What the task service needs to know about one kind of task."""
 
-    name: str
-    #: The `workflows.name` of its runs.
-    workflow_name: str
+    @property
+    def name(self) -> str:
+        """The `tasks.type` value."""
+        ...
+
+    @property
+    def workflow_name(self) -> str:
+        """The `workflows.name` of its runs."""
+        ...
 
     def validate(self, payload: Any) -> dict[str, Any]:
         """The payload in canonical form, or InvalidInputError naming what is wrong."""
@@ -33,7 +39,9 @@ class TaskType(Protocol):
         """`flow/deployment` that runs this type."""
         ...
 
-    def flow_parameters(self, task_id: str, workflow_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def flow_parameters(
+        self, task_id: str, workflow_id: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
         """The flow run's parameters."""
         ...
 
@@ -67,17 +75,24 @@ class AudioProcessing:
             raise InvalidInputError("payload.episodeId is required and must be a string")
         # `audioR2Key` is what the existing clients send; `audioKey` is the canonical name.
         audio_key = payload.get("audioKey", payload.get("audioR2Key"))
-        if "audioKey" in payload and "audioR2Key" in payload and payload["audioKey"] != payload[
-            "audioR2Key"
-        ]:
+        if (
+            "audioKey" in payload
+            and "audioR2Key" in payload
+            and payload["audioKey"] != payload["audioR2Key"]
+        ):
             raise InvalidInputError("payload.audioKey and payload.audioR2Key disagree")
         if not isinstance(audio_key, str):
-            raise InvalidInputError("payload.audioKey (or audioR2Key) is required and must be a string")
+            raise InvalidInputError(
+                "payload.audioKey (or audioR2Key) is required and must be a string"
+            )
         try:
             validate_episode_id(episode_id)
+        except InvalidKeyError as exc:
+            raise InvalidInputError(f"payload.episodeId: {exc}") from exc
+        try:
             validate_key(audio_key)
         except InvalidKeyError as exc:
-            raise InvalidInputError(f"payload: {exc}") from exc
+            raise InvalidInputError(f"payload.audioKey: {exc}") from exc
         formats = payload.get("encodingFormats")
         if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
             raise InvalidInputError("payload.encodingFormats must be a list of format names")
@@ -95,7 +110,9 @@ class AudioProcessing:
         if len(set(formats)) != len(formats):
             raise InvalidInputError("payload.encodingFormats lists a format twice")
         language = payload.get("language")
-        if language is not None and (not isinstance(language, str) or not _LANGUAGE.match(language)):
+        if language is not None and (
+            not isinstance(language, str) or not _LANGUAGE.match(language)
+        ):
             raise InvalidInputError("payload.language must be a language code such as 'en'")
         return {
             "episodeId": episode_id,
@@ -108,7 +125,9 @@ class AudioProcessing:
     def deployment_name(self, settings: Settings) -> str:
         return settings.prefect.audio_deployment
 
-    def flow_parameters(self, task_id: str, workflow_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def flow_parameters(
+        self, task_id: str, workflow_id: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "task_id": task_id,
             "workflow_id": workflow_id,

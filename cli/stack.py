@@ -68,10 +68,8 @@ class ManagedProcess:
         """SIGTERM the group, then SIGKILL whatever is left after the timeout."""
         if self.popen.poll() is None:
             self.signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
         # Children (a flow run's process) may outlive the leader: kill the group regardless.
         self.signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -117,10 +115,11 @@ def wait_http(process: ManagedProcess, url: str, timeout_s: float) -> None:
 
 def prefect_env(home: Path, prefect_port: int, *, ui: bool = False) -> dict[str, str]:
     """Environment for every Prefect process of an embedded stack rooted at `home`."""
+    prefect_db = home / "prefect" / "prefect.db"
     return {
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_db}",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(prefect_port),
         "PREFECT_UI_ENABLED": "true" if ui else "false",
@@ -137,7 +136,9 @@ def prefect_env(home: Path, prefect_port: int, *, ui: bool = False) -> dict[str,
     }
 
 
-def start_prefect_server(env: Mapping[str, str], port: int, log_dir: Path, *, timeout_s: float = 120) -> ManagedProcess:
+def start_prefect_server(
+    env: Mapping[str, str], port: int, log_dir: Path, *, timeout_s: float = 120
+) -> ManagedProcess:
     """`prefect server start` on loopback; returns once `/api/health` answers."""
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     process = spawn(
@@ -153,11 +154,18 @@ def start_prefect_server(env: Mapping[str, str], port: int, log_dir: Path, *, ti
 def run_checked(argv: list[str], env: Mapping[str, str], what: str, timeout_s: float = 300) -> str:
     """Run a command to completion; StackError with its output if it fails."""
     done = subprocess.run(
-        argv, env=dict(env), cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout_s,
+        argv,
+        env=dict(env),
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
         stdin=subprocess.DEVNULL,
     )
     if done.returncode != 0:
-        raise StackError(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        raise StackError(
+            f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        )
     return done.stdout
 
 
@@ -189,14 +197,24 @@ def start_worker(env: Mapping[str, str], log_dir: Path, *, name: str = "worker")
     )
 
 
-def start_api(env: Mapping[str, str], port: int, log_dir: Path, *, workers: int = 1, timeout_s: float = 60) -> ManagedProcess:
+def start_api(
+    env: Mapping[str, str], port: int, log_dir: Path, *, workers: int = 1, timeout_s: float = 60
+) -> ManagedProcess:
     """The Litestar app under uvicorn; returns once it answers."""
     process = spawn(
         "api",
         [
-            tool("uvicorn"), "--factory", "api.app:create_app",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--log-level", "warning",
+            tool("uvicorn"),
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
         ],
         env,
         log_dir,
@@ -224,7 +242,14 @@ class Stack:
         return next(p for p in self.processes if p.name == name)
 
 
-def embedded_env(home: Path, *, api_port: int, prefect_port: int, ui: bool = False, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def embedded_env(
+    home: Path,
+    *,
+    api_port: int,
+    prefect_port: int,
+    ui: bool = False,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The whole environment of an embedded stack: SQLite, a local store, local Prefect."""
     env = dict(base if base is not None else os.environ)
     env.update(prefect_env(home, prefect_port, ui=ui))

@@ -122,7 +122,9 @@ class PrefectSettings:
     def from_env(cls) -> PrefectSettings:
         return cls(
             api_url=os.environ.get("PREFECT_API_URL", "").rstrip("/"),
-            audio_deployment=_env("AUDIOFLOW_AUDIO_DEPLOYMENT", "audio-processing/audio-processing"),
+            audio_deployment=_env(
+                "AUDIOFLOW_AUDIO_DEPLOYMENT", "audio-processing/audio-processing"
+            ),
             trigger_timeout_s=_env_float("AUDIOFLOW_PREFECT_TIMEOUT", 10.0),
         )
 

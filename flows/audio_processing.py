@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from pydantic import Field
 
 from core.formats import get_format
@@ -41,7 +45,9 @@ from flows.transcription.writers import WRITERS
     on_cancellation=[hooks.on_cancellation],
 )
 def audio_processing(
-    task_id: Annotated[str, Field(description="The audioflow task (database row) this run serves.")],
+    task_id: Annotated[
+        str, Field(description="The audioflow task (database row) this run serves.")
+    ],
     workflow_id: Annotated[str, Field(description="The workflow row of this attempt.")],
     episode_id: Annotated[str, Field(description="Episode id; output keys derive from it.")],
     audio_key: Annotated[str, Field(description="Object key of the source audio.")],
@@ -79,7 +85,9 @@ def audio_processing(
             ]
         ]
         transcript = (
-            transcribe_source(source, source_info, language, workdir, reporter) if transcribe else None
+            transcribe_source(source, source_info, language, workdir, reporter)
+            if transcribe
+            else None
         )
         uploads = _plan_uploads(episode_id, encoded, transcript)
         sizes = upload_outputs(uploads, reporter)
@@ -114,7 +122,9 @@ def _plan_uploads(
         for name, path in transcript.files.items():
             writer = WRITERS[name]
             uploads.append(
-                PlannedUpload(transcript_key(episode_id, writer.extension), path, writer.content_type)
+                PlannedUpload(
+                    transcript_key(episode_id, writer.extension), path, writer.content_type
+                )
             )
     return uploads
 
@@ -154,7 +164,8 @@ def _result(
             "language": transcript.language,
             "segments": transcript.segments,
             "keys": {
-                name: transcript_key(episode_id, WRITERS[name].extension) for name in transcript.files
+                name: transcript_key(episode_id, WRITERS[name].extension)
+                for name in transcript.files
             },
             "firstLines": transcript.first_lines,
         }

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 FINAL_REPORT_ATTEMPTS = 8
 
 
-def reporter_for(flow_run: Any, *, attempts: int = FINAL_REPORT_ATTEMPTS) -> WorkflowProgressReporter | None:
+def reporter_for(
+    flow_run: Any, *, attempts: int = FINAL_REPORT_ATTEMPTS
+) -> WorkflowProgressReporter | None:
     """A reporter for the run's workflow, or None if the run has no audioflow ids."""
     params = dict(getattr(flow_run, "parameters", None) or {})
     task_id, workflow_id = params.get("task_id"), params.get("workflow_id")
@@ -54,7 +56,9 @@ def _exception_of(state: Any) -> BaseException | None:
 
 def on_running(flow: Any, flow_run: Any, state: Any) -> None:
     """Running: workflow running, task processing."""
-    _report(flow_run, status="running", step="starting", message=f"flow run {flow_run.name} started")
+    _report(
+        flow_run, status="running", step="starting", message=f"flow run {flow_run.name} started"
+    )
 
 
 def on_completion(flow: Any, flow_run: Any, state: Any) -> None:

@@ -109,7 +109,9 @@ class HttpSender:
                     )
                 problem = f"HTTP {response.status_code}"
             if attempt == self.attempts:
-                raise ConnectionError(f"progress report not delivered after {attempt} tries: {problem}")
+                raise ConnectionError(
+                    f"progress report not delivered after {attempt} tries: {problem}"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 

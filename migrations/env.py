@@ -10,9 +10,9 @@ from alembic import context
 from sqlalchemy import Connection
 
 from core.settings import get_settings
+from db import models  # noqa: F401  (registers the tables on the metadata)
 from db.base import metadata
 from db.engine import build_engine, is_sqlite
-from db import models  # noqa: F401  (registers the tables on the metadata)
 
 config = context.config
 

@@ -151,7 +151,9 @@ class TaskService:
                 corrections=[],
             )
         )
-        workflow.parameters = task_type.flow_parameters(str(task.id), str(workflow.id), task.payload)
+        workflow.parameters = task_type.flow_parameters(
+            str(task.id), str(workflow.id), task.payload
+        )
         task.workflow_id = workflow.id
         task.workflow_instance_id = None
         task.status = TaskStatus.PENDING
@@ -178,7 +180,9 @@ class TaskService:
                 self.settings.prefect.api_url,
                 workflow.deployment_name,
                 workflow.parameters,
-                idempotency_key=idempotency_key_for(workflow.deployment_name, task.id, workflow.attempt),
+                idempotency_key=idempotency_key_for(
+                    workflow.deployment_name, task.id, workflow.attempt
+                ),
                 name=f"{episode}-{str(task.id)[:8]}-a{workflow.attempt}",
                 tags=[f"task:{task.id}", f"episode:{episode}", f"type:{task.type}"],
                 timeout_s=self.settings.prefect.trigger_timeout_s,

@@ -7,7 +7,7 @@ from typing import Any
 from flows.errors import classify
 
 #: Delays between the tries of a step that failed for a transient reason.
-RETRY_DELAYS_S = [2, 5, 10]
+RETRY_DELAYS_S: list[float] = [2.0, 5.0, 10.0]
 
 
 def retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -43,7 +42,9 @@ def fetch_source(
         info = probe(dest)
         check_decodes(dest)
     except BadAudioError as exc:
-        raise ProcessingError(f"source audio {audio_key!r} is not usable: {exc}", "permanent") from exc
+        raise ProcessingError(
+            f"source audio {audio_key!r} is not usable: {exc}", "permanent"
+        ) from exc
     reporter.finish_step(
         "download", f"downloaded {size} bytes, {info.duration_s:.1f} s of {info.codec} audio"
     )

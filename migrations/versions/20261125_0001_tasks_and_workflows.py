@@ -29,7 +29,7 @@ def _status(name: str, values: tuple[str, ...]) -> sa.Enum:
     return sa.Enum(*values, name=name, native_enum=False, create_constraint=True, length=16)
 
 
-def _timestamps() -> list[sa.Column]:  # type: ignore[type-arg]
+def _timestamps() -> list[sa.Column]:  # type: ignore[type-arg,unused-ignore]
     return [
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),

@@ -19,7 +19,9 @@ AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 @pytest.fixture
 def settings(base_settings: Settings, prefect_server: PrefectServer) -> Settings:
-    return replace(base_settings, prefect=replace(base_settings.prefect, api_url=prefect_server.url))
+    return replace(
+        base_settings, prefect=replace(base_settings.prefect, api_url=prefect_server.url)
+    )
 
 
 @pytest.fixture

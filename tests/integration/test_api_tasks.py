@@ -44,7 +44,7 @@ def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings
     assert run.parameters["workflow_id"] == task["workflowId"]
     assert run.parameters["audio_key"] == "uploads/episode-123.mp3"
     assert run.parameters["encoding_formats"] == ["mp3_128", "mp3_320"]
-    assert f"episode:episode-123" in run.tags
+    assert "episode:episode-123" in run.tags
 
     workflow = client.get(f"/workflows/{task['workflowId']}").json()
     assert workflow["instanceId"] == task["workflowInstanceId"]
@@ -64,7 +64,8 @@ def test_audio_r2_key_is_accepted_as_an_alias(client: TestClient) -> None:  # ty
 
 
 def test_idempotency_key_returns_the_same_task(
-    client: TestClient, session_factory: sessionmaker[Session]  # type: ignore[type-arg]
+    client: TestClient,
+    session_factory: sessionmaker[Session],  # type: ignore[type-arg]
 ) -> None:
     body = {"type": "audio_processing", "payload": PAYLOAD}
     headers = {"Idempotency-Key": "client-req-1"}
@@ -84,7 +85,10 @@ def test_idempotency_key_returns_the_same_task(
 def test_list_filters_and_paginates(client: TestClient) -> None:  # type: ignore[type-arg]
     for n in range(3):
         payload = PAYLOAD | {"episodeId": f"ep-{n % 2}"}
-        assert client.post("/tasks", json={"type": "audio_processing", "payload": payload}).status_code == 201
+        assert (
+            client.post("/tasks", json={"type": "audio_processing", "payload": payload}).status_code
+            == 201
+        )
     page = client.get("/tasks", params={"episodeId": "ep-0", "limit": 1}).json()
     assert page["total"] == 2 and len(page["items"]) == 1 and page["limit"] == 1
     assert page["items"][0]["episodeId"] == "ep-0"
@@ -96,9 +100,13 @@ def test_list_filters_and_paginates(client: TestClient) -> None:  # type: ignore
 
 
 def test_prefect_unreachable_fails_the_task_clearly(
-    settings: Settings, session_factory: sessionmaker[Session]  # type: ignore[type-arg]
+    settings: Settings,
+    session_factory: sessionmaker[Session],  # type: ignore[type-arg]
 ) -> None:
-    dead = replace(settings, prefect=replace(settings.prefect, api_url="http://127.0.0.1:9/api", trigger_timeout_s=2))
+    dead = replace(
+        settings,
+        prefect=replace(settings.prefect, api_url="http://127.0.0.1:9/api", trigger_timeout_s=2),
+    )
     with TestClient(app=create_app(dead, session_factory=session_factory)) as client:
         response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
         assert response.status_code == 503

@@ -1,0 +1,127 @@
+"""The object-store interface that the flows and the API program against.
+
+Two backends implement it: a local folder (the embedded default, tests) and any
+S3-compatible service (AWS, R2, MinIO, moto). Callers only ever see this interface and the
+errors in `core.storage.errors`, so switching backend is a setting, not a code change.
+
+Contract shared by every backend:
+
+* keys follow `core.keys` and are validated on every call (`InvalidKeyError`);
+* writes are all-or-nothing: a reader sees the old object or the new one, never a partial
+  one, and a failed or oversized write leaves nothing behind;
+* `put_stream` never holds more than one part of the body in memory;
+* `delete` of a missing key is not an error (deletes are idempotent, as on S3);
+* prefixes are plain string prefixes, as on S3: `episodes/ab` also matches `episodes/abc/x`
+  (use `core.keys.output_prefix`, which ends with `/`, to mean one folder).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["DEFAULT_CONTENT_TYPE", "ObjectStore", "guess_content_type", "read_up_to"]
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+#: Types `mimetypes` gets wrong or lacks on minimal systems (no /etc/mime.types).
+_EXTRA_TYPES = {
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".opus": "audio/ogg",
+    ".ogg": "audio/ogg",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".json": "application/json",
+    ".vtt": "text/vtt",
+    ".srt": "application/x-subrip",
+    ".txt": "text/plain",
+}
+
+
+def guess_content_type(key: str) -> str:
+    """A MIME type from the key's extension, for callers that do not pass one."""
+    suffix = Path(key).suffix.lower()
+    if suffix in _EXTRA_TYPES:
+        return _EXTRA_TYPES[suffix]
+    guessed, _ = mimetypes.guess_type(key, strict=False)
+    return guessed or DEFAULT_CONTENT_TYPE
+
+
+def read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Read exactly `size` bytes unless the stream ends first.
+
+    A single `read(n)` on a socket or a request body may return fewer bytes than asked;
+    S3 parts other than the last must be at least 5 MiB, so short reads must be topped up.
+    """
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = stream.read(size - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+class ObjectStore(ABC):
+    """A flat namespace of objects addressed by `/`-separated keys."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> int:
+        """Store the file at `path` under `key` (replacing any object); return its size."""
+
+    @abstractmethod
+    def put_stream(
+        self,
+        key: str,
+        stream: BinaryIO,
+        content_type: str | None = None,
+        max_bytes: int | None = None,
+    ) -> int:
+        """Store everything read from `stream` under `key`; return the number of bytes.
+
+        The body is copied part by part, never buffered whole, so a multi-gigabyte upload
+        costs one part of memory. If more than `max_bytes` arrive, the write is abandoned,
+        no object is left at `key` (an older object there is kept) and
+        `ObjectTooLargeError` is raised.
+        """
+
+    @abstractmethod
+    def get_file(self, key: str, dest: Path) -> int:
+        """Download `key` to `dest` (atomically replacing it); return its size."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes; `ObjectNotFoundError` if it does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing key is not an error."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with `prefix`; return how many."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key starting with `prefix`, sorted."""
+
+    @abstractmethod
+    def presigned_put_url(self, key: str, expires_s: int = 3600) -> str:
+        """A URL a client can PUT the object's bytes to directly, valid `expires_s` seconds.
+
+        Raises `NotSupportedError` on backends without one (the local folder).
+        """
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the objects live, for humans and logs (`s3://bucket`, a folder path)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"

@@ -1,0 +1,35 @@
+"""Audio processing as plain functions: probe a source, encode it, verify the outputs.
+
+No Prefect in here: the flows wrap these functions in tasks. Everything shells out to
+ffmpeg/ffprobe (see `tools`), one process per operation, so memory does not grow with the
+length of an episode.
+"""
+
+from __future__ import annotations
+
+from flows.audio.encode import EncodeError, encode
+from flows.audio.probe import (
+    AudioInfo,
+    BadAudioError,
+    DecodeReport,
+    OutputCheckError,
+    check_decodes,
+    probe,
+    probe_source,
+    verify_output,
+)
+from flows.audio.tools import ToolMissingError
+
+__all__ = [
+    "AudioInfo",
+    "BadAudioError",
+    "DecodeReport",
+    "EncodeError",
+    "OutputCheckError",
+    "ToolMissingError",
+    "check_decodes",
+    "encode",
+    "probe",
+    "probe_source",
+    "verify_output",
+]

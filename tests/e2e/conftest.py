@@ -1,0 +1,94 @@
+"""End-to-end fixtures: PostgreSQL, moto's S3 server, and a whole audioflow stack on them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cli.stack import Stack, running_stack
+from core.storage.s3 import S3Store
+from tests.support.moto_server import fake_aws_env, moto_server
+from tests.support.postgres import temporary_database
+
+BUCKET = "audioflow-e2e"
+TOKEN = "e2e-internal-token-abcdef"
+SPOKEN = (
+    "Welcome to the audioflow podcast. Today we talk about encoding and transcription. "
+    "Thank you for listening."
+)
+TERMINAL = {"done", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with fake_aws_env(), moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def e2e_store(s3_endpoint: str) -> S3Store:
+    store = S3Store(BUCKET, endpoint_url=s3_endpoint, region="us-east-1")
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture(scope="session")
+def stack(
+    s3_endpoint: str, e2e_store: S3Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("stack")
+    with temporary_database("audioflow_e2e") as db_url:
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "AUDIOFLOW_STORAGE": "s3",
+            "AUDIOFLOW_S3_BUCKET": BUCKET,
+            "AWS_ENDPOINT_URL_S3": s3_endpoint,
+            "AUDIOFLOW_INTERNAL_TOKEN": TOKEN,
+            "AUDIOFLOW_ENV": "test",
+        }
+        with running_stack(home, env=env) as running:
+            yield running
+
+
+@pytest.fixture(scope="session")
+def speech_mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real spoken clip (espeak-ng), as a stereo 192k MP3 like an uploaded episode."""
+    folder = tmp_path_factory.mktemp("speech")
+    wav, mp3 = folder / "speech.wav", folder / "speech.mp3"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), SPOKEN], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-ac", "2", "-ar", "44100", "-b:a", "192k", str(mp3)],
+        check=True,
+    )
+    return mp3
+
+
+def create_task(stack: Stack, payload: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(
+        f"{stack.api_url}/tasks", json={"type": "audio_processing", "payload": payload}, timeout=60
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def follow(stack: Stack, task_id: str, timeout_s: float = 240) -> list[dict[str, Any]]:
+    """Poll a task until it ends; every distinct state seen, in order."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task = httpx.get(f"{stack.api_url}/tasks/{task_id}", timeout=10).json()
+        if not seen or (task["status"], task["progress"]) != (seen[-1]["status"], seen[-1]["progress"]):
+            seen.append(task)
+        if task["status"] in TERMINAL:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} did not finish in {timeout_s} s; last: {seen[-1] if seen else None}")
