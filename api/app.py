@@ -11,7 +11,10 @@ from api.controllers import InternalController, TaskController, WorkflowControll
 from api.errors import EXCEPTION_HANDLERS
 from api.services import TaskService, WorkflowService
 from api.services.tasks import FlowRunStarter
+from api.services.uploads import UploadService
+from api.uploads import UploadController
 from core.settings import Settings, get_settings
+from core.storage import build_store
 from db.engine import build_engine, build_session_factory
 
 
@@ -32,7 +35,13 @@ def create_app(
         else TaskService(session_factory, settings)
     )
     app = Litestar(
-        route_handlers=[TaskController, WorkflowController, InternalController, get_health],
+        route_handlers=[
+            TaskController,
+            WorkflowController,
+            UploadController,
+            InternalController,
+            get_health,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="audioflow",
@@ -47,4 +56,7 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.task_service = task_service
     app.state.workflow_service = WorkflowService(session_factory)
+    app.state.upload_service = UploadService(
+        build_store(settings.storage), settings.api.max_upload_bytes
+    )
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar.datastructures import State
 
 from api.services import TaskService, WorkflowService
+from api.services.uploads import UploadService
 
 
 def provide_task_service(state: State) -> TaskService:
@@ -16,4 +17,10 @@ def provide_task_service(state: State) -> TaskService:
 def provide_workflow_service(state: State) -> WorkflowService:
     """The process's WorkflowService."""
     service: WorkflowService = state.workflow_service
+    return service
+
+
+def provide_upload_service(state: State) -> UploadService:
+    """The process's UploadService."""
+    service: UploadService = state.upload_service
     return service

@@ -6,6 +6,8 @@ from litestar import Request, Response
 from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
@@ -15,6 +17,8 @@ from core.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
     UpstreamUnavailableError,
 )
 from core.settings import SettingsError
@@ -24,6 +28,8 @@ STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
     ConflictError: HTTP_409_CONFLICT,
     InvalidInputError: HTTP_422_UNPROCESSABLE_ENTITY,
     UpstreamUnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
+    PayloadTooLargeError: HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMediaError: HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 }
 
 

@@ -149,3 +149,30 @@ class HealthOut(msgspec.Struct, rename="camel"):
     status: Literal["ok", "degraded"]
     database: str
     prefect: str
+
+
+class UploadOut(msgspec.Struct, rename="camel"):
+    """`POST /uploads`: where the audio was stored and what it is."""
+
+    key: str
+    size: int
+    duration_s: float
+    codec: str
+    channels: int
+    sample_rate: int
+
+
+class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /uploads/presign` body."""
+
+    filename: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 3600
+
+
+class PresignOut(msgspec.Struct, rename="camel"):
+    """A URL to PUT the file to directly; then create the task with `key`."""
+
+    key: str
+    url: str
+    method: str
+    expires_in: int

@@ -28,3 +28,11 @@ class InvalidInputError(AudioflowError):
 
 class UpstreamUnavailableError(AudioflowError):
     """A service we depend on (Prefect, object storage) did not answer."""
+
+
+class PayloadTooLargeError(AudioflowError):
+    """The request body is over the configured limit."""
+
+
+class UnsupportedMediaError(AudioflowError):
+    """The content is not what the endpoint accepts (e.g. an upload that is not audio)."""

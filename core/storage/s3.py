@@ -86,6 +86,9 @@ _ACCESS_CODES = frozenset(
 class S3Store(ObjectStore):
     """Objects in one bucket of an S3-compatible service."""
 
+    #: Keys per listing page; 1000 is both the S3 maximum and the DeleteObjects batch limit.
+    list_page_size = 1000
+
     def __init__(
         self,
         bucket: str,
@@ -327,7 +330,9 @@ class S3Store(ObjectStore):
         keys: list[str] = []
         with self._errors(prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix
+                Bucket=self.bucket,
+                Prefix=prefix,
+                PaginationConfig={"PageSize": self.list_page_size},
             )
             for page in pages:
                 keys.extend(obj["Key"] for obj in page.get("Contents", []) if "Key" in obj)
@@ -345,9 +350,11 @@ class S3Store(ObjectStore):
         deleted = 0
         with self._errors(prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix
+                Bucket=self.bucket,
+                Prefix=prefix,
+                PaginationConfig={"PageSize": self.list_page_size},
             )
-            for page in pages:  # at most 1000 keys a page, the DeleteObjects limit
+            for page in pages:  # one DeleteObjects call per page of at most 1000 keys
                 batch = [{"Key": obj["Key"]} for obj in page.get("Contents", []) if "Key" in obj]
                 if not batch:
                     continue

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -37,6 +38,9 @@ from flows.audio.tools import ToolMissingError, ffmpeg, media_url, read_tail
 __all__ = ["EncodeError", "build_command", "encode"]
 
 log = logging.getLogger(__name__)
+
+#: The `[mp3float @ 0x55d4...] ` prefix of ffmpeg's log lines: noise for a person.
+_ADDRESS = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
 
 ProgressCallback = Callable[[float], None]
 
@@ -96,6 +100,26 @@ class _Progress:
         if self.callback is not None and self.last < 1.0:
             self.last = 1.0
             self.callback(1.0)
+
+
+#: ffmpeg messages and what they mean for a person, checked in order against stderr.
+_EXPLANATIONS: tuple[tuple[str, str], ...] = (
+    ("No space left on device", "no space left on the output disk"),
+    ("Permission denied", "permission denied"),
+    ("matches no streams", "the source has no audio stream"),
+    ("Invalid data found when processing input", "the source is damaged or not audio"),
+    ("Invalid argument", "the source is not an audio file ffmpeg can read"),
+)
+
+
+def _explain(stderr_tail: str) -> str:
+    """One readable line from ffmpeg's stderr: a known cause if any, and its last message."""
+    lines = [_ADDRESS.sub("", line).strip() for line in stderr_tail.splitlines()]
+    last = next((line for line in reversed(lines) if line), "no message from ffmpeg")
+    for needle, meaning in _EXPLANATIONS:
+        if needle in stderr_tail:
+            return f"{meaning} (ffmpeg: {last})"
+    return last
 
 
 def _source_duration(source: Path) -> float | None:
@@ -187,14 +211,17 @@ def encode(
 
         if returncode != 0 or timed_out.is_set():
             _unlink_quietly(tmp)
-            tail = read_tail(errlog).replace(media_url(tmp), dest.name)
+            tail = (
+                read_tail(errlog)
+                .replace(media_url(tmp), dest.name)
+                .replace(media_url(source), source.name)
+            )
             if timed_out.is_set():
                 message = f"encoding {source.name} to {fmt.name} took longer than {timeout_s} s"
             else:
-                last = tail.splitlines()[-1] if tail else "no message"
                 message = (
                     f"ffmpeg could not encode {source.name} to {fmt.name} "
-                    f"(exit status {returncode}): {last.replace(media_url(source), source.name)}"
+                    f"(exit status {returncode}): {_explain(tail)}"
                 )
             raise EncodeError(message, returncode=returncode, stderr_tail=tail)
 

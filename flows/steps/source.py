@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.storage import get_store
 from core.storage.errors import ObjectNotFoundError
-from flows.audio.probe import AudioInfo, BadAudioError, check_decodes, probe
+from flows.audio.probe import AudioInfo, BadAudioError, probe_source
 from flows.errors import ProcessingError
 from flows.progress import WorkflowProgressReporter
 from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
@@ -39,8 +39,7 @@ def fetch_source(
     if size == 0:
         raise ProcessingError(f"source audio {audio_key!r} is an empty file (0 bytes)", "permanent")
     try:
-        info = probe(dest)
-        check_decodes(dest)
+        info = probe_source(dest)
     except BadAudioError as exc:
         raise ProcessingError(
             f"source audio {audio_key!r} is not usable: {exc}", "permanent"

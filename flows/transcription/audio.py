@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -115,7 +115,9 @@ def ffmpeg_command(path: Path) -> list[str]:
     ]
 
 
-def stream_windows(path: Path, window_s: float = DEFAULT_WINDOW_S) -> Iterator[AudioWindow]:
+def stream_windows(
+    path: Path, window_s: float = DEFAULT_WINDOW_S
+) -> Generator[AudioWindow, None, None]:
     """Yield the file's audio as consecutive windows of at most `window_s` seconds.
 
     Windows tile the audio exactly: each starts where the previous one was cut. Raises

@@ -6,15 +6,19 @@ is built from a checkpoint file ourselves rather than with `whisper.load_model`,
 download when given a model name; `strict=True` refuses a checkpoint missing any weight.
 
 openai-whisper returns a window's segments all at once, so `on_segment` runs once per window
-for this engine rather than as each segment is decoded.
+for this engine rather than as each segment is decoded. Its decoder installs key/value-cache
+hooks on the shared model for each call, so calls are serialised by a lock.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 import numpy as np
 
+from core.settings import WhisperSettings
+from flows.transcription.audio import DEFAULT_WINDOW_S
 from flows.transcription.base import TranscriptionEngine, WindowResult
 from flows.transcription.models import ResolvedModel
 
@@ -25,6 +29,10 @@ class OpenAIWhisperEngine(TranscriptionEngine):
     name: ClassVar[str] = "openai-whisper"
 
     _model: Any = None
+
+    def __init__(self, settings: WhisperSettings, *, window_s: float = DEFAULT_WINDOW_S) -> None:
+        super().__init__(settings, window_s=window_s)
+        self._inference_lock = threading.Lock()
 
     def _load(self, model: ResolvedModel) -> None:
         import torch
@@ -50,14 +58,15 @@ class OpenAIWhisperEngine(TranscriptionEngine):
         import whisper
 
         beam_size = self.settings.beam_size
-        result = whisper.transcribe(
-            self._model,
-            samples,
-            language=language,
-            fp16=False,
-            beam_size=beam_size if beam_size > 1 else None,
-            verbose=None,
-        )
+        with self._inference_lock:
+            result = whisper.transcribe(
+                self._model,
+                samples,
+                language=language,
+                fp16=False,
+                beam_size=beam_size if beam_size > 1 else None,
+                verbose=None,
+            )
         return WindowResult(
             str(result["language"]),
             [(s["start"], s["end"], s["text"]) for s in result["segments"]],

@@ -2,7 +2,7 @@
 
 Nothing is downloaded or checked in: each fixture is a few seconds of synthetic audio made
 on first use (a session-scoped cache), so the whole set costs about a second. Other audio
-test modules (speech fixtures for transcription) can add theirs here.
+test modules add theirs here: the speech clips for transcription are at the end.
 
 `make_audio(name, *ffmpeg_args)` makes any other file: the arguments are everything
 between `ffmpeg -y` and the output path.
@@ -11,8 +11,11 @@ between `ffmpeg -y` and the output path.
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
+import wave
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,105 @@ def empty_mp3(audio_dir: Path) -> Path:
     path = audio_dir / "empty.mp3"
     path.write_bytes(b"")
     return path
+
+
+# --- speech, for transcription tests -------------------------------------------------------
+# espeak-ng reads known sentences, so a transcript can be scored against what was said (WER).
+# Sentences avoid digits, which Whisper writes as numerals.
+
+#: Sentences of the speech clips, in order.
+SENTENCES = (
+    "Welcome back to the show. Today we are talking about the history of timekeeping.",
+    "Long before mechanical clocks, people watched the sun, the moon and the stars.",
+    "Farmers used these patterns to decide when to plant and when to harvest.",
+    "Sailors needed to know the exact time to find their position at sea.",
+    "Thank you for listening, and we will see you next week.",
+)
+
+
+@dataclass(frozen=True)
+class SpokenSentence:
+    """A sentence of a speech clip and where it is in the clip, in seconds."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class SpeechClip:
+    """A generated speech file and what was said in it."""
+
+    path: Path
+    sentences: tuple[SpokenSentence, ...]
+    duration_s: float
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+
+def _speak(text: str, path: Path) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required for the speech fixtures (apt-get install espeak-ng)")
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return path
+
+
+def _join_with_pauses(parts: list[Path], pause_s: float, path: Path) -> list[tuple[float, float]]:
+    """Concatenate WAVs with `pause_s` of silence between them; return each part's span."""
+    spans: list[tuple[float, float]] = []
+    with wave.open(str(parts[0])) as first:
+        params = first.getparams()
+    silence = b"\0" * int(pause_s * params.framerate) * params.sampwidth * params.nchannels
+    position = 0
+    with wave.open(str(path), "wb") as out:
+        out.setparams(params)
+        for index, part in enumerate(parts):
+            if index:
+                out.writeframes(silence)
+                position += len(silence) // (params.sampwidth * params.nchannels)
+            with wave.open(str(part)) as src:
+                frames = src.readframes(src.getnframes())
+            length = len(frames) // (params.sampwidth * params.nchannels)
+            spans.append((position / params.framerate, (position + length) / params.framerate))
+            out.writeframes(frames)
+            position += length
+    return spans
+
+
+@pytest.fixture(scope="session")
+def speech_clip(audio_dir: Path) -> SpeechClip:
+    """About 15 s of continuous speech (three sentences) as a mono WAV."""
+    chosen = (SENTENCES[0], SENTENCES[1], SENTENCES[4])
+    path = _speak(" ".join(chosen), audio_dir / "speech.wav")
+    with wave.open(str(path)) as clip:
+        duration = clip.getnframes() / clip.getframerate()
+    # One espeak run: per-sentence times are not known, so each spans the whole clip.
+    return SpeechClip(path, tuple(SpokenSentence(s, 0.0, duration) for s in chosen), duration)
+
+
+@pytest.fixture(scope="session")
+def long_speech_clip(audio_dir: Path, make_audio: MakeAudio) -> SpeechClip:
+    """About 28 s MP3: all five sentences, 1 s apart, each with its known start and end."""
+    parts = [_speak(s, audio_dir / f"sentence-{i}.wav") for i, s in enumerate(SENTENCES)]
+    joined = audio_dir / "long-speech.wav"
+    spans = _join_with_pauses(parts, 1.0, joined)
+    path = make_audio("long-speech.mp3", "-i", str(joined), "-c:a", "libmp3lame", "-b:a", "64k")
+    sentences = tuple(SpokenSentence(s, a, b) for s, (a, b) in zip(SENTENCES, spans, strict=True))
+    return SpeechClip(path, sentences, spans[-1][1])
+
+
+@pytest.fixture(scope="session")
+def quiet_noise_wav(make_audio: MakeAudio) -> Path:
+    """10 s of faint pink noise (about -50 dBFS): room tone, which must not become words."""
+    return make_audio(
+        "quiet-noise.wav", "-f", "lavfi",
+        "-i", "anoisesrc=duration=10:color=pink:sample_rate=16000:amplitude=0.003:seed=11",
+        "-c:a", "pcm_s16le",
+    )  # fmt: skip

@@ -12,7 +12,14 @@ import pytest
 
 from core.formats import FORMATS, AudioFormat, get_format
 from flows.audio.encode import EncodeError, _Progress, encode
-from flows.audio.probe import AudioInfo, OutputCheckError, probe, probe_source, verify_output
+from flows.audio.probe import (
+    AudioInfo,
+    OutputCheckError,
+    check_decodes,
+    probe,
+    probe_source,
+    verify_output,
+)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -68,9 +75,10 @@ def test_every_format(
     assert info.sample_rate == (fmt.sample_rate or 44100)
     if fmt.constant_bitrate:
         assert info.bitrate_kbps == pytest.approx(fmt.bitrate_kbps, rel=0.05)
-    # And it really decodes, start to end.
-    decoded = probe_source(dest)
-    assert decoded.duration_s == pytest.approx(stereo_source.duration_s, abs=0.5)
+    # And it really decodes, start to end, without errors.
+    report = check_decodes(dest)
+    assert report.decoded_s == pytest.approx(stereo_source.duration_s, abs=0.5)
+    assert report.error_lines == 0
 
     assert seen and seen[-1] == 1.0
     assert all(0 < f <= 1 for f in seen)
@@ -124,15 +132,17 @@ def test_video_upload_keeps_only_its_audio(video_mp4: Path, tmp_path: Path) -> N
         assert stream_types(dest) == ["audio"]
 
 
-@pytest.mark.parametrize("fmt", FORMATS.values(), ids=list(FORMATS))
-def test_very_short_source(fmt: AudioFormat, short_mp3: Path, tmp_path: Path) -> None:
+# The lossy encoders are the ones with priming/padding that a 0.5 s clip could trip up.
+@pytest.mark.parametrize("name", ["mp3_64", "aac_128", "opus_64"])
+def test_very_short_source(name: str, short_mp3: Path, tmp_path: Path) -> None:
+    fmt = get_format(name)
     source = probe_source(short_mp3)
     dest = tmp_path / f"short.{fmt.extension}"
     encode(short_mp3, dest, fmt, duration_s=source.duration_s)
     verify_output(dest, fmt, source)
 
 
-@pytest.mark.parametrize("name", ["mp3_128", "opus_64", "flac"])
+@pytest.mark.parametrize("name", ["mp3_128", "opus_64"])
 def test_silent_source(name: str, silent_wav: Path, tmp_path: Path) -> None:
     fmt = get_format(name)
     source = probe_source(silent_wav)
@@ -224,7 +234,7 @@ def test_cancel_mid_encode_kills_ffmpeg_and_cleans_up(
 
 def test_cancel_from_another_thread_via_timeout(long_mp3: Path, tmp_path: Path) -> None:
     dest = tmp_path / "slow.m4a"
-    with pytest.raises(EncodeError, match="took longer than 0.3 s"):
+    with pytest.raises(EncodeError, match=r"took longer than 0\.3 s"):
         encode(long_mp3, dest, get_format("aac_128"), timeout_s=0.3)
     assert not dest.exists()
     assert leftovers(tmp_path) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -11,8 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.settings import Settings
+from core.storage.s3 import S3Store
 from tests.db_fixtures import TEST_TOKEN
 from tests.prefect_fixtures import PrefectServer
+from tests.support.moto_server import FAKE_AWS_ENV, moto_server
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
@@ -29,3 +32,35 @@ def client(settings: Settings, session_factory: sessionmaker[Session]) -> Iterat
     app = create_app(settings, session_factory=session_factory)
     with TestClient(app=app) as test_client:
         yield test_client
+
+
+# --- S3: a real moto server over HTTP (see tests/support/moto_server.py) ---------------------
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server shared by the session (buckets are per test)."""
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Throwaway credentials for boto3; the developer's AWS config is hidden."""
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def s3_store(moto_endpoint: str, aws_credentials: None) -> S3Store:
+    """An S3Store on a fresh bucket, with 5 MiB parts (the S3 minimum)."""
+    store = S3Store(
+        f"test-{uuid.uuid4().hex[:16]}",
+        endpoint_url=moto_endpoint,
+        region="us-east-1",
+        multipart_chunk_bytes=5 * 1024 * 1024,
+    )
+    store.ensure_bucket()
+    return store

@@ -62,13 +62,19 @@ def test_short_file_is_one_window(tmp_path: Path) -> None:
 def test_not_audio_is_an_input_error_with_ffmpeg_reason(tmp_path: Path) -> None:
     path = tmp_path / "notes.mp3"
     path.write_text("this is not audio at all\n" * 50)
-    with pytest.raises(TranscriptionInputError, match=r"cannot decode notes.mp3: \[mp3 @ .+"):
+    with pytest.raises(TranscriptionInputError, match=r"cannot decode notes\.mp3: \[mp3 @ .+"):
         list(stream_windows(path))
 
 
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(TranscriptionInputError, match="does not exist"):
         list(stream_windows(tmp_path / "nope.wav"))
+
+
+def test_audio_without_samples_is_an_input_error(tmp_path: Path) -> None:
+    path = ffmpeg_lavfi(tmp_path / "nothing.wav", "anullsrc=r=16000:cl=mono", 0.0)
+    with pytest.raises(TranscriptionInputError, match="no audio samples"):
+        list(stream_windows(path))
 
 
 def test_file_without_audio_stream_is_an_input_error(tmp_path: Path) -> None:

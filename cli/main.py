@@ -1,0 +1,220 @@
+"""The `audioflow` command: run the stack, submit and follow tasks, migrate and deploy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cli.client import TERMINAL_STATUSES, ApiClient, CliError, resolve_api_url, stack_file
+from cli.render import ProgressBar, task_details, tasks_table
+
+#: Exit codes of `submit --wait` and `status`, by how the task ended.
+EXIT_FOR_STATUS = {"done": 0, "failed": 1, "cancelled": 3}
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(
+        resolve_api_url(args.api_url), args.api_key or os.environ.get("AUDIOFLOW_API_KEY")
+    )
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cli.stack import StackError, running_stack
+    from core.settings import audioflow_home
+
+    home = audioflow_home()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"starting the audioflow stack in {home} ...", flush=True)
+    try:
+        with running_stack(
+            home, api_port=args.api_port, prefect_port=args.prefect_port, ui=True
+        ) as stack:
+            stack_file(home).write_text(
+                json.dumps(
+                    {"api_url": stack.api_url, "prefect_url": stack.prefect_url, "pid": os.getpid()}
+                )
+            )
+            print(f"API          {stack.api_url}   (docs: {stack.api_url}/schema/swagger)")
+            print(f"Prefect UI   {stack.prefect_url}")
+            print(f"logs         {home / 'logs'}")
+            print("Ctrl-C stops everything.", flush=True)
+            while not stop.wait(1.0):
+                dead = [p.name for p in stack.processes if not p.alive()]
+                if dead:
+                    print(
+                        f"stopping: {', '.join(dead)} exited (see {home / 'logs'})", file=sys.stderr
+                    )
+                    return 1
+    except StackError as exc:
+        raise CliError(str(exc), code=1) from exc
+    finally:
+        stack_file(home).unlink(missing_ok=True)
+    print("stopped.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cli.demo import main
+
+    return main()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    path = Path(args.file)
+    uploaded = client.upload(path)
+    payload: dict[str, Any] = {
+        "episodeId": args.episode_id or _episode_id(path),
+        "audioKey": uploaded["key"],
+        "encodingFormats": [f for f in args.formats.split(",") if f],
+        "transcribe": not args.no_transcribe,
+    }
+    if args.language:
+        payload["language"] = args.language
+    task = client.create_task(payload)
+    if not args.wait:
+        if args.json:
+            _print_json(task)
+        else:
+            print(f"task {task['id']} created ({task['status']})")
+            print(f"follow it with: audioflow status {task['id']}")
+        return 0
+    bar = ProgressBar(sys.stderr if args.json else sys.stdout)
+    final = client.wait(task["id"], bar.update)
+    if args.json:
+        _print_json(final)
+    else:
+        print(task_details(final))
+    return EXIT_FOR_STATUS.get(final["status"], 1)
+
+
+def _episode_id(path: Path) -> str:
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip(".-") or "episode"
+    return cleaned[:128]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    task = _client(args).task(args.task_id)
+    if args.json:
+        _print_json(task)
+    else:
+        print(task_details(task))
+    return EXIT_FOR_STATUS.get(task["status"], 0) if task["status"] in TERMINAL_STATUSES else 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    page = _client(args).tasks(status=args.status, limit=args.limit)
+    if args.json:
+        _print_json(page["items"])
+    else:
+        print(tasks_table(page["items"]))
+        print(f"\n{len(page['items'])} of {page['total']} tasks")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from alembic import command
+    from alembic.config import Config
+
+    from cli.stack import PROJECT_DIR
+    from core.settings import get_settings
+
+    command.upgrade(Config(str(PROJECT_DIR / "alembic.ini")), "head")
+    print(f"database at {get_settings().database.url.split('@')[-1]} is at the latest revision")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from cli.stack import StackError, deploy
+
+    env = dict(os.environ)
+    if not env.get("PREFECT_API_URL"):
+        path = stack_file()
+        if path.exists():
+            env["PREFECT_API_URL"] = json.loads(path.read_text())["prefect_url"] + "/api"
+        else:
+            raise CliError("PREFECT_API_URL is not set and no `audioflow up` is running")
+    try:
+        deploy(env)
+    except StackError as exc:
+        raise CliError(str(exc), code=1) from exc
+    print(f"work pool and deployments registered on {env['PREFECT_API_URL']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audioflow", description=__doc__)
+    parser.add_argument(
+        "--api-url",
+        help="API base URL (default: AUDIOFLOW_API_URL, a running `audioflow up`, or http://127.0.0.1:8000)",
+    )
+    parser.add_argument("--api-key", help="API key (default: AUDIOFLOW_API_KEY)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run API, Prefect server and UI, and a worker in the foreground")
+    up.add_argument("--api-port", type=int, default=8000)
+    up.add_argument("--prefect-port", type=int, default=4200)
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser(
+        "demo", help="process the bundled sample episode on embedded defaults"
+    ).set_defaults(func=cmd_demo)
+
+    submit = sub.add_parser("submit", help="upload an audio file and create a task")
+    submit.add_argument("file")
+    submit.add_argument("--formats", default="mp3_128,mp3_320", help="comma-separated format names")
+    submit.add_argument("--no-transcribe", action="store_true")
+    submit.add_argument("--language", help="spoken language code, e.g. en")
+    submit.add_argument("--episode-id", help="default: derived from the file name")
+    submit.add_argument("--wait", action="store_true", help="follow the task with a progress bar")
+    submit.add_argument("--json", action="store_true", help="print the task as the API returns it")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="show one task")
+    status.add_argument("task_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    tasks = sub.add_parser("tasks", help="list tasks, newest first")
+    tasks.add_argument("--status", choices=["pending", "processing", "done", "failed", "cancelled"])
+    tasks.add_argument("--limit", type=int, default=50)
+    tasks.add_argument("--json", action="store_true")
+    tasks.set_defaults(func=cmd_tasks)
+
+    sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL").set_defaults(
+        func=cmd_migrate
+    )
+    sub.add_parser(
+        "deploy", help="create the work pool and run `prefect deploy --all`"
+    ).set_defaults(func=cmd_deploy)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CliError as exc:
+        print(f"audioflow: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
