@@ -18,27 +18,32 @@ class ProcessingError(Exception):
 
 def _permanent_types() -> tuple[type[BaseException], ...]:
     from core.keys import InvalidKeyError
-    from core.storage.errors import ObjectNotFoundError, ObjectTooLargeError
+    from core.storage.errors import StorageError
     from flows.audio.encode import EncodeError
     from flows.audio.probe import BadAudioError, OutputCheckError
+    from flows.audio.tools import ToolMissingError
     from flows.transcription.errors import ModelNotAvailableError, TranscriptionInputError
 
     return (
         BadAudioError,
         EncodeError,
         OutputCheckError,
-        ObjectNotFoundError,
-        ObjectTooLargeError,
+        StorageError,  # missing object, no such bucket, access denied: retrying won't help
         InvalidKeyError,
         TranscriptionInputError,
         ModelNotAvailableError,
+        ToolMissingError,
     )
 
 
 def classify(exc: BaseException) -> ErrorKind:
-    """Bad input never gets better by retrying; anything else (storage, network, a crash) may."""
+    """Only an unreachable store, the network or a crash may pass; bad input never does."""
+    from core.storage.errors import StorageUnavailableError
+
     if isinstance(exc, ProcessingError):
         return exc.kind
+    if isinstance(exc, StorageUnavailableError):
+        return "transient"
     if isinstance(exc, _permanent_types()):
         return "permanent"
     return "transient"

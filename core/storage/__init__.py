@@ -7,8 +7,8 @@ factory imports its module lazily, so the local backend never pays for importing
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from functools import lru_cache
 
 from core.settings import StorageSettings, get_settings
 from core.storage.base import ObjectStore
@@ -32,6 +32,7 @@ __all__ = [
     "StorageUnavailableError",
     "build_store",
     "get_store",
+    "reset_store",
 ]
 
 
@@ -70,11 +71,28 @@ def build_store(settings: StorageSettings) -> ObjectStore:
     return factory(settings)
 
 
-@lru_cache(maxsize=1)
-def get_store() -> ObjectStore:
-    """The process's store, built once from `get_settings().storage`.
+_store_lock = threading.Lock()
+_store: ObjectStore | None = None
 
-    Cached so every caller shares one boto3 client and its connection pool. Tests that
-    change settings call `get_store.cache_clear()` (and `get_settings.cache_clear()`).
+
+def get_store() -> ObjectStore:
+    """The process's store, built once (under a lock) from `get_settings().storage`.
+
+    Shared so that every caller, in every thread, uses one boto3 client and its connection
+    pool. Tests that change the settings call `reset_store()` afterwards.
     """
-    return build_store(get_settings().storage)
+    global _store
+    store = _store
+    if store is None:
+        with _store_lock:
+            if _store is None:
+                _store = build_store(get_settings().storage)
+            store = _store
+    return store
+
+
+def reset_store() -> None:
+    """Forget the process's store; the next `get_store()` builds a new one."""
+    global _store
+    with _store_lock:
+        _store = None

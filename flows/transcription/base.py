@@ -117,10 +117,15 @@ class TranscriptionEngine(ABC):
         return Transcript(language or UNDETERMINED_LANGUAGE, round(duration_s, 3), segments)
 
     def _pin_language(self, language: str | None) -> str | None:
-        """English-only models transcribe English whatever is asked; say so instead of lying."""
+        """Whisper's code for `language`; English-only models transcribe English whatever is
+        asked, and the transcript says so instead of repeating the request.
+
+        Feeds carry BCP-47 tags (`en-US`, `pt_BR`); Whisper knows only the primary subtag.
+        """
+        code = language.replace("_", "-").split("-")[0].lower() if language else None
         if self.multilingual:
-            return language.lower() if language else None
-        if language and language.lower() != "en":
+            return code
+        if code and code != "en":
             log.warning(
                 "model %s is English-only; transcribing as English, not %r",
                 self.settings.model,

@@ -3,16 +3,26 @@
 Always given a local model directory and `local_files_only=True`, so it never reaches for the
 Hugging Face Hub. Segments come from faster-whisper's lazy generator, so the caller's
 `on_segment` runs as each one is decoded.
+
+`threads=0` means one thread per CPU this process may use. CTranslate2's own default is four,
+which on a two-core worker oversubscribes the CPU: measured here, its OpenMP threads then spin
+and burn two to three times the CPU time for the same transcript.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from flows.transcription.base import TranscriptionEngine, WindowResult
 from flows.transcription.models import ResolvedModel
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class FasterWhisperEngine(TranscriptionEngine):
@@ -29,7 +39,7 @@ class FasterWhisperEngine(TranscriptionEngine):
             str(model.path),
             device="cpu",
             compute_type=self.settings.compute_type,
-            cpu_threads=self.settings.threads,
+            cpu_threads=self.settings.threads or usable_cpus(),
             local_files_only=True,
         )
 

@@ -136,3 +136,7 @@ def test_english_only_model_reports_english_whatever_is_asked(
         transcript = engine.transcribe(silent_wav, language="de")
     assert transcript.language == "en"
     assert "English-only" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert engine.transcribe(silent_wav, language="en-US").language == "en"
+    assert "English-only" not in caplog.text

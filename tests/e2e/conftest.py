@@ -19,6 +19,8 @@ from tests.support.postgres import temporary_database
 
 BUCKET = "audioflow-e2e"
 TOKEN = "e2e-internal-token-abcdef"
+API_KEY = "e2e-api-key-123456"
+HEADERS = {"X-API-Key": API_KEY}
 SPOKEN = (
     "Welcome to the audioflow podcast. Today we talk about encoding and transcription. "
     "Thank you for listening."
@@ -52,6 +54,7 @@ def stack(
             "AUDIOFLOW_S3_BUCKET": BUCKET,
             "AWS_ENDPOINT_URL_S3": s3_endpoint,
             "AUDIOFLOW_INTERNAL_TOKEN": TOKEN,
+            "AUDIOFLOW_API_KEY": API_KEY,
             "AUDIOFLOW_ENV": "test",
         }
         with running_stack(home, env=env) as running:
@@ -65,7 +68,21 @@ def speech_mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wav, mp3 = folder / "speech.wav", folder / "speech.mp3"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), SPOKEN], check=True)
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-ac", "2", "-ar", "44100", "-b:a", "192k", str(mp3)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(wav),
+            "-ac",
+            "2",
+            "-ar",
+            "44100",
+            "-b:a",
+            "192k",
+            str(mp3),
+        ],
         check=True,
     )
     return mp3
@@ -73,7 +90,10 @@ def speech_mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def create_task(stack: Stack, payload: dict[str, Any]) -> dict[str, Any]:
     response = httpx.post(
-        f"{stack.api_url}/tasks", json={"type": "audio_processing", "payload": payload}, timeout=60
+        f"{stack.api_url}/tasks",
+        json={"type": "audio_processing", "payload": payload},
+        headers=HEADERS,
+        timeout=60,
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -85,10 +105,22 @@ def follow(stack: Stack, task_id: str, timeout_s: float = 240) -> list[dict[str,
     seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        task = httpx.get(f"{stack.api_url}/tasks/{task_id}", timeout=10).json()
-        if not seen or (task["status"], task["progress"]) != (seen[-1]["status"], seen[-1]["progress"]):
+        task = httpx.get(f"{stack.api_url}/tasks/{task_id}", headers=HEADERS, timeout=10).json()
+        if not seen or (task["status"], task["progress"]) != (
+            seen[-1]["status"],
+            seen[-1]["progress"],
+        ):
             seen.append(task)
         if task["status"] in TERMINAL:
             return seen
         time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish in {timeout_s} s; last: {seen[-1] if seen else None}")
+    raise AssertionError(
+        f"task {task_id} did not finish in {timeout_s} s; last: {seen[-1] if seen else None}"
+    )
+
+
+def api_get(stack: Stack, path: str) -> Any:
+    """GET an API path with the stack's API key; asserts 200."""
+    response = httpx.get(f"{stack.api_url}{path}", headers=HEADERS, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()

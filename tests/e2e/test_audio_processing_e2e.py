@@ -13,7 +13,7 @@ from cli.stack import Stack
 from core.storage.s3 import S3Store
 from flows.audio.probe import probe
 from flows.transcription.wer import wer
-from tests.e2e.conftest import SPOKEN, create_task, follow
+from tests.e2e.conftest import SPOKEN, api_get, create_task, follow
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_episode_is_encoded_transcribed_and_stored(
     e2e_store.get_file(transcript["keys"]["txt"], text_path)
     assert wer(SPOKEN, text_path.read_text()) <= 0.35
 
-    workflow = stack_get(stack, f"/workflows/{done['workflowId']}")
+    workflow = api_get(stack, f"/workflows/{done['workflowId']}")
     assert workflow["status"] == "completed" and workflow["progress"] == 100
     assert workflow["instanceId"] == done["workflowInstanceId"]
 
@@ -85,7 +85,12 @@ def test_bad_sources_fail_clearly_while_a_good_one_completes(
     e2e_store.put_file("uploads/good.mp3", speech_mp3)
 
     def payload(episode: str, key: str) -> dict[str, object]:
-        return {"episodeId": episode, "audioKey": key, "encodingFormats": ["mp3_64"], "transcribe": False}
+        return {
+            "episodeId": episode,
+            "audioKey": key,
+            "encodingFormats": ["mp3_64"],
+            "transcribe": False,
+        }
 
     tasks = {
         "corrupt": create_task(stack, payload("ep-corrupt", "uploads/corrupt.mp3")),
@@ -94,7 +99,9 @@ def test_bad_sources_fail_clearly_while_a_good_one_completes(
         "good": create_task(stack, payload("ep-good", "uploads/good.mp3")),
     }
     with ThreadPoolExecutor(max_workers=4) as pool:
-        finals = dict(zip(tasks, pool.map(lambda t: follow(stack, t["id"])[-1], tasks.values()), strict=True))
+        finals = dict(
+            zip(tasks, pool.map(lambda t: follow(stack, t["id"])[-1], tasks.values()), strict=True)
+        )
 
     assert finals["good"]["status"] == "done", finals["good"]
     assert e2e_store.exists("episodes/ep-good/audio/mp3_64.mp3")
@@ -105,12 +112,3 @@ def test_bad_sources_fail_clearly_while_a_good_one_completes(
         assert needle in final["error"], final["error"]
         assert final["errorKind"] == "permanent"
         assert e2e_store.list_keys(f"episodes/ep-{name}/") == []
-
-
-def stack_get(stack: Stack, path: str) -> dict[str, object]:
-    import httpx
-
-    response = httpx.get(f"{stack.api_url}{path}", timeout=10)
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body

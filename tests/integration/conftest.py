@@ -28,7 +28,7 @@ def settings(base_settings: Settings, prefect_server: PrefectServer) -> Settings
 
 
 @pytest.fixture
-def client(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def client(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[TestClient]:
     app = create_app(settings, session_factory=session_factory)
     with TestClient(app=app) as test_client:
         yield test_client

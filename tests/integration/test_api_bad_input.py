@@ -71,7 +71,7 @@ def test_bad_task_requests(
     client: TestClient,
     session_factory: sessionmaker[Session],
     body: dict[str, Any],
-    needle: str,  # type: ignore[type-arg]
+    needle: str,
 ) -> None:
     response = client.post("/tasks", json=body)
     assert response.status_code in (400, 422), response.text
@@ -80,7 +80,7 @@ def test_bad_task_requests(
     assert _count(session_factory) == 0
 
 
-def test_malformed_json(client: TestClient, session_factory: sessionmaker[Session]) -> None:  # type: ignore[type-arg]
+def test_malformed_json(client: TestClient, session_factory: sessionmaker[Session]) -> None:
     response = client.post(
         "/tasks", content=b'{"type": ', headers={"Content-Type": "application/json"}
     )
@@ -91,6 +91,6 @@ def test_malformed_json(client: TestClient, session_factory: sessionmaker[Sessio
 @pytest.mark.parametrize(
     "params", [{"limit": 0}, {"limit": 1000}, {"offset": -1}, {"status": "weird"}]
 )
-def test_bad_list_parameters(client: TestClient, params: dict[str, Any]) -> None:  # type: ignore[type-arg]
+def test_bad_list_parameters(client: TestClient, params: dict[str, Any]) -> None:
     response = client.get("/tasks", params=params)
     assert response.status_code == 400, response.text

@@ -26,7 +26,7 @@ URL = "/internal/workflow-progress"
 
 
 @pytest.fixture
-def task(client: TestClient) -> dict[str, Any]:  # type: ignore[type-arg]
+def task(client: TestClient) -> dict[str, Any]:
     response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -37,14 +37,14 @@ def _ids(task: dict[str, Any]) -> dict[str, str]:
     return {"taskId": task["id"], "workflowId": task["workflowId"]}
 
 
-def _state(client: TestClient, task: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:  # type: ignore[type-arg]
+def _state(client: TestClient, task: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return (
         client.get(f"/tasks/{task['id']}").json(),
         client.get(f"/workflows/{task['workflowId']}").json(),
     )
 
 
-def test_running_then_progress_then_completed(client: TestClient, task: dict[str, Any]) -> None:  # type: ignore[type-arg]
+def test_running_then_progress_then_completed(client: TestClient, task: dict[str, Any]) -> None:
     r = client.post(URL, json=_ids(task) | {"status": "running", "step": "download"}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["task"]["status"] == "processing"
@@ -71,7 +71,7 @@ def test_running_then_progress_then_completed(client: TestClient, task: dict[str
     assert task_row["completedAt"] and workflow_row["completedAt"]
 
 
-def test_terminal_status_is_final(client: TestClient, task: dict[str, Any]) -> None:  # type: ignore[type-arg]
+def test_terminal_status_is_final(client: TestClient, task: dict[str, Any]) -> None:
     client.post(URL, json=_ids(task) | {"status": "running"}, headers=AUTH)
     client.post(URL, json=_ids(task) | {"status": "completed"}, headers=AUTH)
     before = _state(client, task)
@@ -89,7 +89,7 @@ def test_task_status_follows_the_workflow(
     client: TestClient,
     task: dict[str, Any],
     status: str,
-    task_status: str,  # type: ignore[type-arg]
+    task_status: str,
 ) -> None:
     r = client.post(
         URL,
@@ -103,7 +103,7 @@ def test_task_status_follows_the_workflow(
     assert task_row["error"] == "boom" and task_row["errorKind"] == "permanent"
 
 
-def test_unknown_ids_and_foreign_workflow(client: TestClient, task: dict[str, Any]) -> None:  # type: ignore[type-arg]
+def test_unknown_ids_and_foreign_workflow(client: TestClient, task: dict[str, Any]) -> None:
     other = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD}).json()
     r = client.post(URL, json={"taskId": task["id"], "workflowId": str(uuid.uuid4())}, headers=AUTH)
     assert r.status_code == 404
@@ -132,7 +132,7 @@ def test_unknown_ids_and_foreign_workflow(client: TestClient, task: dict[str, An
 )
 def test_token_is_required(
     client: TestClient, task: dict[str, Any], headers: dict[str, str]
-) -> None:  # type: ignore[type-arg]
+) -> None:
     before = _state(client, task)
     r = client.post(URL, json=_ids(task) | {"progress": 50}, headers=headers)
     assert r.status_code == 401
@@ -155,7 +155,7 @@ def test_token_is_required(
 def test_bad_bodies_are_4xx_and_change_nothing(
     client: TestClient,
     task: dict[str, Any],
-    body: dict[str, Any],  # type: ignore[type-arg]
+    body: dict[str, Any],
 ) -> None:
     before = _state(client, task)
     r = client.post(URL, json=_ids(task) | body, headers=AUTH)
@@ -164,7 +164,7 @@ def test_bad_bodies_are_4xx_and_change_nothing(
     assert _state(client, task) == before
 
 
-def test_malformed_json_and_bad_ids(client: TestClient, task: dict[str, Any]) -> None:  # type: ignore[type-arg]
+def test_malformed_json_and_bad_ids(client: TestClient, task: dict[str, Any]) -> None:
     r = client.post(URL, content=b"{not json", headers=AUTH | {"Content-Type": "application/json"})
     assert r.status_code == 400
     r = client.post(URL, json={"taskId": "nope", "workflowId": task["workflowId"]}, headers=AUTH)
@@ -175,7 +175,7 @@ def test_malformed_json_and_bad_ids(client: TestClient, task: dict[str, Any]) ->
 
 def test_concurrent_updates_lose_nothing_and_never_lower_progress(
     session_factory: sessionmaker[Session],
-    task: dict[str, Any],  # type: ignore[type-arg]
+    task: dict[str, Any],
 ) -> None:
     service = WorkflowService(session_factory)
     task_id, workflow_id = uuid.UUID(task["id"]), uuid.UUID(task["workflowId"])

@@ -30,7 +30,7 @@ def _counts(session_factory: sessionmaker[Session]) -> tuple[int, int]:
         )
 
 
-def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings: Settings) -> None:  # type: ignore[type-arg]
+def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings: Settings) -> None:
     response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
     assert response.status_code == 201, response.text
     task = response.json()
@@ -56,7 +56,7 @@ def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings
     assert [w["id"] for w in attempts] == [task["workflowId"]]
 
 
-def test_audio_r2_key_is_accepted_as_an_alias(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_audio_r2_key_is_accepted_as_an_alias(client: TestClient) -> None:
     payload = {k: v for k, v in PAYLOAD.items() if k != "audioKey"} | {"audioR2Key": "r2/ep.mp3"}
     response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
     assert response.status_code == 201, response.text
@@ -65,7 +65,7 @@ def test_audio_r2_key_is_accepted_as_an_alias(client: TestClient) -> None:  # ty
 
 def test_idempotency_key_returns_the_same_task(
     client: TestClient,
-    session_factory: sessionmaker[Session],  # type: ignore[type-arg]
+    session_factory: sessionmaker[Session],
 ) -> None:
     body = {"type": "audio_processing", "payload": PAYLOAD}
     headers = {"Idempotency-Key": "client-req-1"}
@@ -82,7 +82,7 @@ def test_idempotency_key_returns_the_same_task(
     assert _counts(session_factory) == (1, 1)
 
 
-def test_list_filters_and_paginates(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_list_filters_and_paginates(client: TestClient) -> None:
     for n in range(3):
         payload = PAYLOAD | {"episodeId": f"ep-{n % 2}"}
         assert (
@@ -101,7 +101,7 @@ def test_list_filters_and_paginates(client: TestClient) -> None:  # type: ignore
 
 def test_prefect_unreachable_fails_the_task_clearly(
     settings: Settings,
-    session_factory: sessionmaker[Session],  # type: ignore[type-arg]
+    session_factory: sessionmaker[Session],
 ) -> None:
     dead = replace(
         settings,
@@ -120,19 +120,19 @@ def test_prefect_unreachable_fails_the_task_clearly(
     assert "could not start the flow run" in task["error"]
 
 
-def test_unknown_ids_are_404(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_unknown_ids_are_404(client: TestClient) -> None:
     assert client.get(f"/tasks/{uuid.uuid4()}").status_code == 404
     assert client.get(f"/tasks/{uuid.uuid4()}/workflows").status_code == 404
     assert client.get(f"/workflows/{uuid.uuid4()}").status_code == 404
     assert client.get("/tasks/not-a-uuid").status_code in (400, 404)
 
 
-def test_health_reports_database_and_prefect(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_health_reports_database_and_prefect(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "ok", "database": "ok", "prefect": "ok"}
 
 
-def test_openapi_document_is_served(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_openapi_document_is_served(client: TestClient) -> None:
     spec = client.get("/schema/openapi.json").json()
     assert "/tasks" in spec["paths"] and "/internal/workflow-progress" in spec["paths"]

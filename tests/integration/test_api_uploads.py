@@ -18,8 +18,21 @@ from core.storage import build_store
 
 def _tone(path: Path, seconds: float) -> Path:
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
-         "-ac", "2", "-b:a", "128k", str(path)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            "-ac",
+            "2",
+            "-b:a",
+            "128k",
+            str(path),
+        ],
         check=True,
     )
     return path
@@ -27,15 +40,15 @@ def _tone(path: Path, seconds: float) -> Path:
 
 @pytest.fixture
 def small_limit_client(
-    settings: Settings, session_factory: sessionmaker[Session]  # type: ignore[type-arg]
-) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> Iterator[TestClient]:
     limited = replace(settings, api=replace(settings.api, max_upload_bytes=64 * 1024))
     with TestClient(app=create_app(limited, session_factory=session_factory)) as client:
         yield client
 
 
 def test_audio_upload_is_stored_under_uploads(
-    client: TestClient, settings: Settings, tmp_path: Path  # type: ignore[type-arg]
+    client: TestClient, settings: Settings, tmp_path: Path
 ) -> None:
     source = _tone(tmp_path / "tone.mp3", 3)
     response = client.post(
@@ -49,9 +62,7 @@ def test_audio_upload_is_stored_under_uploads(
     assert store.size(body["key"]) == source.stat().st_size == body["size"]
 
 
-def test_text_named_mp3_is_refused_and_not_stored(
-    client: TestClient, settings: Settings  # type: ignore[type-arg]
-) -> None:
+def test_text_named_mp3_is_refused_and_not_stored(client: TestClient, settings: Settings) -> None:
     store = build_store(settings.storage)
     before = store.list_keys("uploads/")
     response = client.post(
@@ -62,12 +73,12 @@ def test_text_named_mp3_is_refused_and_not_stored(
     assert store.list_keys("uploads/") == before
 
 
-def test_empty_and_badly_named_uploads(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_empty_and_badly_named_uploads(client: TestClient) -> None:
     assert client.post("/uploads", params={"filename": "a.mp3"}, content=b"").status_code == 422
     assert client.post("/uploads", content=b"abc").status_code == 400  # filename is required
 
 
-def test_hostile_filenames_become_safe_keys(client: TestClient, tmp_path: Path) -> None:  # type: ignore[type-arg]
+def test_hostile_filenames_become_safe_keys(client: TestClient, tmp_path: Path) -> None:
     audio = _tone(tmp_path / "t.mp3", 1).read_bytes()
     for name in ("../../etc/passwd.mp3", "/abs/x.mp3", "a\x00b.mp3", "..", "a\nb.mp3"):
         response = client.post("/uploads", params={"filename": name}, content=audio)
@@ -79,7 +90,7 @@ def test_hostile_filenames_become_safe_keys(client: TestClient, tmp_path: Path) 
 
 
 def test_oversize_upload_is_413_and_not_stored(
-    small_limit_client: TestClient, settings: Settings, tmp_path: Path  # type: ignore[type-arg]
+    small_limit_client: TestClient, settings: Settings, tmp_path: Path
 ) -> None:
     store = build_store(settings.storage)
     before = store.list_keys("uploads/")
@@ -98,7 +109,7 @@ def test_oversize_upload_is_413_and_not_stored(
     assert store.list_keys("uploads/") == before
 
 
-def test_presign_needs_an_s3_backend(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_presign_needs_an_s3_backend(client: TestClient) -> None:
     response = client.post("/uploads/presign", json={"filename": "a.mp3"})
     assert response.status_code == 422
     assert "S3" in response.json()["detail"]

@@ -335,3 +335,16 @@ def test_client_error_mapping(code: str, status: int, expected: type[StorageErro
         except ClientError:
             raise S3UploadFailedError("Failed to upload") from None
     assert type(caught.value) is expected
+
+
+def test_moto_server_start_is_bounded() -> None:
+    """The fixture's wait is bounded and says why it gave up (here: far too short)."""
+    from tests.support.moto_server import MotoServerError
+
+    started = time.monotonic()
+    with (
+        pytest.raises(MotoServerError, match="did not answer within"),
+        moto_server(startup_timeout_s=0.01),
+    ):
+        pass  # pragma: no cover
+    assert time.monotonic() - started < 10

@@ -262,12 +262,12 @@ def test_get_store_is_cached_and_follows_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from core.settings import get_settings
-    from core.storage import get_store
+    from core.storage import get_store, reset_store
 
     monkeypatch.setenv("AUDIOFLOW_STORAGE", "local")
     monkeypatch.setenv("AUDIOFLOW_STORAGE_DIR", str(tmp_path / "from-env"))
     get_settings.cache_clear()
-    get_store.cache_clear()
+    reset_store()
     try:
         store = get_store()
         assert isinstance(store, LocalStore)
@@ -275,4 +275,4 @@ def test_get_store_is_cached_and_follows_settings(
         assert get_store() is store
     finally:
         get_settings.cache_clear()
-        get_store.cache_clear()
+        reset_store()
