@@ -7,8 +7,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import prefect_gateway
 from api.controllers import InternalController, TaskController, WorkflowController, get_health
 from api.errors import EXCEPTION_HANDLERS
+from api.reprocess import ReprocessController
 from api.services import TaskService, WorkflowService
 from api.services.tasks import FlowRunStarter
 from api.services.uploads import UploadService
@@ -29,16 +31,19 @@ def create_app(
     settings.validate()
     if session_factory is None:
         session_factory = build_session_factory(build_engine(settings.database))
-    task_service = (
-        TaskService(session_factory, settings, start_flow_run)
-        if start_flow_run is not None
-        else TaskService(session_factory, settings)
+    store = build_store(settings.storage)
+    task_service = TaskService(
+        session_factory,
+        settings,
+        start_flow_run or prefect_gateway.start_flow_run,
+        store=store,
     )
     app = Litestar(
         route_handlers=[
             TaskController,
             WorkflowController,
             UploadController,
+            ReprocessController,
             InternalController,
             get_health,
         ],
@@ -56,7 +61,5 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.task_service = task_service
     app.state.workflow_service = WorkflowService(session_factory)
-    app.state.upload_service = UploadService(
-        build_store(settings.storage), settings.api.max_upload_bytes
-    )
+    app.state.upload_service = UploadService(store, settings.api.max_upload_bytes)
     return app

@@ -75,7 +75,7 @@ class TaskController(Controller):
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> TaskPageOut:
         """List tasks, newest first, filtered by status, type and episode."""
-        page = task_service.list(
+        page = task_service.list_page(
             status=status, type_=task_type, episode_id=episode_id, limit=limit, offset=offset
         )
         return TaskPageOut(
@@ -91,6 +91,26 @@ class TaskController(Controller):
     ) -> TaskOut:
         """One task."""
         return TaskOut.of(task_service.get(task_id))
+
+    @post("/{task_id:uuid}/cancel", sync_to_thread=True, status_code=HTTP_200_OK)
+    def cancel_task(
+        self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]
+    ) -> TaskOut:
+        """Cancel a pending or processing task: its flow run stops, partial outputs go.
+
+        409 if the task already ended (also if it completed while being cancelled).
+        """
+        return TaskOut.of(task_service.cancel(task_id))
+
+    @post("/{task_id:uuid}/retry", sync_to_thread=True, status_code=HTTP_201_CREATED)
+    def retry_task(
+        self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]
+    ) -> TaskOut:
+        """A new attempt for a failed or cancelled task (409 otherwise)."""
+        task = task_service.retry(task_id)
+        if task.status is TaskStatus.FAILED and task.error_kind == "transient":
+            raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
+        return TaskOut.of(task)
 
     @get("/{task_id:uuid}/workflows", sync_to_thread=True)
     def list_task_workflows(

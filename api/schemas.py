@@ -176,3 +176,28 @@ class PresignOut(msgspec.Struct, rename="camel"):
     url: str
     method: str
     expires_in: int
+
+
+class ReprocessRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /reprocess`: start a reprocessing run (see `flows/reprocessing.py`)."""
+
+    reconcile: bool = True
+    retry_failed: bool = True
+    task_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
+    episode_ids: list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]] = msgspec.field(
+        default_factory=list
+    )
+    status: Literal["done", "failed", "cancelled"] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    add_formats: list[str] = msgspec.field(default_factory=list)
+    dry_run: bool = False
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+
+
+class ReprocessOut(msgspec.Struct, rename="camel"):
+    """The reprocessing flow run that was started; watch it in the Prefect UI."""
+
+    flow_run_id: str
+    flow_run_name: str
+    parameters: dict[str, Any]

@@ -111,6 +111,18 @@ class ApiClient:
         result: dict[str, Any] = self._call("GET", "/tasks", params=params)
         return result
 
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/tasks/{task_id}/cancel")
+        return result
+
+    def retry(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/tasks/{task_id}/retry")
+        return result
+
+    def reprocess(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/reprocess", json=body)
+        return result
+
     def wait(
         self,
         task_id: str,

@@ -126,6 +126,51 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    task = _client(args).cancel(args.task_id)
+    if args.json:
+        _print_json(task)
+    else:
+        print(f"task {task['id']} is {task['status']}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    client = _client(args)
+    task = client.retry(args.task_id)
+    if args.wait:
+        task = client.wait(task["id"], ProgressBar(sys.stderr if args.json else sys.stdout).update)
+    if args.json:
+        _print_json(task)
+    else:
+        print(f"task {task['id']}: attempt {task['attempts']}, {task['status']}")
+    return EXIT_FOR_STATUS.get(task["status"], 0) if args.wait else 0
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "taskIds": args.task_id or [],
+        "episodeIds": args.episode_id or [],
+        "addFormats": [f for f in (args.add_formats or "").split(",") if f],
+        "dryRun": args.dry_run,
+        "reconcile": not args.no_reconcile,
+        "retryFailed": not args.no_retry,
+    }
+    if args.status:
+        body["status"] = args.status
+    if args.created_after:
+        body["createdAfter"] = args.created_after
+    if args.created_before:
+        body["createdBefore"] = args.created_before
+    run = _client(args).reprocess(body)
+    if args.json:
+        _print_json(run)
+    else:
+        print(f"reprocessing run {run['flowRunName']} ({run['flowRunId']}) started")
+        print("its summary artifact in the Prefect UI lists what it checked, repaired and retried")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from alembic import command
     from alembic.config import Config
@@ -194,6 +239,32 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--limit", type=int, default=50)
     tasks.add_argument("--json", action="store_true")
     tasks.set_defaults(func=cmd_tasks)
+
+    cancel = sub.add_parser("cancel", help="cancel a pending or processing task")
+    cancel.add_argument("task_id")
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(func=cmd_cancel)
+
+    retry = sub.add_parser("retry", help="a new attempt for a failed or cancelled task")
+    retry.add_argument("task_id")
+    retry.add_argument("--wait", action="store_true")
+    retry.add_argument("--json", action="store_true")
+    retry.set_defaults(func=cmd_retry)
+
+    reprocess = sub.add_parser(
+        "reprocess", help="start a reprocessing run (reconcile, retry, select)"
+    )
+    reprocess.add_argument("--task-id", action="append", help="repeatable")
+    reprocess.add_argument("--episode-id", action="append", help="repeatable")
+    reprocess.add_argument("--status", choices=["done", "failed", "cancelled"])
+    reprocess.add_argument("--created-after", help="ISO date-time")
+    reprocess.add_argument("--created-before", help="ISO date-time")
+    reprocess.add_argument("--add-formats", help="comma-separated formats to add, e.g. opus_64")
+    reprocess.add_argument("--dry-run", action="store_true", help="list what would happen")
+    reprocess.add_argument("--no-reconcile", action="store_true")
+    reprocess.add_argument("--no-retry", action="store_true")
+    reprocess.add_argument("--json", action="store_true")
+    reprocess.set_defaults(func=cmd_reprocess)
 
     sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL").set_defaults(
         func=cmd_migrate

@@ -175,7 +175,8 @@ def migrate(env: Mapping[str, str]) -> None:
 
 
 def deploy(env: Mapping[str, str]) -> None:
-    """Create the work pool (if missing) and register every deployment of prefect.yaml."""
+    """Create the work pool (if missing), register every deployment of prefect.yaml, and
+    create the automations (idempotent: safe to run on every release)."""
     env = {**env, "AUDIOFLOW_PROJECT_DIR": str(PROJECT_DIR)}
     pools = run_checked([tool("prefect"), "work-pool", "ls"], env, "prefect work-pool ls")
     if WORK_POOL not in pools:
@@ -185,6 +186,7 @@ def deploy(env: Mapping[str, str]) -> None:
             "prefect work-pool create",
         )
     run_checked([tool("prefect"), "--no-prompt", "deploy", "--all"], env, "prefect deploy --all")
+    run_checked([sys.executable, "-m", "cli.automations"], env, "creating Prefect automations")
 
 
 def start_worker(env: Mapping[str, str], log_dir: Path, *, name: str = "worker") -> ManagedProcess:

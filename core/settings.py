@@ -117,6 +117,8 @@ class PrefectSettings:
     audio_deployment: str
     #: Seconds to wait for Prefect to accept a new flow run before the task is failed.
     trigger_timeout_s: float
+    #: `flow-name/deployment-name` of the reprocessing deployment.
+    reprocess_deployment: str = "reprocessing/reprocessing"
 
     @classmethod
     def from_env(cls) -> PrefectSettings:
@@ -126,6 +128,9 @@ class PrefectSettings:
                 "AUDIOFLOW_AUDIO_DEPLOYMENT", "audio-processing/audio-processing"
             ),
             trigger_timeout_s=_env_float("AUDIOFLOW_PREFECT_TIMEOUT", 10.0),
+            reprocess_deployment=_env(
+                "AUDIOFLOW_REPROCESS_DEPLOYMENT", "reprocessing/reprocessing"
+            ),
         )
 
 

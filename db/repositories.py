@@ -32,7 +32,7 @@ class TaskRepository:
     def get_by_idempotency_key(self, key: str) -> Task | None:
         return self.session.scalars(select(Task).where(Task.idempotency_key == key)).one_or_none()
 
-    def list(
+    def find(
         self,
         *,
         status: TaskStatus | None = None,
@@ -94,6 +94,22 @@ class WorkflowRepository:
         return list(
             self.session.scalars(
                 select(Workflow).where(Workflow.task_id == task_id).order_by(Workflow.attempt)
+            ).all()
+        )
+
+    def list_recently_ended(self, since: datetime) -> list[Workflow]:
+        """Failed, crashed or cancelled since `since`: Prefect may still correct them."""
+        return list(
+            self.session.scalars(
+                select(Workflow)
+                .where(
+                    Workflow.status.in_(
+                        [WorkflowStatus.FAILED, WorkflowStatus.CRASHED, WorkflowStatus.CANCELLED]
+                    ),
+                    Workflow.instance_id.is_not(None),
+                    Workflow.updated_at >= since,
+                )
+                .order_by(Workflow.updated_at)
             ).all()
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,15 +13,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
-from api.services.workflows import mirror_on_task
+from api.services.outputs import remove_partial_outputs, result_keys
+from api.services.workflows import ProgressUpdate, WorkflowService, mirror_on_task
 from api.task_types import get_task_type
 from core.errors import ConflictError, NotFoundError, UpstreamUnavailableError
 from core.settings import Settings
+from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
 
 log = logging.getLogger(__name__)
+
+#: Prefect state types after which a flow run does nothing more.
+FINAL_PREFECT_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 #: `start_flow_run`'s signature; tests and the reconciler may pass their own.
 FlowRunStarter = Callable[..., prefect_gateway.FlowRunInfo]
@@ -57,10 +63,12 @@ class TaskService:
         session_factory: sessionmaker[Session],
         settings: Settings,
         start_flow_run: FlowRunStarter = prefect_gateway.start_flow_run,
+        store: ObjectStore | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.start_flow_run = start_flow_run
+        self.store = store
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -71,7 +79,7 @@ class TaskService:
                 raise NotFoundError(f"task {task_id} not found")
             return task
 
-    def list(
+    def list_page(
         self,
         *,
         status: TaskStatus | None = None,
@@ -81,7 +89,7 @@ class TaskService:
         offset: int = 0,
     ) -> TaskPage:
         with self.session_factory() as session:
-            items, total = TaskRepository(session).list(
+            items, total = TaskRepository(session).find(
                 status=status, type_=type_, episode_id=episode_id, limit=limit, offset=offset
             )
             return TaskPage(items=items, total=total, limit=limit, offset=offset)
@@ -135,8 +143,14 @@ class TaskService:
             )
         return existing
 
-    def _new_workflow(self, session: Session, task: Task) -> Workflow:
-        """A queued workflow row for the task's next attempt, made current on the task."""
+    def _new_workflow(
+        self, session: Session, task: Task, parameters: dict[str, Any] | None = None
+    ) -> Workflow:
+        """A queued workflow row for the task's next attempt, made current on the task.
+
+        `parameters` overrides the flow parameters derived from the payload (reprocessing
+        that only adds formats).
+        """
         task_type = get_task_type(task.type)
         task.attempts += 1
         workflow = WorkflowRepository(session).add(
@@ -159,13 +173,124 @@ class TaskService:
         task.status = TaskStatus.PENDING
         task.progress = 0
         task.current_step = None
-        task.result = None
+        # task.result is kept: outputs of earlier attempts still exist until replaced.
         task.error = None
         task.error_kind = None
         task.started_at = None
         task.completed_at = None
         session.flush()
         return workflow
+
+    def retry(self, task_id: uuid.UUID) -> Task:
+        """A new attempt for a failed or cancelled task (409 for any other status)."""
+        with self.session_factory.begin() as session:
+            task = TaskRepository(session).get(task_id, for_update=True)
+            if task is None:
+                raise NotFoundError(f"task {task_id} not found")
+            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                raise ConflictError(
+                    f"task {task_id} is {task.status.value}; only failed or cancelled tasks "
+                    "can be retried"
+                )
+            workflow = self._new_workflow(session, task)
+        return self._start(task, workflow)
+
+    def reprocess(self, task_id: uuid.UUID, add_formats: list[str] | None = None) -> Task:
+        """A new attempt for a finished task; with `add_formats`, only those formats are made.
+
+        The added formats join the task's payload, so the task's result ends up listing
+        every format it has.
+        """
+        task_type = None
+        with self.session_factory.begin() as session:
+            task = TaskRepository(session).get(task_id, for_update=True)
+            if task is None:
+                raise NotFoundError(f"task {task_id} not found")
+            if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
+                raise ConflictError(f"task {task_id} is {task.status.value}; wait for it to end")
+            task_type = get_task_type(task.type)
+            overrides: dict[str, Any] | None = None
+            if add_formats:
+                current = list(task.payload.get("encodingFormats", []))
+                merged = current + [f for f in add_formats if f not in current]
+                task.payload = task_type.validate({**task.payload, "encodingFormats": merged})
+                if task.status is TaskStatus.DONE:
+                    overrides = {
+                        "encoding_formats": [f for f in add_formats if f not in current]
+                        or list(add_formats),
+                        "transcribe": False,
+                    }
+            workflow = self._new_workflow(session, task, overrides)
+        return self._start(task, workflow)
+
+    def cancel(self, task_id: uuid.UUID, *, wait_s: float = 15.0) -> Task:
+        """Cancel a pending or processing task: its flow run in Prefect, then both rows.
+
+        Waits (bounded) for Prefect to stop the run before removing the attempt's partial
+        outputs, so that no late upload lands after the clean-up. Outputs of earlier
+        attempts are kept. A task that already ended is 409, also when it completed while
+        the cancellation was on its way.
+        """
+        with self.session_factory() as session:
+            task = TaskRepository(session).get(task_id)
+            if task is None:
+                raise NotFoundError(f"task {task_id} not found")
+            if task.status not in (TaskStatus.PENDING, TaskStatus.PROCESSING):
+                raise ConflictError(
+                    f"task {task_id} is {task.status.value}; only pending or processing tasks "
+                    "can be cancelled"
+                )
+            workflow = (
+                WorkflowRepository(session).get(task.workflow_id) if task.workflow_id else None
+            )
+        if workflow is None:
+            raise ConflictError(f"task {task_id} has no workflow to cancel")
+        if workflow.instance_id:
+            final = self._cancel_flow_run(workflow.instance_id, wait_s)
+            if final == "COMPLETED":
+                raise ConflictError(f"task {task_id} completed before it could be cancelled")
+        workflows = WorkflowService(self.session_factory)
+        try:
+            workflows.apply_progress(
+                ProgressUpdate(
+                    task_id=task_id,
+                    workflow_id=workflow.id,
+                    status=WorkflowStatus.CANCELLED,
+                    error="cancelled by request",
+                    message="cancelled through the API",
+                )
+            )
+        except ConflictError:
+            # The cancellation hook may have been quicker; anything else is a real conflict.
+            if workflows.get(workflow.id).status is not WorkflowStatus.CANCELLED:
+                raise
+        task = self.get(task_id)
+        if self.store is not None:
+            removed = remove_partial_outputs(
+                self.store, workflow.parameters, result_keys(task.result)
+            )
+            if removed:
+                log.info("cancelled task %s: removed partial outputs %s", task_id, removed)
+        return task
+
+    def _cancel_flow_run(self, flow_run_id: str, wait_s: float) -> str | None:
+        """Ask Prefect to cancel; return the final state type it reached within `wait_s`."""
+        api_url = self.settings.prefect.api_url
+        try:
+            prefect_gateway.cancel_flow_run(api_url, flow_run_id)
+        except NotFoundError:
+            return None  # nothing left to stop
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                state = prefect_gateway.read_flow_run(api_url, flow_run_id).state_type
+            except NotFoundError:
+                return None
+            if state in FINAL_PREFECT_STATES:
+                return state
+            time.sleep(0.5)
+        log.warning("flow run %s still not cancelled after %.0f s", flow_run_id, wait_s)
+        return None
 
     def _start(self, task: Task, workflow: Workflow) -> Task:
         """Ask Prefect for the flow run; record its id, or record why there is none.

@@ -36,6 +36,25 @@ class ProgressUpdate:
     error_kind: str | None = None
 
 
+def merge_results(
+    previous: dict[str, Any] | None, new: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """A task's result after an attempt: earlier outputs stay unless the attempt remade them.
+
+    An attempt that only adds a format (reprocessing the back catalogue) must not make the
+    task forget the formats and transcript it already had.
+    """
+    if new is None:
+        return previous
+    if previous is None:
+        return new
+    merged = {**previous, **new}
+    merged["outputs"] = {**previous.get("outputs", {}), **new.get("outputs", {})}
+    if "transcript" not in new and "transcript" in previous:
+        merged["transcript"] = previous["transcript"]
+    return merged
+
+
 def mirror_on_task(task: Task, workflow: Workflow) -> None:
     """Make the task follow its current workflow (status, progress, step, result, error)."""
     if task.workflow_id != workflow.id:
@@ -49,8 +68,12 @@ def mirror_on_task(task: Task, workflow: Workflow) -> None:
         task.started_at = workflow.started_at or now
     if workflow.status.is_terminal:
         task.completed_at = workflow.completed_at or now
-        task.result = workflow.result
-        task.error = workflow.error
+        if workflow.status is WorkflowStatus.COMPLETED:
+            task.result = merge_results(task.result, workflow.result)
+            task.error = None
+            task.error_kind = None
+        else:
+            task.error = workflow.error
     else:
         task.completed_at = None
 
@@ -109,6 +132,62 @@ class WorkflowService:
             mirror_on_task(task, workflow)
             if update.error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = update.error_kind
+            session.flush()
+            return workflow, task
+
+    def correct(
+        self,
+        workflow_id: uuid.UUID,
+        status: WorkflowStatus,
+        reason: str,
+        *,
+        error: str | None = None,
+        error_kind: str | None = None,
+        result: dict[str, Any] | None = None,
+        expected: WorkflowStatus | None = None,
+    ) -> tuple[Workflow, Task] | None:
+        """The reconciler's write: set a status even over a terminal one, and record why.
+
+        `expected` guards against a race: if the row changed since the caller looked
+        (a late hook landed first), nothing is written and None is returned.
+        """
+        with self.session_factory.begin() as session:
+            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
+            if workflow is None:
+                raise NotFoundError(f"workflow {workflow_id} not found")
+            task = TaskRepository(session).get(workflow.task_id, for_update=True)
+            assert task is not None
+            if expected is not None and workflow.status is not expected:
+                return None
+            now = utcnow()
+            workflow.corrections = [
+                *workflow.corrections,
+                {
+                    "at": now.isoformat(),
+                    "from": workflow.status.value,
+                    "to": status.value,
+                    "reason": reason,
+                },
+            ]
+            if status.is_terminal:
+                workflow.completed_at = now
+            else:
+                workflow.completed_at = None
+            if status is WorkflowStatus.RUNNING and workflow.started_at is None:
+                workflow.started_at = now
+            if status is WorkflowStatus.COMPLETED:
+                workflow.progress = 100
+                workflow.error = None
+            if result is not None:
+                workflow.result = result
+            if error is not None:
+                workflow.error = error
+            workflow.message = reason
+            workflow.status = status
+            workflow.updated_at = now
+            mirror_on_task(task, workflow)
+            if error_kind is not None and task.workflow_id == workflow.id:
+                task.error_kind = error_kind
             session.flush()
             return workflow, task
 

@@ -5,8 +5,8 @@ Hugging Face Hub. Segments come from faster-whisper's lazy generator, so the cal
 `on_segment` runs as each one is decoded.
 
 `threads=0` means one thread per CPU this process may use. CTranslate2's own default is four,
-which on a two-core worker oversubscribes the CPU: measured here, its OpenMP threads then spin
-and burn two to three times the CPU time for the same transcript.
+which oversubscribes a two-core worker: measured on one (60 s of speech, alternating runs in
+one process), four threads took a median 8.3 s against 6.7 s for two.
 """
 
 from __future__ import annotations

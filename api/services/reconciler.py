@@ -1,0 +1,292 @@
+"""Reconciliation: make the database agree with Prefect, and retry what may pass.
+
+Prefect's state hooks are best-effort: a SIGKILLed worker runs none, an unreachable API
+loses a report. So a scheduled run compares every workflow the database holds as queued
+or running (and those that ended recently) with its flow run in Prefect and takes
+Prefect's state as the truth:
+
+* a run Prefect no longer has, or one that has been Running with no progress for longer
+  than `stale_after_s`, becomes **crashed**;
+* Completed becomes **completed** only if every output is in the store (otherwise failed,
+  transient); Prefect's late corrections (Crashed, then Completed) are followed too;
+* Failed, Crashed and Cancelled are copied over with Prefect's message.
+
+Each change goes through `WorkflowService.correct`, which records what, when and why on the
+workflow. Failed tasks whose error is transient get a new attempt after a backoff, until
+`max_attempts`; bad audio is never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import prefect_gateway
+from api.services.outputs import attempt_output_keys, missing_outputs
+from api.services.tasks import TaskService
+from api.services.workflows import WorkflowService
+from core.errors import AudioflowError, NotFoundError
+from core.settings import Settings
+from core.storage.base import ObjectStore
+from core.storage.errors import StorageError
+from db.base import utcnow
+from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from db.repositories import WorkflowRepository
+
+log = logging.getLogger(__name__)
+
+FlowRunReader = Callable[[str, str], prefect_gateway.FlowRunInfo]
+
+#: Prefect state type -> the workflow status it means.
+STATUS_FOR_PREFECT_STATE: dict[str, WorkflowStatus] = {
+    "RUNNING": WorkflowStatus.RUNNING,
+    "COMPLETED": WorkflowStatus.COMPLETED,
+    "FAILED": WorkflowStatus.FAILED,
+    "CRASHED": WorkflowStatus.CRASHED,
+    "CANCELLED": WorkflowStatus.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One change the reconciler made (or, in a dry run, would make)."""
+
+    task_id: str
+    workflow_id: str
+    from_status: str
+    to_status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryStarted:
+    """A new attempt for a task that failed for a transient reason."""
+
+    task_id: str
+    attempt: int
+    reason: str
+    new_status: str
+
+
+@dataclass
+class ReconcileReport:
+    """What one pass looked at and did."""
+
+    checked: int = 0
+    corrections: list[Correction] = field(default_factory=list)
+    retries: list[RetryStarted] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def retry_backoff_s(attempts: int, base_s: float = 30.0, cap_s: float = 3600.0) -> float:
+    """Wait before attempt n+1: 30 s, 60 s, 120 s, ... at most an hour."""
+    return min(cap_s, base_s * 2 ** max(0, attempts - 1))
+
+
+class Reconciler:
+    """Brings workflow and task rows in line with Prefect; retries transient failures."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        store: ObjectStore,
+        *,
+        read_flow_run: FlowRunReader | None = None,
+        stale_after_s: float = 600.0,
+        lookback: timedelta = timedelta(hours=24),
+        retry_base_s: float = 30.0,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.store = store
+        self.read_flow_run = read_flow_run or (
+            lambda api_url, run_id: prefect_gateway.read_flow_run(api_url, run_id)
+        )
+        self.stale_after_s = stale_after_s
+        self.lookback = lookback
+        self.retry_base_s = retry_base_s
+        self.workflows = WorkflowService(session_factory)
+        self.tasks = TaskService(session_factory, settings, store=store)
+
+    # -- reconciliation ------------------------------------------------------------------
+
+    def reconcile(
+        self, *, dry_run: bool = False, report: ReconcileReport | None = None
+    ) -> ReconcileReport:
+        """One pass over active and recently ended workflows."""
+        report = report or ReconcileReport()
+        now = utcnow()
+        with self.session_factory() as session:
+            repo = WorkflowRepository(session)
+            candidates = repo.list_active() + repo.list_recently_ended(now - self.lookback)
+        for workflow in candidates:
+            report.checked += 1
+            try:
+                decision = self._decide(workflow, now)
+            except AudioflowError as exc:  # Prefect unreachable: leave the row for next time
+                report.skipped.append(f"{workflow.id}: {exc.detail}")
+                continue
+            if decision is None:
+                continue
+            status, reason, extra = decision
+            correction = Correction(
+                str(workflow.task_id), str(workflow.id), workflow.status.value, status.value, reason
+            )
+            if not dry_run:
+                applied = self.workflows.correct(
+                    workflow.id, status, reason, expected=workflow.status, **extra
+                )
+                if applied is None:
+                    continue  # a hook landed meanwhile; the next pass looks again
+            report.corrections.append(correction)
+        return report
+
+    def _decide(
+        self, workflow: Workflow, now: datetime
+    ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
+        if workflow.instance_id is None:
+            age = (now - workflow.created_at).total_seconds()
+            if workflow.status is WorkflowStatus.QUEUED and age > self.stale_after_s:
+                return (
+                    WorkflowStatus.FAILED,
+                    f"no flow run was ever started ({age:.0f} s)",
+                    {"error": "the flow run was never started", "error_kind": "transient"},
+                )
+            return None
+        try:
+            info = self.read_flow_run(self.settings.prefect.api_url, workflow.instance_id)
+        except NotFoundError:
+            if workflow.status.is_terminal:
+                return None
+            return (
+                WorkflowStatus.CRASHED,
+                "the flow run no longer exists in Prefect",
+                {
+                    "error": "flow run lost: it no longer exists in Prefect",
+                    "error_kind": "transient",
+                },
+            )
+        target = STATUS_FOR_PREFECT_STATE.get(info.state_type or "")
+        if target is None:
+            return None  # SCHEDULED, PENDING, CANCELLING, PAUSED: not ours to decide yet
+        if target is WorkflowStatus.RUNNING:
+            return self._decide_running(workflow, now)
+        if target is workflow.status:
+            return None
+        if target is WorkflowStatus.COMPLETED:
+            return self._decide_completed(workflow)
+        if workflow.status.is_terminal:
+            return None  # only Completed overrides a terminal row
+        message = info.state_message or info.state_name or target.value
+        kind = "transient" if target is not WorkflowStatus.CANCELLED else None
+        extra: dict[str, Any] = {"error": f"Prefect: {message}"}
+        if kind:
+            extra["error_kind"] = kind
+        return target, f"Prefect reports {info.state_name}", extra
+
+    def _decide_running(
+        self, workflow: Workflow, now: datetime
+    ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
+        idle = (now - workflow.updated_at).total_seconds()
+        if idle > self.stale_after_s:
+            return (
+                WorkflowStatus.CRASHED,
+                f"Running in Prefect but no progress for {idle:.0f} s",
+                {
+                    "error": f"no progress for {idle:.0f} s; presumed dead",
+                    "error_kind": "transient",
+                },
+            )
+        if workflow.status is WorkflowStatus.QUEUED:
+            return WorkflowStatus.RUNNING, "Prefect reports Running (the hook was missed)", {}
+        return None
+
+    def _decide_completed(
+        self, workflow: Workflow
+    ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
+        try:
+            missing = missing_outputs(self.store, workflow.parameters)
+        except StorageError as exc:
+            log.warning("cannot check outputs of %s: %s", workflow.id, exc)
+            return None
+        if missing:
+            if workflow.status.is_terminal:
+                return None
+            return (
+                WorkflowStatus.FAILED,
+                "Prefect reports Completed but outputs are missing",
+                {"error": f"outputs missing: {', '.join(missing)}", "error_kind": "transient"},
+            )
+        result = workflow.result or self._result_from_store(workflow)
+        return (
+            WorkflowStatus.COMPLETED,
+            f"Prefect reports Completed and all outputs are present (was {workflow.status.value})",
+            {"result": result},
+        )
+
+    def _result_from_store(self, workflow: Workflow) -> dict[str, Any]:
+        """A result rebuilt from the store when the flow's own report never arrived."""
+        params = workflow.parameters
+        outputs = {}
+        for name, key in zip(
+            params.get("encoding_formats", []), attempt_output_keys(params), strict=False
+        ):
+            outputs[name] = {"key": key, "size": self.store.size(key)}
+        result: dict[str, Any] = {
+            "episodeId": params.get("episode_id"),
+            "storage": self.store.describe(),
+            "outputs": outputs,
+            "reconstructed": True,
+        }
+        transcript_keys = attempt_output_keys(params)[len(outputs) :]
+        if transcript_keys:
+            result["transcript"] = {
+                "keys": {key.rsplit(".", 1)[-1]: key for key in transcript_keys}
+            }
+        return result
+
+    # -- retries -------------------------------------------------------------------------
+
+    def retry_transient_failures(
+        self, *, dry_run: bool = False, report: ReconcileReport | None = None
+    ) -> ReconcileReport:
+        """A new attempt for each task that failed transiently, once its backoff has passed."""
+        report = report or ReconcileReport()
+        now = utcnow()
+        with self.session_factory() as session:
+            candidates = list(
+                session.scalars(
+                    select(Task).where(
+                        Task.status == TaskStatus.FAILED,
+                        Task.error_kind == "transient",
+                        Task.attempts < self.settings.max_attempts,
+                    )
+                ).all()
+            )
+        for task in candidates:
+            ended = task.completed_at or task.updated_at
+            wait = retry_backoff_s(task.attempts, self.retry_base_s)
+            if (now - ended).total_seconds() < wait:
+                continue
+            reason = f"transient failure ({(task.error or '')[:200]}); attempt {task.attempts + 1}"
+            if dry_run:
+                report.retries.append(
+                    RetryStarted(str(task.id), task.attempts + 1, reason, "dry-run")
+                )
+                continue
+            try:
+                retried = self.tasks.retry(task.id)
+            except AudioflowError as exc:
+                report.skipped.append(f"retry of {task.id}: {exc.detail}")
+                continue
+            report.retries.append(
+                RetryStarted(str(task.id), retried.attempts, reason, retried.status.value)
+            )
+        return report

@@ -1,0 +1,175 @@
+"""The `reprocessing` flow: repair what fell through, retry what may pass, reprocess on demand.
+
+Scheduled every few minutes from `prefect.yaml` with default parameters (reconcile and
+retry); started by hand (`audioflow reprocess`, `POST /reprocess`, or the Prefect UI form)
+to reprocess selected tasks, for example to add `opus_64` to the whole back catalogue.
+It writes through the same services as the API, and a summary artifact per run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, Field
+
+from api.services.reconciler import Reconciler, ReconcileReport
+from api.services.tasks import TaskService
+from core.errors import AudioflowError
+from core.formats import get_format
+from core.settings import get_settings
+from core.storage import get_store
+from db.engine import build_engine, build_session_factory
+from db.models import TaskStatus
+from db.repositories import TaskRepository
+
+
+class ReprocessParameters(BaseModel):
+    """What a reprocessing run does; every field shows in the Prefect UI's run form."""
+
+    reconcile: bool = Field(
+        default=True, description="Compare queued/running workflows with Prefect and repair them."
+    )
+    retry_failed: bool = Field(
+        default=True, description="Start a new attempt for tasks that failed transiently."
+    )
+    task_ids: list[str] = Field(default_factory=list, description="Reprocess these tasks.")
+    episode_ids: list[str] = Field(
+        default_factory=list, description="Reprocess the tasks of these episodes."
+    )
+    status: Literal["done", "failed", "cancelled"] | None = Field(
+        default=None, description="Reprocess tasks with this status."
+    )
+    created_after: datetime | None = Field(default=None, description="Only tasks created since.")
+    created_before: datetime | None = Field(default=None, description="Only tasks created before.")
+    add_formats: list[str] = Field(
+        default_factory=list,
+        description="Formats to add (only these are encoded for tasks that are done).",
+    )
+    dry_run: bool = Field(default=False, description="List what would happen; change nothing.")
+    limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many tasks.")
+    stale_after_s: float = Field(
+        default=600, ge=30, description="Running with no progress this long counts as dead."
+    )
+
+    def selects_tasks(self) -> bool:
+        return bool(
+            self.task_ids
+            or self.episode_ids
+            or self.status
+            or self.created_after
+            or self.created_before
+            or self.add_formats
+        )
+
+
+@flow(name="reprocessing", description=__doc__, persist_result=False)
+def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
+    """One pass: reconcile, retry, then reprocess the selection (if any)."""
+    params = params or ReprocessParameters()
+    logger = get_run_logger()
+    for name in params.add_formats:
+        get_format(name)
+    settings = get_settings()
+    engine = build_engine(settings.database)
+    session_factory = build_session_factory(engine)
+    store = get_store()
+    reconciler = Reconciler(session_factory, settings, store, stale_after_s=params.stale_after_s)
+    report = ReconcileReport()
+    try:
+        if params.reconcile:
+            reconciler.reconcile(dry_run=params.dry_run, report=report)
+        if params.retry_failed:
+            reconciler.retry_transient_failures(dry_run=params.dry_run, report=report)
+        reprocessed = (
+            _reprocess_selection(session_factory, settings, store, params)
+            if params.selects_tasks()
+            else []
+        )
+    finally:
+        engine.dispose()
+    summary = {
+        "dryRun": params.dry_run,
+        "checked": report.checked,
+        "corrections": [c.__dict__ for c in report.corrections],
+        "retries": [r.__dict__ for r in report.retries],
+        "reprocessed": reprocessed,
+        "skipped": report.skipped,
+    }
+    logger.info(
+        "checked %d workflows: %d corrected, %d retried, %d reprocessed, %d skipped",
+        report.checked,
+        len(report.corrections),
+        len(report.retries),
+        len(reprocessed),
+        len(report.skipped),
+    )
+    _summary_artifact(summary)
+    return summary
+
+
+def _reprocess_selection(
+    session_factory: Any, settings: Any, store: Any, params: ReprocessParameters
+) -> list[dict[str, Any]]:
+    with session_factory() as session:
+        tasks, _ = TaskRepository(session).find(
+            ids=[uuid.UUID(t) for t in params.task_ids] or None,
+            episode_ids=params.episode_ids or None,
+            status=TaskStatus(params.status) if params.status else None,
+            created_after=params.created_after,
+            created_before=params.created_before,
+            limit=params.limit,
+        )
+    service = TaskService(session_factory, settings, store=store)
+    done: list[dict[str, Any]] = []
+    for task in tasks:
+        entry: dict[str, Any] = {"taskId": str(task.id), "episodeId": task.episode_id}
+        if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
+            entry["outcome"] = f"skipped: {task.status.value}"
+        elif params.dry_run:
+            entry["outcome"] = "would reprocess" + (
+                f" adding {', '.join(params.add_formats)}" if params.add_formats else ""
+            )
+        else:
+            try:
+                updated = service.reprocess(task.id, params.add_formats or None)
+                entry["outcome"] = f"attempt {updated.attempts}: {updated.status.value}"
+            except AudioflowError as exc:
+                entry["outcome"] = f"skipped: {exc.detail}"
+        done.append(entry)
+    return done
+
+
+def _summary_artifact(summary: dict[str, Any]) -> None:
+    lines = [
+        f"# Reprocessing run{' (dry run)' if summary['dryRun'] else ''}",
+        "",
+        f"Checked **{summary['checked']}** workflows; "
+        f"**{len(summary['corrections'])}** corrected, **{len(summary['retries'])}** retried, "
+        f"**{len(summary['reprocessed'])}** reprocessed.",
+    ]
+    if summary["corrections"]:
+        lines += ["", "| task | workflow | from | to | why |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {c['task_id']} | {c['workflow_id']} | {c['from_status']} | {c['to_status']} | "
+            f"{c['reason']} |"
+            for c in summary["corrections"]
+        ]
+    if summary["retries"]:
+        lines += ["", "| retried task | attempt | why |", "|---|---|---|"]
+        lines += [
+            f"| {r['task_id']} | {r['attempt']} | {r['reason']} |" for r in summary["retries"]
+        ]
+    if summary["reprocessed"]:
+        lines += ["", "| reprocessed task | episode | outcome |", "|---|---|---|"]
+        lines += [
+            f"| {r['taskId']} | {r['episodeId']} | {r['outcome']} |" for r in summary["reprocessed"]
+        ]
+    if summary["skipped"]:
+        lines += ["", "Skipped:", *[f"- {s}" for s in summary["skipped"]]]
+    create_markdown_artifact(
+        "\n".join(lines), key="reprocessing-summary", description="What this run did"
+    )
