@@ -210,6 +210,8 @@ class Settings:
     whisper: WhisperSettings
     #: Retry budget for transient failures (reprocessing).
     max_attempts: int = field(default=3)
+    #: Wait before the first automatic retry; doubles with each attempt (capped at an hour).
+    retry_backoff_s: float = field(default=30.0)
 
     @property
     def internal_token(self) -> str:
@@ -246,6 +248,7 @@ class Settings:
             storage=StorageSettings.from_env(home),
             whisper=WhisperSettings.from_env(),
             max_attempts=_env_int("AUDIOFLOW_MAX_ATTEMPTS", 3),
+            retry_backoff_s=_env_float("AUDIOFLOW_RETRY_BACKOFF_S", 30.0),
         )
 
 

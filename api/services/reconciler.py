@@ -101,7 +101,7 @@ class Reconciler:
         read_flow_run: FlowRunReader | None = None,
         stale_after_s: float = 600.0,
         lookback: timedelta = timedelta(hours=24),
-        retry_base_s: float = 30.0,
+        retry_base_s: float | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
@@ -111,7 +111,7 @@ class Reconciler:
         )
         self.stale_after_s = stale_after_s
         self.lookback = lookback
-        self.retry_base_s = retry_base_s
+        self.retry_base_s = settings.retry_backoff_s if retry_base_s is None else retry_base_s
         self.workflows = WorkflowService(session_factory)
         self.tasks = TaskService(session_factory, settings, store=store)
 

@@ -165,9 +165,10 @@ class TaskService:
                 corrections=[],
             )
         )
-        workflow.parameters = task_type.flow_parameters(
-            str(task.id), str(workflow.id), task.payload
-        )
+        workflow.parameters = {
+            **task_type.flow_parameters(str(task.id), str(workflow.id), task.payload),
+            **(parameters or {}),
+        }
         task.workflow_id = workflow.id
         task.workflow_instance_id = None
         task.status = TaskStatus.PENDING

@@ -1,0 +1,351 @@
+"""Cancel, retry, reprocess and reconcile, on PostgreSQL against a real Prefect server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.states import Completed, Crashed, Failed, Running
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.services.reconciler import Reconciler
+from api.services.tasks import TaskService
+from core.settings import Settings
+from core.storage import build_store
+from db.base import utcnow
+from db.models import Workflow
+from tests.integration.conftest import AUTH
+
+PAYLOAD = {"episodeId": "ep-rec", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
+PROGRESS = "/internal/workflow-progress"
+
+
+@pytest.fixture
+def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
+    with SyncPrefectClient(settings.prefect.api_url) as client:
+        yield client
+
+
+@pytest.fixture
+def reconciler(settings: Settings, session_factory: sessionmaker[Session]) -> Reconciler:
+    return Reconciler(
+        session_factory, settings, build_store(settings.storage), stale_after_s=60, retry_base_s=0
+    )
+
+
+def _create(client: TestClient, payload: dict[str, Any] = PAYLOAD) -> dict[str, Any]:
+    response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _report(client: TestClient, task: dict[str, Any], **fields: Any) -> None:
+    body = {"taskId": task["id"], "workflowId": task["workflowId"], **fields}
+    response = client.post(PROGRESS, json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+
+
+def _put_outputs(settings: Settings, parameters: dict[str, Any], tmp_path: Path) -> None:
+    from api.services.outputs import attempt_output_keys
+
+    store = build_store(settings.storage)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x" * 100)
+    for key in attempt_output_keys(parameters):
+        store.put_file(key, blob)
+
+
+# -- cancel -------------------------------------------------------------------------------
+
+
+def test_cancel_stops_the_flow_run_and_ends_both_rows(
+    client: TestClient, prefect: SyncPrefectClient
+) -> None:
+    task = _create(client)
+    response = client.post(f"/tasks/{task['id']}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    workflow = client.get(f"/workflows/{task['workflowId']}").json()
+    assert workflow["status"] == "cancelled"
+    run = prefect.read_flow_run(uuid.UUID(task["workflowInstanceId"]))
+    assert run.state is not None and run.state.type.value in ("CANCELLED", "CANCELLING")
+
+    again = client.post(f"/tasks/{task['id']}/cancel")
+    assert again.status_code == 409 and "only pending or processing" in again.json()["detail"]
+
+
+def test_cancel_removes_partial_outputs_but_keeps_earlier_ones(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    store = build_store(settings.storage)
+    earlier_key = "episodes/ep-partial/audio/mp3_128.mp3"
+    blob = tmp_path / "b"
+    blob.write_bytes(b"earlier output")
+    store.put_file(earlier_key, blob)
+    task = _create(client, PAYLOAD | {"episodeId": "ep-partial", "encodingFormats": ["mp3_64"]})
+    partial_key = "episodes/ep-partial/audio/mp3_64.mp3"
+    store.put_file(partial_key, blob)  # as if the attempt had uploaded before being cancelled
+    assert client.post(f"/tasks/{task['id']}/cancel").status_code == 200
+    assert not store.exists(partial_key)
+    assert store.exists(earlier_key)
+
+
+def test_finished_tasks_cannot_be_cancelled(client: TestClient) -> None:
+    task = _create(client)
+    _report(client, task, status="running")
+    _report(client, task, status="completed", result={"outputs": {}})
+    response = client.post(f"/tasks/{task['id']}/cancel")
+    assert response.status_code == 409
+    assert client.get(f"/tasks/{task['id']}").json()["status"] == "done"
+    assert client.post(f"/tasks/{uuid.uuid4()}/cancel").status_code == 404
+
+
+# -- retry --------------------------------------------------------------------------------
+
+
+def test_retry_makes_a_new_attempt_with_its_own_flow_run(
+    client: TestClient, prefect: SyncPrefectClient
+) -> None:
+    task = _create(client)
+    _report(client, task, status="failed", error="storage down", errorKind="transient")
+    retried = client.post(f"/tasks/{task['id']}/retry")
+    assert retried.status_code == 201, retried.text
+    body = retried.json()
+    assert body["status"] == "pending" and body["attempts"] == 2
+    assert body["workflowId"] != task["workflowId"]
+    assert body["workflowInstanceId"] != task["workflowInstanceId"]
+    attempts = client.get(f"/tasks/{task['id']}/workflows").json()
+    assert [w["attempt"] for w in attempts] == [1, 2]
+    assert [w["status"] for w in attempts] == ["failed", "queued"]
+    run = prefect.read_flow_run(uuid.UUID(body["workflowInstanceId"]))
+    assert run.parameters["workflow_id"] == body["workflowId"]
+
+    # The old attempt's late news changes its own row only, never the task.
+    late = client.post(
+        PROGRESS,
+        json={"taskId": task["id"], "workflowId": task["workflowId"], "progress": 50},
+        headers=AUTH,
+    )
+    assert late.status_code == 409  # that attempt is already terminal
+
+    assert client.post(f"/tasks/{task['id']}/retry").status_code == 409  # now pending
+
+
+def test_done_and_running_tasks_cannot_be_retried(client: TestClient) -> None:
+    task = _create(client)
+    _report(client, task, status="running")
+    assert client.post(f"/tasks/{task['id']}/retry").status_code == 409
+    _report(client, task, status="completed")
+    response = client.post(f"/tasks/{task['id']}/retry")
+    assert response.status_code == 409 and "done" in response.json()["detail"]
+
+
+# -- reconcile ----------------------------------------------------------------------------
+
+
+def test_prefect_crash_without_hook_becomes_crashed(
+    client: TestClient, prefect: SyncPrefectClient, reconciler: Reconciler
+) -> None:
+    task = _create(client)
+    _report(client, task, status="running", progress=30)
+    run_id = uuid.UUID(task["workflowInstanceId"])
+    prefect.set_flow_run_state(run_id, Running(), force=True)
+    prefect.set_flow_run_state(run_id, Crashed(message="process killed"), force=True)
+
+    report = reconciler.reconcile()
+    assert [(c.from_status, c.to_status) for c in report.corrections] == [("running", "crashed")]
+    row = client.get(f"/tasks/{task['id']}").json()
+    assert row["status"] == "failed" and row["errorKind"] == "transient"
+    assert "process killed" in row["error"]
+    workflow = client.get(f"/workflows/{task['workflowId']}").json()
+    assert workflow["corrections"][-1]["to"] == "crashed"
+    assert workflow["corrections"][-1]["reason"]
+    assert reconciler.reconcile().corrections == []  # idempotent
+
+
+def test_lost_flow_run_becomes_crashed(
+    client: TestClient, prefect: SyncPrefectClient, reconciler: Reconciler
+) -> None:
+    task = _create(client)
+    prefect.delete_flow_run(uuid.UUID(task["workflowInstanceId"]))
+    report = reconciler.reconcile()
+    assert [c.to_status for c in report.corrections] == ["crashed"]
+    assert "no longer exists" in client.get(f"/tasks/{task['id']}").json()["error"]
+
+
+def test_running_without_progress_past_the_window_becomes_crashed(
+    client: TestClient,
+    prefect: SyncPrefectClient,
+    reconciler: Reconciler,
+    session_factory: sessionmaker[Session],
+) -> None:
+    task = _create(client)
+    _report(client, task, status="running")
+    prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Running(), force=True)
+    assert reconciler.reconcile().corrections == []  # fresh: left alone
+    with session_factory.begin() as session:
+        session.execute(
+            update(Workflow)
+            .where(Workflow.id == uuid.UUID(task["workflowId"]))
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    report = reconciler.reconcile()
+    assert [c.to_status for c in report.corrections] == ["crashed"]
+    assert "no progress" in report.corrections[0].reason
+
+
+def test_completed_in_prefect_counts_only_with_all_outputs(
+    client: TestClient,
+    prefect: SyncPrefectClient,
+    reconciler: Reconciler,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    task = _create(client, PAYLOAD | {"episodeId": "ep-complete"})
+    _report(client, task, status="running")
+    run_id = uuid.UUID(task["workflowInstanceId"])
+    prefect.set_flow_run_state(run_id, Completed(), force=True)
+    # Outputs missing: not trusted.
+    report = reconciler.reconcile()
+    assert [c.to_status for c in report.corrections] == ["failed"]
+    assert "outputs missing" in client.get(f"/tasks/{task['id']}").json()["error"]
+
+    # Prefect's word plus the outputs now present: the reconciler alone may lift a terminal row.
+    workflow = client.get(f"/workflows/{task['workflowId']}").json()
+    _put_outputs(settings, workflow["parameters"], tmp_path)
+    report = reconciler.reconcile()
+    assert [(c.from_status, c.to_status) for c in report.corrections] == [("failed", "completed")]
+    row = client.get(f"/tasks/{task['id']}").json()
+    assert row["status"] == "done" and row["error"] is None
+    assert row["result"]["outputs"]["mp3_64"]["key"] == "episodes/ep-complete/audio/mp3_64.mp3"
+
+
+def test_late_correction_crashed_then_completed(
+    client: TestClient,
+    prefect: SyncPrefectClient,
+    reconciler: Reconciler,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    task = _create(client, PAYLOAD | {"episodeId": "ep-late"})
+    _report(client, task, status="crashed", error="heartbeat lost", errorKind="transient")
+    workflow = client.get(f"/workflows/{task['workflowId']}").json()
+    _put_outputs(settings, workflow["parameters"], tmp_path)
+    prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Completed(), force=True)
+    report = reconciler.reconcile()
+    assert [(c.from_status, c.to_status) for c in report.corrections] == [("crashed", "completed")]
+    assert client.get(f"/tasks/{task['id']}").json()["status"] == "done"
+
+
+def test_dry_run_changes_nothing(
+    client: TestClient, prefect: SyncPrefectClient, reconciler: Reconciler
+) -> None:
+    task = _create(client)
+    prefect.set_flow_run_state(
+        uuid.UUID(task["workflowInstanceId"]), Failed(message="x"), force=True
+    )
+    before = client.get(f"/tasks/{task['id']}").json()
+    report = reconciler.reconcile(dry_run=True)
+    assert [c.to_status for c in report.corrections] == ["failed"]
+    assert client.get(f"/tasks/{task['id']}").json() == before
+
+
+def test_prefect_unreachable_skips_rows_and_changes_nothing(
+    client: TestClient, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    task = _create(client)
+    dead = replace(settings, prefect=replace(settings.prefect, api_url="http://127.0.0.1:9/api"))
+    reconciler = Reconciler(session_factory, dead, build_store(settings.storage))
+    before = client.get(f"/tasks/{task['id']}").json()
+    report = reconciler.reconcile()
+    assert report.corrections == [] and len(report.skipped) == 1
+    assert client.get(f"/tasks/{task['id']}").json() == before
+
+
+# -- automatic retries --------------------------------------------------------------------
+
+
+def test_transient_failures_are_retried_until_the_budget_is_spent(
+    client: TestClient, reconciler: Reconciler, settings: Settings
+) -> None:
+    transient = _create(client, PAYLOAD | {"episodeId": "ep-transient"})
+    _report(client, transient, status="failed", error="storage down", errorKind="transient")
+    permanent = _create(client, PAYLOAD | {"episodeId": "ep-permanent"})
+    _report(client, permanent, status="failed", error="not audio", errorKind="permanent")
+
+    report = reconciler.retry_transient_failures()
+    assert [r.task_id for r in report.retries] == [transient["id"]]
+    assert client.get(f"/tasks/{permanent['id']}").json()["attempts"] == 1
+
+    for _ in range(settings.max_attempts):
+        row = client.get(f"/tasks/{transient['id']}").json()
+        if row["status"] == "pending":
+            current = {"id": row["id"], "workflowId": row["workflowId"]}
+            _report(client, current, status="failed", error="storage down", errorKind="transient")
+        reconciler.retry_transient_failures()
+    row = client.get(f"/tasks/{transient['id']}").json()
+    assert row["attempts"] == settings.max_attempts
+    assert row["status"] == "failed"
+
+
+def test_backoff_delays_the_retry(
+    client: TestClient, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    task = _create(client)
+    _report(client, task, status="failed", error="storage down", errorKind="transient")
+    patient = Reconciler(
+        session_factory, settings, build_store(settings.storage), retry_base_s=3600
+    )
+    assert patient.retry_transient_failures().retries == []
+
+
+# -- reprocess ----------------------------------------------------------------------------
+
+
+def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
+    client: TestClient, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    task = _create(client, PAYLOAD | {"episodeId": "ep-add", "encodingFormats": ["mp3_128"]})
+    first = {
+        "outputs": {"mp3_128": {"key": "episodes/ep-add/audio/mp3_128.mp3"}},
+        "transcript": {"language": "en", "keys": {}},
+    }
+    _report(client, task, status="completed", result=first)
+
+    service = TaskService(session_factory, settings, store=build_store(settings.storage))
+    updated = service.reprocess(uuid.UUID(task["id"]), ["opus_64"])
+    assert updated.payload["encodingFormats"] == ["mp3_128", "opus_64"]
+    assert updated.attempts == 2
+    workflow = client.get(f"/workflows/{updated.workflow_id}").json()
+    assert workflow["parameters"]["encoding_formats"] == ["opus_64"]
+    assert workflow["parameters"]["transcribe"] is False
+
+    second = {"outputs": {"opus_64": {"key": "episodes/ep-add/audio/opus_64.opus"}}}
+    current = {"id": task["id"], "workflowId": str(updated.workflow_id)}
+    _report(client, current, status="completed", result=second)
+    result = client.get(f"/tasks/{task['id']}").json()["result"]
+    assert set(result["outputs"]) == {"mp3_128", "opus_64"}
+    assert result["transcript"]["language"] == "en"
+
+
+def test_reprocess_endpoint_starts_a_reprocessing_run(
+    client: TestClient, prefect: SyncPrefectClient
+) -> None:
+    response = client.post(
+        "/reprocess", json={"addFormats": ["opus_64"], "status": "done", "dryRun": True}
+    )
+    assert response.status_code == 201, response.text
+    run = prefect.read_flow_run(uuid.UUID(response.json()["flowRunId"]))
+    assert run.parameters["params"]["add_formats"] == ["opus_64"]
+    assert run.parameters["params"]["dry_run"] is True
+    bad = client.post("/reprocess", json={"addFormats": ["mp3_999"]})
+    assert bad.status_code == 422 and "mp3_999" in bad.json()["detail"]
