@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from litestar import Litestar
+from litestar import Litestar, Request
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +19,20 @@ from api.uploads import UploadController
 from core.settings import Settings, get_settings
 from core.storage import build_store
 from db.engine import build_engine, build_session_factory
+
+
+def refuse_nul_characters(request: Request) -> None:
+    """400 for a NUL character in a query parameter or a header value.
+
+    PostgreSQL text cannot hold NUL, so such a value used as a filter or stored (the
+    `Idempotency-Key`) would otherwise end in a 500 from the database driver.
+    """
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise ValidationException(f"query parameter {name!r} contains a NUL character")
+    for name, value in request.headers.items():
+        if "\x00" in value:
+            raise ValidationException(f"header {name!r} contains a NUL character")
 
 
 def create_app(
@@ -48,6 +63,7 @@ def create_app(
             get_health,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=refuse_nul_characters,
         openapi_config=OpenAPIConfig(
             title="audioflow",
             version="0.1.0",

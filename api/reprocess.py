@@ -45,6 +45,7 @@ class ReprocessController(Controller):
             "add_formats": data.add_formats,
             "dry_run": data.dry_run,
             "limit": data.limit,
+            "stale_after_s": data.stale_after_s,
         }
         run_key = uuid.uuid4().hex
         info = prefect_gateway.start_flow_run(

@@ -193,6 +193,7 @@ class ReprocessRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tru
     add_formats: list[str] = msgspec.field(default_factory=list)
     dry_run: bool = False
     limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    stale_after_s: Annotated[float, msgspec.Meta(ge=30, le=86_400)] = 600
 
 
 class ReprocessOut(msgspec.Struct, rename="camel"):

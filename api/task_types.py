@@ -15,7 +15,7 @@ from core.formats import FORMATS
 from core.keys import InvalidKeyError, validate_episode_id, validate_key
 from core.settings import Settings
 
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 
 class TaskType(Protocol):
@@ -111,7 +111,7 @@ class AudioProcessing:
             raise InvalidInputError("payload.encodingFormats lists a format twice")
         language = payload.get("language")
         if language is not None and (
-            not isinstance(language, str) or not _LANGUAGE.match(language)
+            not isinstance(language, str) or not _LANGUAGE.fullmatch(language)
         ):
             raise InvalidInputError("payload.language must be a language code such as 'en'")
         return {

@@ -189,14 +189,17 @@ def deploy(env: Mapping[str, str]) -> None:
     run_checked([sys.executable, "-m", "cli.automations"], env, "creating Prefect automations")
 
 
-def start_worker(env: Mapping[str, str], log_dir: Path, *, name: str = "worker") -> ManagedProcess:
-    """A process worker on the audioflow pool; each flow run gets its own subprocess."""
-    return spawn(
-        name,
-        [tool("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"],
-        env,
-        log_dir,
-    )
+def start_worker(
+    env: Mapping[str, str], log_dir: Path, *, name: str = "worker", limit: int | None = None
+) -> ManagedProcess:
+    """A process worker on the audioflow pool; each flow run gets its own subprocess.
+
+    `limit` caps the runs this worker executes at once (one machine's share of the pool).
+    """
+    argv = [tool("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    if limit is not None:
+        argv += ["--limit", str(limit)]
+    return spawn(name, argv, env, log_dir)
 
 
 def start_api(
@@ -243,6 +246,17 @@ class Stack:
     def process(self, name: str) -> ManagedProcess:
         return next(p for p in self.processes if p.name == name)
 
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    def replace(self, old: ManagedProcess | None, new: ManagedProcess) -> ManagedProcess:
+        """Swap a stopped process for its restarted self, so stop() ends the new one."""
+        if old is not None and old in self.processes:
+            self.processes.remove(old)
+        self.processes.append(new)
+        return new
+
 
 def embedded_env(
     home: Path,
@@ -273,6 +287,7 @@ def running_stack(
     prefect_port: int | None = None,
     ui: bool = False,
     workers: int = 1,
+    worker_limit: int | None = None,
 ) -> Iterator[Stack]:
     """Start Prefect, migrate, deploy, start the worker(s) and the API; stop all on exit."""
     api_port = api_port or free_port()
@@ -290,7 +305,9 @@ def running_stack(
         migrate(full_env)
         deploy(full_env)
         for n in range(workers):
-            stack.processes.append(start_worker(full_env, log_dir, name=f"worker-{n + 1}"))
+            stack.processes.append(
+                start_worker(full_env, log_dir, name=f"worker-{n + 1}", limit=worker_limit)
+            )
         stack.processes.append(start_api(full_env, api_port, log_dir))
         yield stack
     finally:

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from db.base import Base, TimestampMixin, UTCDateTime
 
@@ -64,6 +64,15 @@ TASK_STATUS_FOR_WORKFLOW: dict[WorkflowStatus, TaskStatus] = {
 }
 
 
+def _without_nul(value: str | None) -> str | None:
+    """Free text for a text column: NUL (which PostgreSQL cannot store) becomes U+FFFD.
+
+    Errors, messages and steps come from flows and ffmpeg output; one stray NUL in them
+    must not make the report that carries them fail with a database error.
+    """
+    return value.replace("\x00", "\ufffd") if value is not None else None
+
+
 def _enum(cls: type[StrEnum], name: str) -> Enum:
     # Stored as VARCHAR + CHECK (not a native PG enum) so adding a status is a plain migration.
     return Enum(
@@ -90,7 +99,7 @@ class Task(TimestampMixin, Base):
     #: Denormalised from the payload so that listing and reprocessing can filter on it.
     episode_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: `transient` errors may be retried; `permanent` ones (bad audio) never are.
     error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -117,6 +126,10 @@ class Task(TimestampMixin, Base):
 
     __table_args__ = (Index("ix_tasks_created_at", "created_at"),)
 
+    @validates("error", "current_step")
+    def _validate_text(self, _key: str, value: str | None) -> str | None:
+        return _without_nul(value)
+
 
 class Workflow(TimestampMixin, Base):
     """One workflow instance: one run of a Prefect deployment for one task attempt."""
@@ -142,7 +155,7 @@ class Workflow(TimestampMixin, Base):
     current_step: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: Corrections made by the reconciler: [{at, from, to, reason}], oldest first.
     corrections: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
@@ -152,3 +165,7 @@ class Workflow(TimestampMixin, Base):
     task: Mapped[Task] = relationship(
         back_populates="workflows", foreign_keys=[task_id], lazy="raise"
     )
+
+    @validates("message", "error", "current_step")
+    def _validate_text(self, _key: str, value: str | None) -> str | None:
+        return _without_nul(value)

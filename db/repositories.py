@@ -62,6 +62,10 @@ class TaskRepository:
         if created_after is not None:
             stmt = stmt.where(Task.created_at >= created_after)
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        if offset >= total:
+            # Past the end: nothing to fetch. Also keeps an offset beyond the database's
+            # integer range (any `?offset=` a client sends) from becoming a driver error.
+            return [], total
         page = self.session.scalars(
             stmt.order_by(Task.created_at.desc(), Task.id).limit(limit).offset(offset)
         ).all()
@@ -110,6 +114,18 @@ class WorkflowRepository:
                     Workflow.updated_at >= since,
                 )
                 .order_by(Workflow.updated_at)
+            ).all()
+        )
+
+    def list_completed_without_result(self, since: datetime) -> list[Workflow]:
+        """Completed since `since` but with no result: the flow's last report was lost."""
+        return list(
+            self.session.scalars(
+                select(Workflow).where(
+                    Workflow.status == WorkflowStatus.COMPLETED,
+                    Workflow.result.is_(None),
+                    Workflow.updated_at >= since,
+                )
             ).all()
         )
 

@@ -62,8 +62,19 @@ def on_running(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def on_completion(flow: Any, flow_run: Any, state: Any) -> None:
-    """Completed: the flow already posted its result; this makes it final."""
-    _report(flow_run, status="completed", step="done", message="completed")
+    """Completed, with the result: the flow posted it already, but that report may have been
+    lost while the API was away, and a completed row must never lack its result."""
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception:
+        result = None
+    _report(
+        flow_run,
+        status="completed",
+        step="done",
+        message="completed",
+        result=result if isinstance(result, dict) else None,
+    )
 
 
 def on_failure(flow: Any, flow_run: Any, state: Any) -> None:

@@ -125,7 +125,11 @@ class Reconciler:
         now = utcnow()
         with self.session_factory() as session:
             repo = WorkflowRepository(session)
-            candidates = repo.list_active() + repo.list_recently_ended(now - self.lookback)
+            candidates = (
+                repo.list_active()
+                + repo.list_recently_ended(now - self.lookback)
+                + repo.list_completed_without_result(now - self.lookback)
+            )
         for workflow in candidates:
             report.checked += 1
             try:
@@ -176,6 +180,8 @@ class Reconciler:
         target = STATUS_FOR_PREFECT_STATE.get(info.state_type or "")
         if target is None:
             return None  # SCHEDULED, PENDING, CANCELLING, PAUSED: not ours to decide yet
+        if target is workflow.status is WorkflowStatus.COMPLETED and workflow.result is None:
+            return self._decide_completed(workflow)  # completed, but its result never arrived
         if target is WorkflowStatus.RUNNING:
             return self._decide_running(workflow, now)
         if target is workflow.status:

@@ -292,14 +292,23 @@ def probe_source(path: Path) -> AudioInfo:
     info = _info_from_probe(path, data, allow_unknown_duration=True)
     report = check_decodes(path)
     # An estimated or missing header length (MP3 without Xing header, a browser-recorded
-    # WebM) proves nothing about truncation; the decoded length is the truth then.
+    # WebM) proves nothing about truncation; the decoded length is the truth then. Unless
+    # the decoder also hit damaged data: a file size that promises minutes, of which a
+    # fraction of a second decodes among decoding errors, is a corrupt file, not a short one.
     estimated = _ESTIMATED_DURATION_WARNING in warnings or info.duration_s == 0.0
     tolerance = max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * info.duration_s)
-    if not estimated and report.decoded_s < info.duration_s - tolerance:
-        raise BadAudioError(
-            f"{path.name} looks truncated or damaged: its header says "
-            f"{info.duration_s:.1f} s but only {report.decoded_s:.1f} s of audio decode"
-        )
+    if report.decoded_s < info.duration_s - tolerance:
+        if not estimated:
+            raise BadAudioError(
+                f"{path.name} looks truncated or damaged: its header says "
+                f"{info.duration_s:.1f} s but only {report.decoded_s:.1f} s of audio decode"
+            )
+        if report.error_lines:
+            raise BadAudioError(
+                f"{path.name} looks damaged: its size suggests about {info.duration_s:.1f} s "
+                f"but only {report.decoded_s:.1f} s of audio decode, with "
+                f"{report.error_lines} decoding errors"
+            )
     if report.error_lines:
         log.warning(
             "%s decoded with %d error lines (damaged frames skipped); last: %s",

@@ -145,8 +145,7 @@ def stream_windows(
             while True:
                 fresh = _read_samples(stdout, window - len(carry))
                 samples = np.concatenate((carry, fresh)) if len(carry) else fresh
-                at_end = len(samples) < window
-                if at_end:
+                if len(samples) < window:  # the stream ended: this is the last window
                     break
                 cut = find_cut(samples, search_s)
                 yield AudioWindow(offset / SAMPLE_RATE, samples[:cut])

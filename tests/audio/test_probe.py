@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,6 +93,28 @@ def test_truncated_mp3_passes_probe_but_not_probe_source(truncated_mp3: Path) ->
     assert check_decodes(truncated_mp3).decoded_s == pytest.approx(10, abs=0.5)
     with pytest.raises(BadAudioError, match=r"looks truncated.*20\.0 s but only 10\.\d s"):
         probe_source(truncated_mp3)
+
+
+def test_damaged_mp3_without_xing_header_is_refused(
+    make_audio: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Without a Xing header the length is only estimated, so shortness alone proves
+    nothing; but a valid start followed by junk decodes a fraction of a second among
+    decoding errors, and must not be published as a 0.3 s episode."""
+    clean = make_audio(
+        "cbr-noxing.mp3",
+        "-f", "lavfi", "-i", "sine=duration=20", "-b:a", "128k", "-write_xing", "0",
+    )  # fmt: skip
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(clean.read_bytes()[:4096] + random.Random(7).randbytes(120_000))
+    with pytest.raises(BadAudioError, match=r"looks damaged.*decoding errors"):
+        probe_source(damaged)
+    # Cut short but clean (an interrupted upload without Xing header): nothing says it
+    # was longer, so it is accepted with its decoded length.
+    half = tmp_path / "half.mp3"
+    data = clean.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    assert probe_source(half).duration_s == pytest.approx(10, abs=0.5)
 
 
 def test_probe_source_returns_the_decoded_duration(stereo_mp3: Path) -> None:

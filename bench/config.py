@@ -1,0 +1,84 @@
+"""Sizes of each scenario, full and quick (`BENCH_QUICK=1`), and the environment switches.
+
+Quick mode runs every scenario with the same code on smaller inputs so that a change to the
+harness can be checked in a few minutes; its figures are for smoke-testing only (episodes
+shorter than one 10-minute transcription window say nothing about memory against length).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """How big each scenario is."""
+
+    quick: bool
+    #: Scenario 1: the episode measured end to end against the floor (minutes).
+    e2e_minutes: float
+    #: Scenario 2: episode lengths for memory against length (minutes).
+    memory_minutes: tuple[float, ...]
+    #: Scenario 3: timed trigger-to-running runs, runs of the variant, `import prefect` repeats.
+    latency_runs: int
+    latency_variant_runs: int
+    import_repeats: int
+    #: Scenario 4: seconds per load phase, the GET rate, tasks that receive progress updates.
+    api_phase_s: float
+    get_rate: int
+    progress_workflows: int
+    #: Scenario 5: episodes submitted at once and their length (minutes).
+    throughput_episodes: int
+    throughput_minutes: float
+    #: Take py-spy profiles (extra, untimed runs).
+    profile: bool
+    #: Which scenarios to run ("1".."5"); all by default.
+    only: frozenset[str]
+
+    @property
+    def mode(self) -> str:
+        return "BENCH_QUICK=1, scaled down for smoke-testing" if self.quick else "full"
+
+
+ALL = frozenset("12345")
+
+
+def from_env() -> Config:
+    """`BENCH_QUICK=1` for the short run, `BENCH_ONLY=1,3` for some scenarios,
+    `BENCH_PROFILE=0` to skip the py-spy profiles."""
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    only_raw = os.environ.get("BENCH_ONLY", "")
+    only = frozenset(x.strip() for x in only_raw.split(",") if x.strip()) or ALL
+    profile = os.environ.get("BENCH_PROFILE", "1") not in ("0", "")
+    if quick:
+        return Config(
+            quick=True,
+            e2e_minutes=1,
+            memory_minutes=(0.5, 1, 2),
+            latency_runs=4,
+            latency_variant_runs=2,
+            import_repeats=2,
+            api_phase_s=4,
+            get_rate=500,
+            progress_workflows=16,
+            throughput_episodes=4,
+            throughput_minutes=0.5,
+            profile=profile,
+            only=only,
+        )
+    return Config(
+        quick=False,
+        e2e_minutes=60,
+        memory_minutes=(15, 60, 180),
+        latency_runs=20,
+        latency_variant_runs=10,
+        import_repeats=5,
+        api_phase_s=20,
+        get_rate=500,
+        progress_workflows=64,
+        throughput_episodes=20,
+        throughput_minutes=5,
+        profile=profile,
+        only=only,
+    )

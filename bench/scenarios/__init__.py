@@ -1,0 +1,1 @@
+"""The five scenarios of the benchmark; each fills a `report.ScenarioResult`."""

@@ -1,0 +1,300 @@
+"""Scenario 4: the API under load, on PostgreSQL, from a load generator in a second process.
+
+Phases, each `api_phase_s` long after a short warm-up, all on loopback:
+
+1. `POST /tasks`, closed loop: tasks created per second. Every request also creates a
+   Prefect flow run (the API waits for Prefect to accept it), so this is the API and the
+   embedded Prefect server together. The worker is stopped first: the runs stay Scheduled.
+2. `POST /internal/workflow-progress`, closed loop over `progress_workflows` live
+   workflows: the updates a fleet of running flows would send.
+3. `GET /tasks/{id}`, open loop at `get_rate` requests/s: p50/p99 latency, measured from
+   when each request was due.
+4. The same GETs while progress updates arrive at a steady 200/s from a second generator.
+
+Then phases 1-3 again against a second API process with two uvicorn workers (as the README
+recommends for production), and, untimed, py-spy profiles of the one-worker API (and the
+Prefect server) under phases 1 and 2.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from bench import audio, profiling
+from bench.config import Config
+from bench.harness import API_KEY, TOKEN, BenchStack
+from bench.report import Row, ScenarioResult, verdict
+from bench.stats import ms
+from cli.stack import ManagedProcess, free_port, start_api
+
+TARGET_PROGRESS_PER_S = 1500
+TARGET_CREATE_PER_S = 100
+TARGET_GET_P99_S = 0.020
+BACKGROUND_PROGRESS_RATE = 200
+
+
+def _raw(method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str]) -> str:
+    data = json.dumps(body) if body is not None else ""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(data.encode())}"]
+    return "\r\n".join(lines) + "\r\n\r\n" + data
+
+
+def create_requests(audio_key: str) -> list[str]:
+    payload = {
+        "type": "audio_processing",
+        "payload": {
+            "episodeId": "bench-load",
+            "audioKey": audio_key,
+            "encodingFormats": ["mp3_128", "mp3_320"],
+            "transcribe": True,
+            "language": "en",
+        },
+    }
+    return [_raw("POST", "/tasks", payload, {"X-API-Key": API_KEY})]
+
+
+def progress_requests(workflows: list[tuple[str, str]], count: int = 3000) -> list[str]:
+    """Reports like the flow's reporter sends, rising per workflow, round-robin."""
+    out = []
+    for n in range(count):
+        task_id, workflow_id = workflows[n % len(workflows)]
+        percent = min(99, n // len(workflows))
+        body = {
+            "taskId": task_id,
+            "workflowId": workflow_id,
+            "progress": percent,
+            "step": "encode:mp3_128",
+            "message": f"encoding mp3_128 ({percent}%)",
+        }
+        out.append(
+            _raw("POST", "/internal/workflow-progress", body, {"Authorization": f"Bearer {TOKEN}"})
+        )
+    return out
+
+
+def get_requests(task_ids: list[str]) -> list[str]:
+    ids = task_ids * max(1, 2000 // max(1, len(task_ids)))
+    return [_raw("GET", f"/tasks/{tid}", None, {"X-API-Key": API_KEY}) for tid in ids]
+
+
+def _spec(port: int, requests: list[str], **fields: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "requests": requests, **fields}
+
+
+@contextmanager
+def loadgen(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Run `bench.loadgen` in its own process for the spec; the dict fills with its result
+    when the block ends (so two generators can run at once)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.loadgen"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(spec))
+    proc.stdin.close()
+    result: dict[str, Any] = {}
+    try:
+        yield result
+    finally:
+        out = proc.stdout.read()
+        proc.wait()
+        if proc.returncode != 0 or not out:
+            raise RuntimeError(f"bench.loadgen failed with {proc.returncode}")
+        result.update(json.loads(out))
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    with loadgen(spec) as result:
+        pass
+    print(
+        f"   {spec['mode']} {spec['requests'][0].split(' HTTP')[0][:40]}: "
+        f"{result['ok_per_s']:.0f} ok/s, p50 {ms(result['p50_s'])}, p99 {ms(result['p99_s'])}, "
+        f"statuses {result['statuses']}, errors {result['errors']}",
+        flush=True,
+    )
+    return result
+
+
+def live_tasks(api_url: str, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` pending tasks (with their current workflow), newest first."""
+    out: list[dict[str, Any]] = []
+    with httpx.Client(base_url=api_url, headers={"X-API-Key": API_KEY}, timeout=60) as client:
+        offset = 0
+        while len(out) < limit:
+            page = client.get(
+                "/tasks", params={"status": "pending", "limit": 200, "offset": offset}
+            ).json()
+            out += page["items"]
+            if len(page["items"]) < 200:
+                break
+            offset += 200
+    return out[:limit]
+
+
+def _phases(
+    port: int, audio_key: str, config: Config, label: str, *, background: bool
+) -> dict[str, dict[str, Any]]:
+    """Phases 1-3 (and 4 if `background`) against the API on `port`."""
+    d, warm = config.api_phase_s, min(2.0, config.api_phase_s / 4)
+    out: dict[str, dict[str, Any]] = {}
+    print(f"   [{label}]", flush=True)
+    out["create"] = run_load(_spec(port, create_requests(audio_key), mode="closed",
+                                   connections=8, duration_s=d + warm, warmup_s=warm))
+    tasks = live_tasks(f"http://127.0.0.1:{port}", 1000)
+    if not tasks:
+        raise RuntimeError("no pending tasks to load with progress updates and reads")
+    workflows = [(t["id"], t["workflowId"]) for t in tasks[: config.progress_workflows]]
+    out["progress"] = run_load(_spec(port, progress_requests(workflows), mode="closed",
+                                     connections=32, duration_s=d + warm, warmup_s=warm))
+    ids = [t["id"] for t in tasks]
+    out["get"] = run_load(_spec(port, get_requests(ids), mode="open", rate=config.get_rate,
+                                connections=32, duration_s=d + warm, warmup_s=warm))
+    if background:
+        others = [(t["id"], t["workflowId"]) for t in tasks[config.progress_workflows :]][:200]
+        with loadgen(_spec(port, progress_requests(others or workflows), mode="open",
+                           rate=BACKGROUND_PROGRESS_RATE, connections=16,
+                           duration_s=d + warm + 1, warmup_s=warm)) as bg:
+            out["get_mixed"] = run_load(_spec(port, get_requests(ids), mode="open",
+                                              rate=config.get_rate, connections=32,
+                                              duration_s=d + warm, warmup_s=warm))
+        out["background"] = bg
+    return out
+
+
+def _rows(result: ScenarioResult, label: str, phases: dict[str, dict[str, Any]]) -> None:
+    create, progress, get = phases["create"], phases["progress"], phases["get"]
+    bad_create = {k: v for k, v in create["statuses"].items() if not k.startswith("2")}
+    result.add(
+        Row(
+            f"{label}: POST /tasks per second",
+            f"{create['ok_per_s']:.1f}/s",
+            f"p50 {ms(create['p50_s'])}, p99 {ms(create['p99_s'])}"
+            + (f"; non-2xx {bad_create}" if bad_create else ""),
+            f"{create['ok_per_s'] / TARGET_CREATE_PER_S:.2f}x of target",
+            f">= {TARGET_CREATE_PER_S}/s",
+            verdict(create["ok_per_s"] >= TARGET_CREATE_PER_S),
+            "" if create["ok_per_s"] >= TARGET_CREATE_PER_S
+            else f"{TARGET_CREATE_PER_S / max(create['ok_per_s'], 1e-9):.1f}x short",
+        ),
+        Row(
+            f"{label}: progress updates per second",
+            f"{progress['ok_per_s']:.0f}/s",
+            f"p50 {ms(progress['p50_s'])}, p99 {ms(progress['p99_s'])}",
+            f"{progress['ok_per_s'] / TARGET_PROGRESS_PER_S:.2f}x of target",
+            f">= {TARGET_PROGRESS_PER_S}/s",
+            verdict(progress["ok_per_s"] >= TARGET_PROGRESS_PER_S),
+            "" if progress["ok_per_s"] >= TARGET_PROGRESS_PER_S
+            else f"{TARGET_PROGRESS_PER_S / max(progress['ok_per_s'], 1e-9):.1f}x short",
+        ),
+        _get_row(f"{label}: GET /tasks/{{id}} p99 at {get_rate_of(get)}/s", get),
+    )
+    if "get_mixed" in phases:
+        bg = phases["background"]
+        result.add(
+            _get_row(
+                f"{label}: GET p99 at {get_rate_of(phases['get_mixed'])}/s "
+                f"+ {bg['ok_per_s']:.0f} progress/s",
+                phases["get_mixed"],
+            )
+        )
+
+
+def get_rate_of(phase: dict[str, Any]) -> int:
+    return round(phase["completed"] / phase["window_s"]) if phase["window_s"] else 0
+
+
+def _get_row(metric: str, get: dict[str, Any]) -> Row:
+    p99 = get["p99_s"] if get["p99_s"] is not None else float("inf")
+    return Row(
+        metric,
+        ms(get["p99_s"]),
+        f"p50 {ms(get['p50_s'])}, max {ms(get['max_s'])}",
+        f"{p99 / TARGET_GET_P99_S:.2f}x of target",
+        f"<= {ms(TARGET_GET_P99_S)}",
+        verdict(p99 <= TARGET_GET_P99_S),
+        "" if p99 <= TARGET_GET_P99_S else f"{(p99 - TARGET_GET_P99_S) * 1000:.1f} ms over",
+    )
+
+
+def _loadgen_cpu_note(phases: dict[str, dict[str, Any]]) -> str:
+    parts = [
+        f"{name} {p['cpu_s'] / max(p['window_s'], 1e-9):.0%} of a core"
+        for name, p in phases.items()
+    ]
+    return "Load generator CPU (its own process, over each phase): " + ", ".join(parts) + "."
+
+
+def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
+    result.sizes = (
+        f"phases of {config.api_phase_s:g} s (+ warm-up) per figure; progress over "
+        f"{config.progress_workflows} workflows; GETs at {config.get_rate}/s; 1 uvicorn "
+        "worker (as running_stack starts it), then 2"
+    )
+    for process in bench.stack.processes:
+        if process.name.startswith("worker"):
+            process.stop()
+    audio_key = bench.put_source(audio.episode(10 / 60))
+    port = int(bench.stack.api_url.rsplit(":", 1)[1])
+    one = _phases(port, audio_key, config, "1 uvicorn worker", background=True)
+    _rows(result, "1 worker", one)
+    result.notes.append(_loadgen_cpu_note(one))
+
+    port2 = free_port()
+    api2: ManagedProcess = start_api(
+        bench.env, port2, bench.stack.home / "logs", workers=2
+    )
+    api2.name = "api-2-workers"
+    try:
+        time.sleep(2)  # both workers up
+        two = _phases(port2, audio_key, config, "2 uvicorn workers", background=False)
+    finally:
+        api2.stop()
+    _rows(result, "2 workers", two)
+
+    if config.profile:
+        _profiles(bench, port, audio_key, config, result)
+    result.notes.append(
+        "The embedded Prefect server (SQLite) answered some requests with 503 "
+        f"('database is locked'); the harness itself retried {bench.prefect_503s} of its own."
+        if bench.prefect_503s
+        else "The harness saw no 503 from Prefect's API."
+    )
+
+
+def _profiles(
+    bench: BenchStack, port: int, audio_key: str, config: Config, result: ScenarioResult
+) -> None:
+    api_pid = bench.stack.process("api").popen.pid
+    prefect_pid = bench.stack.process("prefect-server").popen.pid
+    d = max(4.0, config.api_phase_s / 2)
+    tag = uuid.uuid4().hex[:6]
+    with profiling.record(api_pid, f"s4-api-create-{tag}", subprocesses=True) as api_prof, \
+            profiling.record(prefect_pid, f"s4-prefect-create-{tag}",
+                             subprocesses=True) as prefect_prof:
+        run_load(_spec(port, create_requests(audio_key), mode="closed", connections=8,
+                       duration_s=d, warmup_s=0.5))
+    tasks = live_tasks(f"http://127.0.0.1:{port}", config.progress_workflows)
+    workflows = [(t["id"], t["workflowId"]) for t in tasks]
+    with profiling.record(api_pid, f"s4-api-progress-{tag}", subprocesses=True) as prog_prof:
+        run_load(_spec(port, progress_requests(workflows), mode="closed", connections=32,
+                       duration_s=d, warmup_s=0.5))
+    result.section("Profile: the API (1 worker) under POST /tasks (py-spy)",
+                   profiling.summary_markdown(api_prof))
+    result.section("Profile: the Prefect server under POST /tasks (py-spy)",
+                   profiling.summary_markdown(prefect_prof))
+    result.section("Profile: the API (1 worker) under progress updates (py-spy)",
+                   profiling.summary_markdown(prog_prof))

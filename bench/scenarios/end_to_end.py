@@ -1,0 +1,111 @@
+"""Scenario 1: one episode end to end (mp3_128 + mp3_320 + tiny.en transcript) against the
+floor measured just before it: the same ffmpeg commands side by side plus the same engine
+alone, the faster of sequential and parallel (`bench.floor`).
+
+The gap is split along the run's timeline (Prefect's task-run times), so each second over
+the floor has a name: start-up, the source check, encoding beyond the plain encode,
+transcription beyond the engine alone, uploads, and the hooks at the end.
+"""
+
+from __future__ import annotations
+
+from bench import audio
+from bench.config import Config
+from bench.floor import Floor, measure_floor
+from bench.harness import BenchStack
+from bench.report import Row, ScenarioResult, verdict
+from bench.scenarios.episodes import FORMATS, EpisodeRun, run_episode
+from bench.stats import mb, ratio, secs
+
+TARGET_RATIO = 1.15
+
+
+def floor_rows(floor: Floor) -> list[Row]:
+    t = floor.transcribe
+    rows = [
+        Row("floor: encode both side by side", secs(floor.encode_wall_s),
+            "CPU " + " + ".join(f"{u.cpu_s:.0f}" for u in floor.encode) + " s"),
+    ]
+    if t is not None:
+        rows.append(Row("floor: engine alone (load + transcribe)", secs(t.total_s),
+                        f"load {secs(t.load_s)}, CPU {t.cpu_s:.0f} s, peak RSS "
+                        f"{mb(t.maxrss_mb)}, {t.words} words"))
+    rows.append(Row("floor: sequential / parallel", f"{secs(floor.sequential_s)} / "
+                    f"{secs(floor.parallel_wall_s)}", f"best: {floor.best_schedule}"))
+    return rows
+
+
+def gap_markdown(run: EpisodeRun, floor: Floor) -> str:
+    """The run's timeline next to the floor's parts."""
+    t = floor.transcribe
+    compare = {
+        "encode step": floor.encode_wall_s,
+        "transcribe step": t.total_s if t else None,
+    }
+    lines = ["| segment | run | floor part | over |", "|---|---:|---:|---:|"]
+    for label, seconds in run.timeline():
+        part = compare.get(label)
+        over = seconds - part if part is not None else seconds
+        lines.append(f"| {label} | {secs(seconds)} | {secs(part) if part is not None else '-'}"
+                     f" | {over:+.1f} s |")
+    lines.append(f"| **total** | **{secs(run.wall_s)}** | **{secs(floor.sequential_s)}** "
+                 f"(sequential) | **{run.wall_s - floor.sequential_s:+.1f} s** |")
+    check = run.process_span_s("ffmpeg:source-check")
+    decode = run.process_span_s("ffmpeg:transcribe-decode")
+    extra = []
+    if check is not None:
+        extra.append(f"the download step's full decode of the source (ffmpeg `-f null`) ran "
+                     f"{secs(check)}")
+    if decode is not None:
+        extra.append(f"the transcription's ffmpeg decoder lived {secs(decode)}")
+    if floor.parallel_wall_s is not None:
+        extra.append(f"the parallel floor was {secs(floor.parallel_wall_s)}")
+    return "\n".join(lines) + ("\n\nAlso: " + "; ".join(extra) + "." if extra else "")
+
+
+def processes_markdown(run: EpisodeRun) -> str:
+    """Peak RSS (VmHWM) and CPU of every process of the worker's tree during the run."""
+    lines = ["| process | pid | lifetime | peak RSS (VmHWM) | CPU |", "|---|---:|---:|---:|---:|"]
+    for info in sorted(run.sampler.procs.values(), key=lambda p: p.first_seen):
+        lines.append(f"| {info.role} | {info.pid} | {secs(info.last_seen - info.first_seen)} | "
+                     f"{mb(info.hwm_kb / 1024)} | {info.cpu_s:.1f} s |")
+    lines.append(f"\nPeak of the whole tree's summed RSS at one sample: "
+                 f"{mb(run.sampler.peak_total_mb())}.")
+    return "\n".join(lines)
+
+
+def measure(bench: BenchStack, config: Config) -> tuple[Floor, EpisodeRun]:
+    """The floor for the scenario-1 episode, then the episode through the stack."""
+    source = audio.episode(config.e2e_minutes)
+    print(f"   floor for {config.e2e_minutes:g} min ...", flush=True)
+    floor = measure_floor(source, FORMATS)
+    print(f"   floor: encode {floor.encode_wall_s:.1f} s, sequential {floor.sequential_s:.1f} s, "
+          f"parallel {floor.parallel_wall_s or 0:.1f} s", flush=True)
+    return floor, run_episode(bench, config.e2e_minutes)
+
+
+def report(floor: Floor, run: EpisodeRun, config: Config, result: ScenarioResult) -> None:
+    result.sizes = (f"one {config.e2e_minutes:g}-minute speech episode, mp3_128 + mp3_320 + "
+                    "transcript (faster-whisper tiny.en); floor measured just before it")
+    best = floor.best_s
+    r = run.wall_s / best
+    result.add(
+        Row(
+            f"end to end, {config.e2e_minutes:g} min episode",
+            secs(run.wall_s),
+            f"floor {secs(best)} ({floor.best_schedule})",
+            ratio(run.wall_s, best),
+            f"<= {TARGET_RATIO}x",
+            verdict(r <= TARGET_RATIO),
+            "" if r <= TARGET_RATIO
+            else f"{r - TARGET_RATIO:.2f}x ({run.wall_s - TARGET_RATIO * best:.0f} s) over",
+        ),
+        *floor_rows(floor),
+        Row("peak RSS: worker tree (sum) / flow-run process",
+            f"{mb(run.sampler.peak_total_mb())} / "
+            f"{mb(run.sampler.hwm_by_role_mb().get('flow-run'))}",
+            "worker " + mb(run.sampler.hwm_by_role_mb().get("worker"))),
+    )
+    result.section("Where the time goes (timeline of the run against the floor)",
+                   gap_markdown(run, floor))
+    result.section("Every process of the worker during the run", processes_markdown(run))
