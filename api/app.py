@@ -63,7 +63,6 @@ def create_app(
             get_health,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        before_request=refuse_nul_characters,
         openapi_config=OpenAPIConfig(
             title="audioflow",
             version="0.1.0",

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 #: The server to use; each run makes its own database on it and drops it afterwards.
 ADMIN_URL = os.environ.get(
@@ -20,7 +21,8 @@ ADMIN_URL = os.environ.get(
 def temporary_database(prefix: str = "audioflow_test") -> Iterator[str]:
     """Create a fresh database, yield its URL, drop it (even with connections left open)."""
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # No pool: a connection kept across a PostgreSQL restart (the fault tests do one) is dead.
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
