@@ -21,15 +21,12 @@ from core.storage import build_store
 from db.engine import build_engine, build_session_factory
 
 
-def refuse_nul_characters(request: Request) -> None:
-    """400 for a NUL character in a query parameter or a header value.
+def refuse_nul_in_headers(request: Request) -> None:
+    """400 for a header value with a NUL character (RFC 9110 5.5: reject or replace).
 
-    PostgreSQL text cannot hold NUL, so such a value used as a filter or stored (the
-    `Idempotency-Key`) would otherwise end in a 500 from the database driver.
+    Real servers drop such requests before they reach the app; refusing it here too keeps
+    a value like an `Idempotency-Key` from reaching PostgreSQL, whose text cannot hold NUL.
     """
-    for name, value in request.query_params.multi_items():
-        if "\x00" in name or "\x00" in value:
-            raise ValidationException(f"query parameter {name!r} contains a NUL character")
     for name, value in request.headers.items():
         if "\x00" in value:
             raise ValidationException(f"header {name!r} contains a NUL character")
@@ -63,6 +60,7 @@ def create_app(
             get_health,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=refuse_nul_in_headers,
         openapi_config=OpenAPIConfig(
             title="audioflow",
             version="0.1.0",

@@ -10,8 +10,10 @@ dedupes per *flow* and forever, so a bare task id would block every later attemp
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,20 +37,35 @@ _deployment_ids: dict[str, uuid.UUID] = {}
 _lock = threading.Lock()
 
 
-def _client(api_url: str, timeout_s: float) -> Any:
+#: Prefect's client retries 429/5xx answers up to 5 times with exponential backoff (about a
+#: minute in all); an HTTP request should not wait that long, so the gateway allows two.
+CLIENT_MAX_RETRIES = 2
+
+
+@contextlib.contextmanager
+def _client(api_url: str, timeout_s: float) -> Iterator[Any]:
     # Built from our own settings rather than `get_client()`: with no URL, Prefect would
     # quietly start a throwaway in-process server instead of failing.
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_KEY,
+        PREFECT_CLIENT_MAX_RETRIES,
+        temporary_settings,
+    )
 
     if not api_url:
         raise UpstreamUnavailableError("PREFECT_API_URL is not set; cannot reach Prefect")
-    return SyncPrefectClient(
-        api_url,
-        auth_string=PREFECT_API_AUTH_STRING.value(),
-        api_key=PREFECT_API_KEY.value(),
-        httpx_settings={"timeout": timeout_s},
-    )
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: CLIENT_MAX_RETRIES}),
+        SyncPrefectClient(
+            api_url,
+            auth_string=PREFECT_API_AUTH_STRING.value(),
+            api_key=PREFECT_API_KEY.value(),
+            httpx_settings={"timeout": timeout_s},
+        ) as client,
+    ):
+        yield client
 
 
 def _unavailable(exc: Exception) -> UpstreamUnavailableError:

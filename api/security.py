@@ -32,8 +32,6 @@ def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if given is None:
         raise NotAuthorizedException("missing X-API-Key header")
     if not _same(given, expected):
-        import logging
-        logging.getLogger(__name__).debug("refused key %s", given)
         raise NotAuthorizedException("invalid API key")
 
 

@@ -45,6 +45,21 @@ def main() -> int:
     print(f"audioflow benchmark ({config.mode})", flush=True)
     audio.speech_clip()
     results: list[ScenarioResult] = []
+    try:
+        run_all(config, results)
+    finally:
+        results.sort(key=lambda r: r.key)
+        print()
+        print(table_text(results))
+        path = write_results(
+            results, mode=config.mode, scaled=scaled_notes(config), started=started
+        )
+        print(f"\nwrote {path}")
+    return 1 if any(r.error for r in results) else 0
+
+
+def run_all(config: Config, results: list[ScenarioResult]) -> None:
+    """Every selected scenario on one stack; results are appended as they finish."""
     with bench_stack(audio.OUT_DIR / "stack") as bench:
         if "3" in config.only:
             with scenario(results, "3", "Orchestration latency") as result:
@@ -67,14 +82,11 @@ def main() -> int:
         if "4" in config.only:  # last: it stops the worker
             with scenario(results, "4", "API under load (PostgreSQL)") as result:
                 api_load.run(bench, config, result)
-    results.sort(key=lambda r: r.key)
-    print()
-    print(table_text(results))
-    path = write_results(
-        results, mode=config.mode, scaled=scaled_notes(config), started=started
-    )
-    print(f"\nwrote {path}")
-    return 1 if any(r.error for r in results) else 0
+        if bench.api_errors:
+            for result in results:
+                result.notes.append(
+                    f"Failed polls while following tasks: {dict(bench.api_errors)}"
+                )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ shorter than one 10-minute transcription window say nothing about memory against
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -45,28 +45,59 @@ ALL = frozenset("12345")
 
 
 def from_env() -> Config:
-    """`BENCH_QUICK=1` for the short run, `BENCH_ONLY=1,3` for some scenarios,
-    `BENCH_PROFILE=0` to skip the py-spy profiles."""
+    """The sizes for this run, from the environment.
+
+    `BENCH_QUICK=1`: the short run. `BENCH_ONLY=1,3`: some scenarios. `BENCH_PROFILE=0|1`:
+    skip or take the py-spy profiles (default: on in full runs, off in quick ones).
+    To scale a full run down on a busy machine (RESULTS.md then lists what was smaller):
+    `BENCH_E2E_MINUTES=15`, `BENCH_MEMORY_MINUTES=5,15,45`, `BENCH_LATENCY_RUNS=10`,
+    `BENCH_THROUGHPUT=10x2` (episodes x minutes).
+    """
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     only_raw = os.environ.get("BENCH_ONLY", "")
     only = frozenset(x.strip() for x in only_raw.split(",") if x.strip()) or ALL
-    profile = os.environ.get("BENCH_PROFILE", "1") not in ("0", "")
-    if quick:
-        return Config(
-            quick=True,
-            e2e_minutes=1,
-            memory_minutes=(0.5, 1, 2),
-            latency_runs=4,
-            latency_variant_runs=2,
-            import_repeats=2,
-            api_phase_s=4,
-            get_rate=500,
-            progress_workflows=16,
-            throughput_episodes=4,
-            throughput_minutes=0.5,
-            profile=profile,
-            only=only,
+    profile = os.environ.get("BENCH_PROFILE", "0" if quick else "1") not in ("0", "")
+    base = _quick(profile, only) if quick else _full(profile, only)
+    return _overridden(base)
+
+
+def _overridden(config: Config) -> Config:
+    env = os.environ
+    changes: dict[str, object] = {}
+    if env.get("BENCH_E2E_MINUTES"):
+        changes["e2e_minutes"] = float(env["BENCH_E2E_MINUTES"])
+    if env.get("BENCH_MEMORY_MINUTES"):
+        changes["memory_minutes"] = tuple(
+            float(x) for x in env["BENCH_MEMORY_MINUTES"].split(",") if x.strip()
         )
+    if env.get("BENCH_LATENCY_RUNS"):
+        changes["latency_runs"] = int(env["BENCH_LATENCY_RUNS"])
+    if env.get("BENCH_THROUGHPUT"):
+        episodes, _, minutes = env["BENCH_THROUGHPUT"].partition("x")
+        changes["throughput_episodes"] = int(episodes)
+        changes["throughput_minutes"] = float(minutes)
+    return replace(config, **changes)  # type: ignore[arg-type]
+
+
+def _quick(profile: bool, only: frozenset[str]) -> Config:
+    return Config(
+        quick=True,
+        e2e_minutes=0.5,
+        memory_minutes=(0.25, 0.5, 1),
+        latency_runs=3,
+        latency_variant_runs=2,
+        import_repeats=2,
+        api_phase_s=4,
+        get_rate=500,
+        progress_workflows=16,
+        throughput_episodes=3,
+        throughput_minutes=0.25,
+        profile=profile,
+        only=only,
+    )
+
+
+def _full(profile: bool, only: frozenset[str]) -> Config:
     return Config(
         quick=False,
         e2e_minutes=60,

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,15 +23,48 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from cli.stack import Stack, running_stack
-from tests.support.postgres import temporary_database
 
 TOKEN = "bench-internal-token-0123456789"
 API_KEY = "bench-api-key-0123456789"
 HEADERS = {"X-API-Key": API_KEY}
 TERMINAL = frozenset({"done", "failed", "cancelled"})
 REPROCESSING = "reprocessing/reprocessing"
+#: The PostgreSQL server the tests use (`tests/support/postgres.py`); one database per run.
+ADMIN_URL = os.environ.get(
+    "AUDIOFLOW_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+
+
+def _admin(sql: str) -> None:
+    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def temporary_database(prefix: str = "audioflow_bench") -> Iterator[str]:
+    """Like `tests.support.postgres.temporary_database`, but the drop is retried with a new
+    connection: other engineers' fault-injection tests restart the shared server, and a
+    benchmark that ran for half an hour must not lose its results to a stale connection."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        for attempt in range(5):
+            try:
+                _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except Exception as exc:  # the server may be restarting: wait and retry
+                print(f"   could not drop {name} ({type(exc).__name__}); retrying", flush=True)
+                time.sleep(2 * (attempt + 1))
 
 
 def parse_time(value: str | None) -> float | None:
@@ -78,6 +112,8 @@ class BenchStack:
     prefect: httpx.Client
     #: 503s from Prefect's API seen (and retried) by the harness itself.
     prefect_503s: int = 0
+    #: Failed polls of `GET /tasks/{id}` while following tasks, by kind.
+    api_errors: Counter[str] = field(default_factory=Counter)
 
     @property
     def env(self) -> dict[str, str]:
@@ -146,7 +182,15 @@ class BenchStack:
                                 for t in pending.values())
                 )
             for task_id, followed in list(pending.items()):
-                body = self.api.get(f"/tasks/{task_id}").json()
+                try:
+                    response = self.api.get(f"/tasks/{task_id}")
+                except httpx.HTTPError as exc:
+                    self.api_errors[type(exc).__name__] += 1
+                    continue
+                if response.status_code != 200:  # e.g. the database restarting: poll again
+                    self.api_errors[f"HTTP {response.status_code}"] += 1
+                    continue
+                body = response.json()
                 seen = time.time()
                 followed.task = body
                 if followed.first_running_seen is None and body["status"] != "pending":

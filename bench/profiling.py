@@ -98,7 +98,7 @@ def record(
         yield profile
         return
     argv = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-            "--output", str(profile.path), "--nonblocking"]
+            "--output", str(profile.path), "--nonblocking", "--full-filenames"]
     if subprocesses:
         argv.append("--subprocesses")
     log = profile.path.with_suffix(".log").open("w")

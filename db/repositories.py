@@ -46,6 +46,14 @@ class TaskRepository:
         offset: int = 0,
     ) -> tuple[list[Task], int]:
         """A page of tasks, newest first, and the total that match the filters."""
+        # PostgreSQL text cannot hold NUL, so no stored value has one: a filter value with
+        # NUL matches nothing (sent as is, it would be a driver error, a 500).
+        if any("\x00" in value for value in (type_, episode_id) if value is not None):
+            return [], 0
+        if episode_ids is not None:
+            episode_ids = [value for value in episode_ids if "\x00" not in value]
+            if not episode_ids:
+                return [], 0
         stmt = select(Task)
         if status is not None:
             stmt = stmt.where(Task.status == status)
@@ -62,6 +70,10 @@ class TaskRepository:
         if created_after is not None:
             stmt = stmt.where(Task.created_at >= created_after)
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        if offset >= total:
+            # Past the end: nothing to fetch. Also keeps an offset beyond the database's
+            # integer range (any `?offset=` a client sends) from becoming a driver error.
+            return [], total
         page = self.session.scalars(
             stmt.order_by(Task.created_at.desc(), Task.id).limit(limit).offset(offset)
         ).all()

@@ -41,24 +41,31 @@ def e2e_store(s3_endpoint: str) -> S3Store:
     return store
 
 
+def stack_env(db_url: str, s3_endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
+    """The environment of an end-to-end stack: PostgreSQL, S3 at `s3_endpoint`, test secrets."""
+    return {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "AUDIOFLOW_STORAGE": "s3",
+        "AUDIOFLOW_S3_BUCKET": bucket,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        "AUDIOFLOW_INTERNAL_TOKEN": TOKEN,
+        "AUDIOFLOW_API_KEY": API_KEY,
+        "AUDIOFLOW_ENV": "test",
+        **extra,
+    }
+
+
 @pytest.fixture(scope="session")
 def stack(
     s3_endpoint: str, e2e_store: S3Store, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("stack")
-    with temporary_database("audioflow_e2e") as db_url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "AUDIOFLOW_STORAGE": "s3",
-            "AUDIOFLOW_S3_BUCKET": BUCKET,
-            "AWS_ENDPOINT_URL_S3": s3_endpoint,
-            "AUDIOFLOW_INTERNAL_TOKEN": TOKEN,
-            "AUDIOFLOW_API_KEY": API_KEY,
-            "AUDIOFLOW_ENV": "test",
-        }
-        with running_stack(home, env=env) as running:
-            yield running
+    with (
+        temporary_database("audioflow_e2e") as db_url,
+        running_stack(home, env=stack_env(db_url, s3_endpoint, BUCKET)) as running,
+    ):
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,31 @@ def run_cli(
     )
 
 
+def failed_task(stack: Stack, episode: str) -> str:
+    """A task whose source does not exist: it ends failed (permanent)."""
+    import httpx
+
+    from tests.e2e.conftest import HEADERS, follow
+
+    response = httpx.post(
+        f"{stack.api_url}/tasks",
+        json={
+            "type": "audio_processing",
+            "payload": {
+                "episodeId": episode,
+                "audioKey": "uploads/none.mp3",
+                "encodingFormats": ["mp3_64"],
+                "transcribe": False,
+            },
+        },
+        headers=HEADERS,
+        timeout=60,
+    )
+    task_id: str = response.json()["id"]
+    assert follow(stack, task_id)[-1]["status"] == "failed"
+    return task_id
+
+
 def test_submit_wait_status_and_tasks(stack: Stack, speech_mp3: Path) -> None:
     done = run_cli(
         stack,
@@ -100,31 +125,32 @@ def test_cli_errors_are_clear(stack: Stack, speech_mp3: Path, tmp_path: Path) ->
     assert not_audio.returncode == 2 and "415" in not_audio.stderr
 
 
-def test_failed_task_exit_code(stack: Stack, tmp_path: Path) -> None:
-    """A task that fails ends `submit --wait` with exit code 1 (no task is made for non-audio,
-    so use audio the flow refuses: a 0.1 s clip is fine, so use a missing transcript model? no —
-    a corrupt upload is refused at upload time). Status of a failed task exits 1 too."""
-    # Create a failed task through the API directly: a source key that does not exist.
-    import httpx
-
-    from tests.e2e.conftest import HEADERS, follow
-
-    response = httpx.post(
-        f"{stack.api_url}/tasks",
-        json={
-            "type": "audio_processing",
-            "payload": {
-                "episodeId": "cli-missing",
-                "audioKey": "uploads/none.mp3",
-                "encodingFormats": ["mp3_64"],
-                "transcribe": False,
-            },
-        },
-        headers=HEADERS,
-        timeout=60,
-    )
-    task_id = response.json()["id"]
-    assert follow(stack, task_id)[-1]["status"] == "failed"
+def test_failed_task_exit_code(stack: Stack) -> None:
+    """`status` of a failed task exits 1 and shows the reason."""
+    task_id = failed_task(stack, "cli-missing")
     status = run_cli(stack, "status", task_id)
     assert status.returncode == 1
     assert "not found" in status.stdout
+
+
+def test_cancel_retry_and_reprocess_commands(stack: Stack) -> None:
+    task_id = failed_task(stack, "cli-retry")
+
+    cancel_failed = run_cli(stack, "cancel", task_id)
+    assert cancel_failed.returncode == 2 and "409" in cancel_failed.stderr
+
+    retried = run_cli(stack, "retry", task_id, "--wait", "--json")
+    assert retried.returncode == 1, retried.stderr  # the source is still missing: fails again
+    task = json.loads(retried.stdout)
+    assert task["attempts"] == 2 and task["status"] == "failed"
+
+    dry = run_cli(
+        stack, "reprocess", "--dry-run", "--status", "done", "--add-formats", "opus_64", "--json"
+    )
+    assert dry.returncode == 0, dry.stderr
+    run = json.loads(dry.stdout)
+    assert run["flowRunId"] and run["parameters"]["dry_run"] is True
+    assert run["parameters"]["add_formats"] == ["opus_64"]
+
+    bad = run_cli(stack, "reprocess", "--add-formats", "mp3_999")
+    assert bad.returncode == 2 and "mp3_999" in bad.stderr
