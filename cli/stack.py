@@ -23,6 +23,8 @@ import httpx
 #: The checkout this module belongs to; the worker runs flows from here.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 WORK_POOL = "audioflow"
+#: Reprocessing runs here, so repairs never queue behind a backlog of episodes.
+MAINTENANCE_POOL = "audioflow-maintenance"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -178,25 +180,37 @@ def deploy(env: Mapping[str, str]) -> None:
     """Create the work pool (if missing), register every deployment of prefect.yaml, and
     create the automations (idempotent: safe to run on every release)."""
     env = {**env, "AUDIOFLOW_PROJECT_DIR": str(PROJECT_DIR)}
-    pools = run_checked([tool("prefect"), "work-pool", "ls"], env, "prefect work-pool ls")
-    if WORK_POOL not in pools:
-        run_checked(
-            [tool("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"],
-            env,
-            "prefect work-pool create",
+    for pool in (WORK_POOL, MAINTENANCE_POOL):
+        exists = subprocess.run(
+            [tool("prefect"), "work-pool", "inspect", pool],
+            env=dict(env),
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
         )
+        if exists.returncode != 0:
+            run_checked(
+                [tool("prefect"), "work-pool", "create", pool, "--type", "process"],
+                env,
+                f"prefect work-pool create {pool}",
+            )
     run_checked([tool("prefect"), "--no-prompt", "deploy", "--all"], env, "prefect deploy --all")
     run_checked([sys.executable, "-m", "cli.automations"], env, "creating Prefect automations")
 
 
 def start_worker(
-    env: Mapping[str, str], log_dir: Path, *, name: str = "worker", limit: int | None = None
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    name: str = "worker",
+    limit: int | None = None,
+    pool: str = WORK_POOL,
 ) -> ManagedProcess:
-    """A process worker on the audioflow pool; each flow run gets its own subprocess.
+    """A process worker on a pool; each flow run gets its own subprocess.
 
     `limit` caps the runs this worker executes at once (one machine's share of the pool).
     """
-    argv = [tool("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    argv = [tool("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
     if limit is not None:
         argv += ["--limit", str(limit)]
     return spawn(name, argv, env, log_dir)
@@ -308,6 +322,9 @@ def running_stack(
             stack.processes.append(
                 start_worker(full_env, log_dir, name=f"worker-{n + 1}", limit=worker_limit)
             )
+        stack.processes.append(
+            start_worker(full_env, log_dir, name="maintenance-worker", pool=MAINTENANCE_POOL)
+        )
         stack.processes.append(start_api(full_env, api_port, log_dir))
         yield stack
     finally:
