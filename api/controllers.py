@@ -72,7 +72,7 @@ class TaskController(Controller):
         task_type: Annotated[str | None, QueryParameter(name="type", required=False)] = None,
         episode_id: Annotated[str | None, QueryParameter(name="episodeId", required=False)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=100_000_000)] = 0,
     ) -> TaskPageOut:
         """List tasks, newest first, filtered by status, type and episode."""
         page = task_service.list_page(

@@ -38,8 +38,9 @@ _lock = threading.Lock()
 
 
 #: Prefect's client retries 429/5xx answers up to 5 times with exponential backoff (about a
-#: minute in all); an HTTP request should not wait that long, so the gateway allows two.
-CLIENT_MAX_RETRIES = 2
+#: minute in all); an HTTP request should not wait that long, so the gateway allows three
+#: (about 15 s of backoff), enough to ride out a busy Prefect server's 503s.
+CLIENT_MAX_RETRIES = 3
 
 
 @contextlib.contextmanager

@@ -43,6 +43,9 @@ class ProcInfo:
     hwm_kb: int = 0
     max_rss_kb: int = 0
     cpu_s: float = 0.0
+    #: When the process was first seen running a new program (Prefect 3.9's workspace
+    #: supervisor execs into the engine in place: same pid, new command line).
+    exec_seen: float | None = None
 
 
 @dataclass
@@ -71,7 +74,7 @@ def classify(cmdline: list[str], is_root: bool) -> str:
         match = _ENCODE_PART.search(cmdline[-1])
         return f"ffmpeg:encode:{match.group(1)}" if match else "ffmpeg"
     if "_workspace_supervisor" in joined:
-        return "flow-supervisor"  # Prefect 3.9's per-run process that starts the engine
+        return "flow-supervisor"  # Prefect 3.9's per-run process; it execs into the engine
     if "prefect.engine" in joined or exe.startswith("python"):
         return "flow-run"
     return exe
@@ -179,6 +182,11 @@ class TreeSampler:
                     last_seen=now,
                 )
                 self.procs[key] = info
+            elif info.role == "flow-supervisor":
+                argv = _cmdline(pid)
+                role = classify(argv, False)
+                if argv and role != info.role:
+                    info.role, info.cmdline, info.exec_seen = role, " ".join(argv)[:300], now
             info.last_seen = now
             info.hwm_kb = max(info.hwm_kb, mem[1])
             info.max_rss_kb = max(info.max_rss_kb, mem[0])
@@ -188,10 +196,11 @@ class TreeSampler:
 
     # -- summaries -------------------------------------------------------------------------
 
-    def peak_total_mb(self, start: float = 0.0, end: float = float("inf")) -> float:
-        """Largest sum of RSS over the whole tree in one sample within [start, end]."""
+    def peak_total_mb(self, start: float = 0.0, end: float = float("inf")) -> float | None:
+        """Largest sum of RSS over the whole tree in one sample within [start, end]
+        (None when no sample fell in a window shorter than the interval)."""
         totals = [sum(s.rss_kb.values()) for s in self.samples if start <= s.t <= end]
-        return max(totals, default=0) / 1024
+        return max(totals) / 1024 if totals else None
 
     def peak_by_role_mb(
         self, start: float = 0.0, end: float = float("inf")

@@ -115,13 +115,20 @@ def wait_http(process: ManagedProcess, url: str, timeout_s: float) -> None:
     )
 
 
-def prefect_env(home: Path, prefect_port: int, *, ui: bool = False) -> dict[str, str]:
-    """Environment for every Prefect process of an embedded stack rooted at `home`."""
+def prefect_env(
+    home: Path, prefect_port: int, *, ui: bool = False, database_url: str | None = None
+) -> dict[str, str]:
+    """Environment for every Prefect process of an embedded stack rooted at `home`.
+
+    The Prefect server keeps its own database: SQLite under `home` by default, or
+    `database_url` (e.g. `postgresql+asyncpg://...`), which holds up far better when many
+    runs start at once on a busy machine (SQLite answers 503 when it stays locked).
+    """
     prefect_db = home / "prefect" / "prefect.db"
     return {
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_db}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{prefect_db}",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(prefect_port),
         "PREFECT_UI_ENABLED": "true" if ui else "false",
@@ -282,7 +289,11 @@ def embedded_env(
 ) -> dict[str, str]:
     """The whole environment of an embedded stack: SQLite, a local store, local Prefect."""
     env = dict(base if base is not None else os.environ)
-    env.update(prefect_env(home, prefect_port, ui=ui))
+    env.update(
+        prefect_env(
+            home, prefect_port, ui=ui, database_url=env.get("AUDIOFLOW_PREFECT_DATABASE_URL")
+        )
+    )
     env.setdefault("AUDIOFLOW_HOME", str(home))
     env.setdefault("DATABASE_URL", f"sqlite:///{home / 'audioflow.db'}")
     env.setdefault("AUDIOFLOW_STORAGE", "local")

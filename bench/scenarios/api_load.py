@@ -161,6 +161,8 @@ def _phases(
     out["progress"] = run_load(_spec(port, progress_requests(workflows), mode="closed",
                                      connections=32, duration_s=d + warm, warmup_s=warm))
     ids = [t["id"] for t in tasks]
+    out["get_capacity"] = run_load(_spec(port, get_requests(ids), mode="closed",
+                                         connections=16, duration_s=d + warm, warmup_s=warm))
     out["get"] = run_load(_spec(port, get_requests(ids), mode="open", rate=config.get_rate,
                                 connections=32, duration_s=d + warm, warmup_s=warm))
     if background:
@@ -201,6 +203,10 @@ def _rows(result: ScenarioResult, label: str, phases: dict[str, dict[str, Any]])
             else f"{TARGET_PROGRESS_PER_S / max(progress['ok_per_s'], 1e-9):.1f}x short",
         ),
         _get_row(f"{label}: GET /tasks/{{id}} p99 at {get_rate_of(get)}/s", get),
+        Row(f"{label}: GET /tasks/{{id}} capacity (closed loop, 16 conns)",
+            f"{phases['get_capacity']['ok_per_s']:.0f}/s",
+            f"p50 {ms(phases['get_capacity']['p50_s'])}, "
+            f"p99 {ms(phases['get_capacity']['p99_s'])}"),
     )
     if "get_mixed" in phases:
         bg = phases["background"]
@@ -265,6 +271,7 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
         api2.stop()
     _rows(result, "2 workers", two)
 
+    _gateway_probe(bench, config, result)
     if config.profile:
         _profiles(bench, port, audio_key, config, result)
     result.notes.append(
@@ -272,6 +279,31 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
         f"('database is locked'); the harness itself retried {bench.prefect_503s} of its own."
         if bench.prefect_503s
         else "The harness saw no 503 from Prefect's API."
+    )
+
+
+def _gateway_probe(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
+    """Time the API's Prefect client outside the API (`bench.gateway_probe`)."""
+    n = 10 if config.quick else 30
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.gateway_probe", str(n)],
+        env=bench.env, capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    probe = json.loads(out.strip().splitlines()[-1])
+    build, shipped, reused = (probe["build_client"], probe["create_new_client"],
+                              probe["create_reused_client"])
+    result.add(
+        Row("Prefect create_flow_run, new client per call (as shipped)",
+            f"{shipped['wall_ms']:.0f} ms", f"CPU {shipped['cpu_ms']:.0f} ms in the caller"),
+        Row("Prefect create_flow_run, one client kept open",
+            f"{reused['wall_ms']:.0f} ms", f"CPU {reused['cpu_ms']:.0f} ms in the caller",
+            f"{shipped['wall_ms'] / max(reused['wall_ms'], 1e-9):.1f}x faster"),
+        Row("building one SyncPrefectClient", f"{build['wall_ms']:.0f} ms",
+            f"CPU {build['cpu_ms']:.0f} ms"),
+    )
+    result.notes.append(
+        f"Gateway probe: {n} sequential calls each, medians, from a separate process with the "
+        "stack's environment while no load ran (`python -m bench.gateway_probe`)."
     )
 
 

@@ -22,12 +22,10 @@ STEP_ORDER = ("download", "encode", "transcribe", "upload")
 
 
 def step_of(task_run_name: str) -> str:
-    if task_run_name.startswith("encode"):
-        return "encode"
-    if task_run_name.startswith("download"):
-        return "download"
-    if task_run_name.startswith("upload"):
-        return "upload"
+    """`encode-mp3_128` -> encode, `transcribe-a1b` -> transcribe (Prefect adds suffixes)."""
+    for step in STEP_ORDER:
+        if task_run_name.startswith(step):
+            return step
     return task_run_name
 
 

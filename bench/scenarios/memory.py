@@ -54,7 +54,7 @@ def _peak_in(run: EpisodeRun, step: str, role: str | None = None) -> float:
     if window is None:
         return 0.0
     if role is None:
-        return run.sampler.peak_total_mb(*window)
+        return run.sampler.peak_total_mb(*window) or 0.0
     roles = run.sampler.peak_by_role_mb(*window)
     if role == "ffmpeg":
         return max((v for k, v in roles.items() if k.startswith("ffmpeg")), default=0.0)
@@ -68,7 +68,8 @@ def report(
     result.sizes = ", ".join(f"{r.minutes:g}" for r in runs) + " minute episodes"
     short, long = runs[0], runs[-1]
     label = f"{long.minutes:g} vs {short.minutes:g} min"
-    peak_short, peak_long = short.sampler.peak_total_mb(), long.sampler.peak_total_mb()
+    peak_short = short.sampler.peak_total_mb() or 0.0
+    peak_long = long.sampler.peak_total_mb() or 0.0
     r = peak_long / peak_short if peak_short else float("inf")
     result.add(
         Row(f"peak worker-tree RSS, {label}", f"{mb(peak_long)}", f"{mb(peak_short)}",
@@ -88,6 +89,11 @@ def report(
                    f"engine alone: {mb(engine)}" if engine else ""))
     result.section("Peak RSS per step (samples every 0.2 s, assigned by Prefect task-run times)",
                    _step_table(runs))
+    if long.minutes <= 10:
+        result.notes.append(
+            "The longest episode fits in one 10-minute transcription window, so these sizes "
+            "cannot show whether transcription memory stays bounded past one window."
+        )
     result.section("Peak RSS per process role (VmHWM)", _role_table(runs))
     if engine:
         result.notes.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -41,11 +42,23 @@ def e2e_store(s3_endpoint: str) -> S3Store:
     return store
 
 
-def stack_env(db_url: str, s3_endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
+@contextlib.contextmanager
+def stack_databases(prefix: str) -> Iterator[tuple[str, str]]:
+    """Two throwaway PostgreSQL databases: the app's, and the Prefect server's own (asyncpg)."""
+    with (
+        temporary_database(prefix) as app_db,
+        temporary_database(f"{prefix}_prefect") as prefect_db,
+    ):
+        yield app_db, prefect_db.replace("+psycopg2", "+asyncpg")
+
+
+def stack_env(dbs: tuple[str, str], s3_endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
     """The environment of an end-to-end stack: PostgreSQL, S3 at `s3_endpoint`, test secrets."""
+    app_db, prefect_db = dbs
     return {
         **os.environ,
-        "DATABASE_URL": db_url,
+        "DATABASE_URL": app_db,
+        "AUDIOFLOW_PREFECT_DATABASE_URL": prefect_db,
         "AUDIOFLOW_STORAGE": "s3",
         "AUDIOFLOW_S3_BUCKET": bucket,
         "AWS_ENDPOINT_URL_S3": s3_endpoint,
@@ -62,8 +75,8 @@ def stack(
 ) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("stack")
     with (
-        temporary_database("audioflow_e2e") as db_url,
-        running_stack(home, env=stack_env(db_url, s3_endpoint, BUCKET)) as running,
+        stack_databases("audioflow_e2e") as dbs,
+        running_stack(home, env=stack_env(dbs, s3_endpoint, BUCKET)) as running,
     ):
         yield running
 

@@ -21,8 +21,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from cli.stack import Stack, running_stack, start_api, start_worker
 from core.storage.s3 import S3Store
 from flows.audio.probe import probe
-from tests.e2e.conftest import HEADERS, stack_env
-from tests.support.postgres import temporary_database
+from tests.e2e.conftest import HEADERS, stack_databases, stack_env
 from tests.support.processes import flow_run_pids, kill_tree
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
@@ -54,9 +53,9 @@ def fstack(
     s3_proxy: TcpProxy, store: S3Store, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("faults")
-    with temporary_database("audioflow_faults") as db_url:
+    with stack_databases("audioflow_faults") as dbs:
         env = stack_env(
-            db_url,
+            dbs,
             s3_proxy.url,
             BUCKET,
             AUDIOFLOW_RETRY_BACKOFF_S="0",

@@ -70,8 +70,9 @@ OPERATIONS = [
     ("POST", "/reprocess"),
     ("POST", "/internal/workflow-progress"),
 ]
-#: Operations with no input: a handful of calls says all there is to say.
-FEW_EXAMPLES = {("GET", "/health"): 3}
+#: Fewer cases where more say nothing new: health has no input; each accepted reprocessing
+#: request starts a Prefect flow run.
+FEW_EXAMPLES = {("GET", "/health"): 3, ("POST", "/reprocess"): 20}
 
 #: Request bodies that refuse unknown fields (msgspec `forbid_unknown_fields`), although
 #: the document does not say so (no `additionalProperties: false`).
