@@ -18,6 +18,8 @@ class Config:
     quick: bool
     #: Scenario 1: the episode measured end to end against the floor (minutes).
     e2e_minutes: float
+    #: Scenario 1: measure the floor again after the run (each part's faster one is used).
+    floor_after: bool
     #: Scenario 2: episode lengths for memory against length (minutes).
     memory_minutes: tuple[float, ...]
     #: Scenario 3: timed trigger-to-running runs, runs of the variant, `import prefect` repeats.
@@ -31,6 +33,8 @@ class Config:
     #: Scenario 5: episodes submitted at once and their length (minutes).
     throughput_episodes: int
     throughput_minutes: float
+    #: Scenario 4: also measure an API with two uvicorn workers.
+    api_two_workers: bool
     #: Take py-spy profiles (extra, untimed runs).
     profile: bool
     #: Which scenarios to run ("1".."5"); all by default.
@@ -83,14 +87,16 @@ def _quick(profile: bool, only: frozenset[str]) -> Config:
     return Config(
         quick=True,
         e2e_minutes=0.5,
-        memory_minutes=(0.25, 0.5, 1),
+        floor_after=False,
+        memory_minutes=(0.25, 0.5),
         latency_runs=3,
-        latency_variant_runs=2,
-        import_repeats=2,
-        api_phase_s=4,
+        latency_variant_runs=1,
+        import_repeats=1,
+        api_phase_s=3,
+        api_two_workers=False,
         get_rate=500,
         progress_workflows=16,
-        throughput_episodes=3,
+        throughput_episodes=2,
         throughput_minutes=0.25,
         profile=profile,
         only=only,
@@ -101,11 +107,13 @@ def _full(profile: bool, only: frozenset[str]) -> Config:
     return Config(
         quick=False,
         e2e_minutes=60,
+        floor_after=True,
         memory_minutes=(15, 60, 180),
         latency_runs=20,
         latency_variant_runs=10,
         import_repeats=5,
         api_phase_s=20,
+        api_two_workers=True,
         get_rate=500,
         progress_workflows=64,
         throughput_episodes=20,

@@ -70,6 +70,30 @@ class Floor:
         return min(self.sequential_s, self.parallel_wall_s)
 
     @property
+    def cpu_s(self) -> float:
+        """CPU seconds of the floor's processes (the transcriber's includes its imports)."""
+        return sum(u.cpu_s for u in self.encode) + (
+            self.transcribe.cpu_s if self.transcribe else 0.0
+        )
+
+    def best_of(self, other: Floor) -> Floor:
+        """Each part at its faster measurement: on a shared machine, the slower of two
+        identical measurements is the one other people's work got into."""
+        t = self.transcribe
+        if other.transcribe and (t is None or other.transcribe.total_s < t.total_s):
+            t = other.transcribe
+        walls = [w for w in (self.parallel_wall_s, other.parallel_wall_s) if w is not None]
+        faster_encode = self if self.encode_wall_s <= other.encode_wall_s else other
+        return Floor(
+            source=self.source,
+            formats=self.formats,
+            encode=faster_encode.encode,
+            encode_wall_s=faster_encode.encode_wall_s,
+            transcribe=t,
+            parallel_wall_s=min(walls) if walls else None,
+        )
+
+    @property
     def best_schedule(self) -> str:
         if self.parallel_wall_s is not None and self.parallel_wall_s < self.sequential_s:
             return "parallel"

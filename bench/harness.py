@@ -83,6 +83,8 @@ class Followed:
     first_running_seen: float | None = None
     done_seen: float | None = None
     task: dict[str, Any] = field(default_factory=dict)
+    #: Prefect's final state when the harness stopped following a task stuck in `pending`.
+    prefect_state: str | None = None
 
     @property
     def status(self) -> str:
@@ -169,12 +171,31 @@ class BenchStack:
         return Followed(task_id=body["id"], submitted_at=submitted, task=body)
 
     def follow(
-        self, tasks: list[Followed], *, timeout_s: float, poll_s: float = 0.2
+        self,
+        tasks: list[Followed],
+        *,
+        timeout_s: float,
+        poll_s: float = 0.2,
+        give_up_on_crashed: bool = False,
     ) -> list[Followed]:
-        """Poll every task until all have ended; records when running and done were seen."""
+        """Poll every task until all have ended; records when running and done were seen.
+
+        `give_up_on_crashed`: stop following a task whose flow run Prefect already calls
+        Crashed/Failed/Cancelled while the API still shows it pending: a run the worker could
+        not even start reports nothing, and only the reconciler (paused here) would notice.
+        """
         deadline = time.monotonic() + timeout_s
         pending = {t.task_id: t for t in tasks}
+        next_check = time.monotonic() + 30
         while pending:
+            if give_up_on_crashed and time.monotonic() > next_check:
+                next_check = time.monotonic() + 15
+                for task_id, followed in list(pending.items()):
+                    if followed.status == "pending" and followed.flow_run_id:
+                        state = self.flow_run(followed.flow_run_id).get("state_type")
+                        if state in ("CRASHED", "FAILED", "CANCELLED"):
+                            followed.prefect_state = state
+                            del pending[task_id]
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{len(pending)} task(s) not finished within {timeout_s:.0f} s: "

@@ -8,7 +8,7 @@ separate, extra runs, never in the timed ones. Raw collapsed stacks are kept und
 frames by inclusive time.
 
 py-spy is optional: without it the summaries say so and everything else still runs.
-(`pip install py-spy`; it is not yet in the project's dev extra.)
+(It is in the dev extra, so `make bench` installs it.)
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ class Profile:
 
 def _package(path: str) -> str:
     """`sqlalchemy`, `litestar`, `audioflow:api`, `stdlib:json`... for a frame's file."""
-    if path.startswith(_PROJECT):
-        return "audioflow:" + path[len(_PROJECT) :].split("/")[0]
-    site = _SITE.match(path)
+    site = _SITE.match(path)  # first: the venv lives inside the project directory
     if site:
         top = path[site.end() :].split("/")[0]
         return top.removesuffix(".py")
+    if path.startswith(_PROJECT):
+        return "audioflow:" + path[len(_PROJECT) :].split("/")[0]
     if path.startswith("<"):
         return path
     name = Path(path).name.removesuffix(".py")
@@ -78,11 +78,22 @@ def _frames(line: str) -> tuple[list[tuple[str, str]], int]:
     return frames, int(count)
 
 
+#: Frames on nearly every stack (thread and event-loop plumbing, import machinery, CLI entry
+#: points): left out of the inclusive table so that the frames that explain the time show.
+_PLUMBING = re.compile(
+    r"(threading\.py|concurrent/futures/|asyncio/|<frozen |contextlib\.py|runpy|"
+    r"click/|cyclopts/|anyio/_backends|uvicorn/(main|server|_compat)\.py|prefect/cli/|"
+    r"/bin/(prefect|uvicorn)$)"
+)
+
+
 def _short(file: str) -> str:
+    site = _SITE.match(file)
+    if site:
+        return file[site.end() :]
     if file.startswith(_PROJECT):
         return file[len(_PROJECT) :]
-    site = _SITE.match(file)
-    return file[site.end() :] if site else file
+    return re.sub(r"^.*/lib/python3\.\d+/", "", file)
 
 
 @contextlib.contextmanager
@@ -138,7 +149,8 @@ def by_package(profile: Profile) -> list[tuple[str, float]]:
 def inclusive(
     profile: Profile, *, only: str | None = None, top: int = 12
 ) -> list[tuple[str, float]]:
-    """Heaviest frames by inclusive share (each frame counted once per sample).
+    """Heaviest frames by inclusive share (each frame counted once per sample), without
+    the plumbing frames every stack has.
 
     `only` keeps frames whose file path contains it (e.g. the project directory).
     """
@@ -150,6 +162,8 @@ def inclusive(
         seen = set()
         for func, file in frames:
             if only is not None and only not in file:
+                continue
+            if _PLUMBING.search(file):
                 continue
             label = f"{func} ({_short(file)})"
             if label not in seen:

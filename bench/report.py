@@ -22,6 +22,20 @@ from pathlib import Path
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 
+METHOD = (
+    "One stack for every scenario, started by `cli.stack.running_stack` as the e2e tests and "
+    "`audioflow up` start it (Prefect server on SQLite, one process worker, API under one "
+    "uvicorn worker) on a throwaway PostgreSQL database and the local object store.",
+    "Deliberate differences from a bare `running_stack`: the `reprocessing` deployment's "
+    "5-minute schedule is paused (a maintenance run inside a timed run would add a process "
+    "start to it), and `AUDIOFLOW_API_KEY` is set, as in production.",
+    "Sources are generated speech (one espeak-ng clip, looped by stream copy) as 192 kbit/s "
+    "stereo 44.1 kHz MP3, placed straight into the local store.",
+    "Memory is sampled from /proc every 0.2 s over the worker's process tree (VmRSS, and each "
+    "process's VmHWM); tree figures are sums of RSS, so shared pages count more than once.",
+    "Profiles (py-spy, `--nonblocking`) are taken in extra runs, never in timed ones.",
+)
+
 
 @dataclass
 class Row:
@@ -116,7 +130,11 @@ def machine() -> dict[str, str]:
                     "ctranslate2", "httpx"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{package} {metadata.version(package)}")
+    commit = _first_line(["git", "-C", str(RESULTS_PATH.parent), "rev-parse", "--short", "HEAD"])
+    dirty = _first_line(["git", "-C", str(RESULTS_PATH.parent.parent), "status", "--porcelain",
+                         "--", "api", "core", "db", "flows", "cli", "prefect.yaml"])
     return {
+        "commit": commit + (" (with uncommitted app changes)" if dirty not in ("", "?") else ""),
         "cpu": f"{cpu}, {os.cpu_count()} cores (affinity {len(os.sched_getaffinity(0))})",
         "memory": f"{mem_gb:.1f} GiB",
         "kernel": platform.release(),
@@ -197,6 +215,7 @@ def write_results(
     ]
     if scaled:
         lines += ["## Scaled down", "", *[f"- {item}" for item in scaled], ""]
+    lines += ["## Method", "", *[f"- {item}" for item in METHOD], ""]
     lines += ["## Summary", "", table_markdown(results), ""]
     for result in results:
         lines += [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -18,7 +18,6 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from pydantic import Field
 
 from core.formats import get_format
 from core.keys import audio_output_key, transcript_key
@@ -45,21 +44,28 @@ from flows.transcription.writers import WRITERS
     on_cancellation=[hooks.on_cancellation],
 )
 def audio_processing(
-    task_id: Annotated[
-        str, Field(description="The audioflow task (database row) this run serves.")
-    ],
-    workflow_id: Annotated[str, Field(description="The workflow row of this attempt.")],
-    episode_id: Annotated[str, Field(description="Episode id; output keys derive from it.")],
-    audio_key: Annotated[str, Field(description="Object key of the source audio.")],
-    encoding_formats: Annotated[
-        list[str], Field(description="Output formats, e.g. mp3_128, mp3_320, opus_64.")
-    ],
-    transcribe: Annotated[bool, Field(description="Also transcribe the speech.")] = True,
-    language: Annotated[
-        str | None, Field(description="Spoken language code; empty detects it.")
-    ] = None,
+    task_id: str,
+    workflow_id: str,
+    episode_id: str,
+    audio_key: str,
+    encoding_formats: list[str],
+    transcribe: bool = True,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """Process one episode; the returned result is also posted to the workflow row."""
+    """Process one episode; the returned result is also posted to the workflow row.
+
+    Prefect shows these descriptions in the deployment's parameter form (it reads them from
+    this docstring, not from pydantic `Field`s on the signature).
+
+    Args:
+        task_id: The audioflow task (database row) this run serves.
+        workflow_id: The workflow row of this attempt.
+        episode_id: Episode id; output keys derive from it.
+        audio_key: Object key of the source audio.
+        encoding_formats: Output formats, e.g. mp3_128, mp3_320, opus_64.
+        transcribe: Also transcribe the speech.
+        language: Spoken language code; empty detects it.
+    """
     logger = get_run_logger()
     settings = get_settings()
     for name in encoding_formats:

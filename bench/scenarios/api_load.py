@@ -248,7 +248,8 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     result.sizes = (
         f"phases of {config.api_phase_s:g} s (+ warm-up) per figure; progress over "
         f"{config.progress_workflows} workflows; GETs at {config.get_rate}/s; 1 uvicorn "
-        "worker (as running_stack starts it), then 2"
+        "worker (as running_stack starts it)"
+        + (", then a second API process with 2 workers" if config.api_two_workers else "")
     )
     for process in bench.stack.processes:
         if process.name.startswith("worker"):
@@ -259,17 +260,17 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     _rows(result, "1 worker", one)
     result.notes.append(_loadgen_cpu_note(one))
 
-    port2 = free_port()
-    api2: ManagedProcess = start_api(
-        bench.env, port2, bench.stack.home / "logs", workers=2
-    )
-    api2.name = "api-2-workers"
-    try:
-        time.sleep(2)  # both workers up
-        two = _phases(port2, audio_key, config, "2 uvicorn workers", background=False)
-    finally:
-        api2.stop()
-    _rows(result, "2 workers", two)
+    if config.api_two_workers:
+        port2 = free_port()
+        api2: ManagedProcess = start_api(
+            bench.env, port2, bench.stack.home / "logs", workers=2
+        )
+        try:
+            time.sleep(2)  # both workers up
+            two = _phases(port2, audio_key, config, "2 uvicorn workers", background=False)
+        finally:
+            api2.stop()
+        _rows(result, "2 workers", two)
 
     _gateway_probe(bench, config, result)
     if config.profile:
@@ -284,7 +285,7 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
 
 def _gateway_probe(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     """Time the API's Prefect client outside the API (`bench.gateway_probe`)."""
-    n = 10 if config.quick else 30
+    n = 5 if config.quick else 30
     out = subprocess.run(
         [sys.executable, "-m", "bench.gateway_probe", str(n)],
         env=bench.env, capture_output=True, text=True, timeout=600, check=True,

@@ -74,19 +74,37 @@ def processes_markdown(run: EpisodeRun) -> str:
     return "\n".join(lines)
 
 
-def measure(bench: BenchStack, config: Config) -> tuple[Floor, EpisodeRun]:
-    """The floor for the scenario-1 episode, then the episode through the stack."""
+def measure(bench: BenchStack, config: Config) -> tuple[Floor, EpisodeRun, list[Floor]]:
+    """The floor for the scenario-1 episode, the episode through the stack, the floor again
+    (encode and transcription only); the floor used is each part's faster measurement."""
     source = audio.episode(config.e2e_minutes)
     print(f"   floor for {config.e2e_minutes:g} min ...", flush=True)
-    floor = measure_floor(source, FORMATS)
-    print(f"   floor: encode {floor.encode_wall_s:.1f} s, sequential {floor.sequential_s:.1f} s, "
-          f"parallel {floor.parallel_wall_s or 0:.1f} s", flush=True)
-    return floor, run_episode(bench, config.e2e_minutes)
+    before = measure_floor(source, FORMATS)
+    _print_floor("floor before", before)
+    run = run_episode(bench, config.e2e_minutes)
+    if not config.floor_after:
+        return before, run, [before]
+    after = measure_floor(source, FORMATS, parallel=False)
+    _print_floor("floor after", after)
+    return before.best_of(after), run, [before, after]
 
 
-def report(floor: Floor, run: EpisodeRun, config: Config, result: ScenarioResult) -> None:
+def _print_floor(label: str, floor: Floor) -> None:
+    print(f"   {label}: encode {floor.encode_wall_s:.1f} s, sequential {floor.sequential_s:.1f} s,"
+          f" parallel {floor.parallel_wall_s or 0:.1f} s", flush=True)
+
+
+def run_cpu_s(run: EpisodeRun) -> float:
+    """CPU seconds of the flow run's processes (everything under the worker but itself)."""
+    return sum(p.cpu_s for p in run.sampler.procs.values() if p.role != "worker")
+
+
+def report(
+    floor: Floor, run: EpisodeRun, floors: list[Floor], config: Config, result: ScenarioResult
+) -> None:
     result.sizes = (f"one {config.e2e_minutes:g}-minute speech episode, mp3_128 + mp3_320 + "
-                    "transcript (faster-whisper tiny.en); floor measured just before it")
+                    "transcript (faster-whisper tiny.en); floor measured just before and just "
+                    "after it, each part at its faster measurement")
     best = floor.best_s
     r = run.wall_s / best
     result.add(
@@ -101,6 +119,9 @@ def report(floor: Floor, run: EpisodeRun, config: Config, result: ScenarioResult
             else f"{r - TARGET_RATIO:.2f}x ({run.wall_s - TARGET_RATIO * best:.0f} s) over",
         ),
         *floor_rows(floor),
+        Row("CPU seconds: flow run's processes vs floor's", f"{run_cpu_s(run):.0f} s",
+            f"floor {floor.cpu_s:.0f} s", ratio(run_cpu_s(run), floor.cpu_s),
+            "", "", "less sensitive to other load than wall time"),
         Row("peak RSS: worker tree (sum) / flow-run process",
             f"{mb(run.sampler.peak_total_mb())} / "
             f"{mb(run.sampler.hwm_by_role_mb().get('flow-run'))}",
@@ -108,4 +129,12 @@ def report(floor: Floor, run: EpisodeRun, config: Config, result: ScenarioResult
     )
     result.section("Where the time goes (timeline of the run against the floor)",
                    gap_markdown(run, floor))
+    result.notes.append(
+        "Floor measurements (encode / engine / sequential / parallel, s): " + "; ".join(
+            f"{label} {f.encode_wall_s:.1f} / "
+            f"{f.transcribe.total_s if f.transcribe else 0:.1f} / {f.sequential_s:.1f} / "
+            f"{f.parallel_wall_s if f.parallel_wall_s is not None else '-'}"
+            for label, f in zip(("before", "after"), floors, strict=False)
+        )
+    )
     result.section("Every process of the worker during the run", processes_markdown(run))

@@ -1,0 +1,27 @@
+"""`deploy()` (what `audioflow deploy` runs) registers both deployments, the schedule and the
+zombie-run automation, and can run again without changing anything."""
+
+from __future__ import annotations
+
+from prefect.client.orchestration import SyncPrefectClient
+
+from cli.automations import ZOMBIE_AUTOMATION, ZOMBIE_WINDOW_S
+from cli.stack import MAINTENANCE_POOL, WORK_POOL, deploy
+from tests.prefect_fixtures import PrefectServer
+
+
+def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectServer) -> None:
+    deploy(prefect_server.env)  # the fixture already deployed once: this is the second time
+    with SyncPrefectClient(prefect_server.url) as client:
+        audio = client.read_deployment_by_name("audio-processing/audio-processing")
+        repro = client.read_deployment_by_name("reprocessing/reprocessing")
+        assert audio.work_pool_name == WORK_POOL
+        assert repro.work_pool_name == MAINTENANCE_POOL
+        schema = audio.parameter_openapi_schema or {}
+        assert "mp3_320" in schema["properties"]["encoding_formats"]["description"]
+        assert [s.schedule.cron for s in repro.schedules] == ["*/5 * * * *"]  # type: ignore[union-attr]
+        automations = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    assert len(automations) == 1
+    trigger = automations[0].trigger
+    assert trigger.within.total_seconds() == ZOMBIE_WINDOW_S  # type: ignore[union-attr]
+    assert automations[0].actions[0].type == "change-flow-run-state"
