@@ -61,6 +61,7 @@ def create_app(
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=refuse_nul_in_headers,
+        on_shutdown=[prefect_gateway.close_clients],
         openapi_config=OpenAPIConfig(
             title="audioflow",
             version="0.1.0",

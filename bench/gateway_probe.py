@@ -1,10 +1,11 @@
 """How much of `POST /tasks` is the API's Prefect client itself: `python -m bench.gateway_probe N`.
 
-`api.prefect_gateway.start_flow_run` builds a new `SyncPrefectClient` for every call, and
-building one creates an SSL context (loading the CA bundle) even for a plain-HTTP URL. This
-probe, run with the stack's environment while nothing else loads it, times N calls each of:
-building a client; creating a flow run as the API does (new client per call); and creating a
-flow run through one client kept open. Wall and CPU milliseconds (medians) as one JSON line.
+`api.prefect_gateway` keeps one `SyncPrefectClient` per process; it used to build one per
+call, and building one creates an SSL context (loading the CA bundle) even for a plain-HTTP
+URL. This probe, run with the stack's environment while nothing else loads it, times N calls
+each of: building a client; creating a flow run with a new client per call (the old way,
+the baseline); and creating a flow run as the API does now (`start_flow_run`, shared client,
+retry bound). Wall and CPU milliseconds (medians) as one JSON line.
 """
 
 from __future__ import annotations
@@ -49,8 +50,7 @@ def main(n: int) -> None:
     url = os.environ["PREFECT_API_URL"]
 
     def build() -> None:
-        with prefect_gateway._client(url, 10.0):
-            pass
+        prefect_gateway._new_client(url, 10.0).__exit__(None, None, None)
 
     def create_as_shipped() -> None:
         prefect_gateway.start_flow_run(
@@ -58,23 +58,26 @@ def main(n: int) -> None:
             name=f"probe-{uuid.uuid4().hex[:6]}", tags=["bench-probe"],
         )
 
-    build()  # imports and the deployment-id cache, outside the timings
-    create_as_shipped()
-    with prefect_gateway._client(url, 10.0) as client:
-        deployment_id = prefect_gateway._deployment_id(client, DEPLOYMENT)
+    create_as_shipped()  # imports, the shared client and the deployment-id cache, untimed
+    with prefect_gateway._client(url, 10.0) as shared:
+        deployment_id = prefect_gateway._deployment_id(shared, DEPLOYMENT)
 
-        def create_reused() -> None:
+    def create_new_client() -> None:
+        client = prefect_gateway._new_client(url, 10.0)
+        try:
             client.create_flow_run_from_deployment(
                 deployment_id, parameters=_parameters(), idempotency_key=str(uuid.uuid4()),
                 name=f"probe-{uuid.uuid4().hex[:6]}", tags=["bench-probe"],
             )
+        finally:
+            client.__exit__(None, None, None)
 
-        create_reused()
-        results = {
-            "build_client": _timed(n, build),
-            "create_new_client": _timed(n, create_as_shipped),
-            "create_reused_client": _timed(n, create_reused),
-        }
+    results = {
+        "build_client": _timed(n, build),
+        "create_new_client": _timed(n, create_new_client),
+        "create_reused_client": _timed(n, create_as_shipped),
+    }
+    prefect_gateway.close_clients()
     print(json.dumps(results))
 
 

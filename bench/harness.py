@@ -260,6 +260,11 @@ class BenchStack:
         response = self._prefect("GET", f"/deployments/name/{deployment}")
         self._prefect("POST", f"/deployments/{response.json()['id']}/pause_deployment")
 
+    def job_variables(self, deployment: str) -> dict[str, Any]:
+        """A deployment's job variables as registered."""
+        response = self._prefect("GET", f"/deployments/name/{deployment}")
+        return dict(response.json().get("job_variables") or {})
+
     def set_job_variables(self, deployment: str, job_variables: dict[str, Any]) -> None:
         """Replace a deployment's job variables (for variants measured on this stack only)."""
         response = self._prefect("GET", f"/deployments/name/{deployment}")
@@ -274,10 +279,15 @@ def bench_stack(home: Path) -> Iterator[BenchStack]:
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    with temporary_database("audioflow_bench") as db_url:
+    with (
+        temporary_database("audioflow_bench") as db_url,
+        temporary_database("audioflow_bench_prefect") as prefect_db_url,
+    ):
         env = {
             **os.environ,
             "DATABASE_URL": db_url,
+            # Prefect's server on PostgreSQL, as the README advises for production.
+            "AUDIOFLOW_PREFECT_DATABASE_URL": prefect_db_url.replace("+psycopg2", "+asyncpg"),
             "AUDIOFLOW_STORAGE": "local",
             "AUDIOFLOW_STORAGE_DIR": str(home / "storage"),
             "AUDIOFLOW_INTERNAL_TOKEN": TOKEN,

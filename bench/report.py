@@ -24,8 +24,10 @@ RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 
 METHOD = (
     "One stack for every scenario, started by `cli.stack.running_stack` as the e2e tests and "
-    "`audioflow up` start it (Prefect server on SQLite, one process worker, API under one "
-    "uvicorn worker) on a throwaway PostgreSQL database and the local object store.",
+    "`audioflow up` start it (one process worker with its shipped limit of 2 concurrent runs "
+    "and one transcription slot, API under one uvicorn worker), on throwaway PostgreSQL "
+    "databases for the app and for Prefect's server (as the README advises for production) "
+    "and the local object store.",
     "Deliberate differences from a bare `running_stack`: the `reprocessing` deployment's "
     "5-minute schedule is paused (a maintenance run inside a timed run would add a process "
     "start to it), and `AUDIOFLOW_API_KEY` is set, as in production.",

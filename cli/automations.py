@@ -1,9 +1,12 @@
-"""Prefect automations audioflow relies on, created (once) by `audioflow deploy`.
+"""Prefect automations and limits audioflow relies on, set by `audioflow deploy`.
 
 "Crash zombie flow runs": a flow run that stops sending heartbeats (its process was
 SIGKILLed, its machine died) is marked Crashed by Prefect after `ZOMBIE_WINDOW_S`, which
 the reconciler then copies to the workflow and task. Runs send a heartbeat every
 `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` seconds (30 on the stacks this project starts).
+
+The transcription limit: how many `transcribe` tasks run at once across the pool
+(`AUDIOFLOW_TRANSCRIPTION_SLOTS`, see `core.concurrency`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,22 @@ def ensure_zombie_automation() -> bool:
     return True
 
 
+def ensure_transcription_limit(slots: int) -> str:
+    """Create or resize the transcription tag's limit; returns its name."""
+    from prefect.client.orchestration import get_client
+
+    from core.concurrency import TRANSCRIPTION_TAG, tag_limit_name
+
+    name = tag_limit_name(TRANSCRIPTION_TAG)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, slots)
+    return name
+
+
 if __name__ == "__main__":
+    from core.settings import get_settings
+
     created = ensure_zombie_automation()
     print(f"automation {ZOMBIE_AUTOMATION!r} {'created' if created else 'already exists'}")
+    slots = get_settings().whisper.slots
+    print(f"concurrency limit {ensure_transcription_limit(slots)!r}: {slots} slot(s)")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from core.settings import env_int
+
 #: The checkout this module belongs to; the worker runs flows from here.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 WORK_POOL = "audioflow"
@@ -220,7 +222,9 @@ def start_worker(
     argv = [tool("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
     if limit is not None:
         argv += ["--limit", str(limit)]
-    return spawn(name, argv, env, log_dir)
+    # prefect.yaml starts each flow run as `python -m prefect.engine`: this interpreter.
+    path = f"{VENV_BIN}{os.pathsep}{env.get('PATH', os.defpath)}"
+    return spawn(name, argv, {**env, "PATH": path}, log_dir)
 
 
 def start_api(
@@ -303,6 +307,10 @@ def embedded_env(
     return env
 
 
+#: Concurrent flow runs per worker of the embedded stack (`AUDIOFLOW_WORKER_LIMIT`).
+DEFAULT_WORKER_LIMIT = 2
+
+
 @contextlib.contextmanager
 def running_stack(
     home: Path,
@@ -314,7 +322,15 @@ def running_stack(
     workers: int = 1,
     worker_limit: int | None = None,
 ) -> Iterator[Stack]:
-    """Start Prefect, migrate, deploy, start the worker(s) and the API; stop all on exit."""
+    """Start Prefect, migrate, deploy, start the worker(s) and the API; stop all on exit.
+
+    `worker_limit` (default `AUDIOFLOW_WORKER_LIMIT`, 2) caps each worker's concurrent runs:
+    unlimited, 20 submissions became 15 flow-run processes fighting for two cores (6 GB
+    of RSS, 0.15x the serial rate, in bench/); two lets one run encode while another
+    transcribes.
+    """
+    if worker_limit is None:
+        worker_limit = max(1, env_int("AUDIOFLOW_WORKER_LIMIT", DEFAULT_WORKER_LIMIT))
     api_port = api_port or free_port()
     prefect_port = prefect_port or free_port()
     full_env = embedded_env(home, api_port=api_port, prefect_port=prefect_port, ui=ui, base=env)

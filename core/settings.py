@@ -29,7 +29,8 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """An integer from the environment; a clear SettingsError when it is not one."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -80,7 +81,7 @@ class DatabaseSettings:
     def from_env(cls, home: Path) -> DatabaseSettings:
         return cls(
             url=_env("DATABASE_URL", f"sqlite:///{home / 'audioflow.db'}"),
-            pool_size=_env_int("AUDIOFLOW_DB_POOL_SIZE", 10),
+            pool_size=env_int("AUDIOFLOW_DB_POOL_SIZE", 10),
         )
 
 
@@ -103,7 +104,7 @@ class ApiSettings:
             public_url=_env("AUDIOFLOW_API_URL", "http://127.0.0.1:8000").rstrip("/"),
             internal_token=_env("AUDIOFLOW_INTERNAL_TOKEN", ""),
             api_key=_env("AUDIOFLOW_API_KEY", ""),
-            max_upload_bytes=_env_int("AUDIOFLOW_MAX_UPLOAD_BYTES", 2 * 1024**3),
+            max_upload_bytes=env_int("AUDIOFLOW_MAX_UPLOAD_BYTES", 2 * 1024**3),
         )
 
 
@@ -167,7 +168,7 @@ class StorageSettings:
             bucket=_env("AUDIOFLOW_S3_BUCKET", "audioflow"),
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
-            multipart_chunk_bytes=_env_int("AUDIOFLOW_S3_PART_BYTES", 16 * 1024 * 1024),
+            multipart_chunk_bytes=env_int("AUDIOFLOW_S3_PART_BYTES", 16 * 1024 * 1024),
         )
 
 
@@ -185,6 +186,9 @@ class WhisperSettings:
     beam_size: int
     #: CPU threads for inference; 0 lets the engine decide.
     threads: int
+    #: Transcriptions that may run at once across the work pool (a Prefect tag limit
+    #: set by `audioflow deploy`); one per machine's worth of cores is right.
+    slots: int = 1
 
     @classmethod
     def from_env(cls) -> WhisperSettings:
@@ -192,8 +196,9 @@ class WhisperSettings:
             engine=_env("AUDIOFLOW_WHISPER_ENGINE", "faster-whisper"),
             model=_env("AUDIOFLOW_WHISPER_MODEL", "tiny.en"),
             compute_type=_env("AUDIOFLOW_WHISPER_COMPUTE_TYPE", "float32"),
-            beam_size=_env_int("AUDIOFLOW_WHISPER_BEAM_SIZE", 1),
-            threads=_env_int("AUDIOFLOW_WHISPER_THREADS", 0),
+            beam_size=env_int("AUDIOFLOW_WHISPER_BEAM_SIZE", 1),
+            threads=env_int("AUDIOFLOW_WHISPER_THREADS", 0),
+            slots=max(1, env_int("AUDIOFLOW_TRANSCRIPTION_SLOTS", 1)),
         )
 
 
@@ -247,7 +252,7 @@ class Settings:
             prefect=PrefectSettings.from_env(),
             storage=StorageSettings.from_env(home),
             whisper=WhisperSettings.from_env(),
-            max_attempts=_env_int("AUDIOFLOW_MAX_ATTEMPTS", 3),
+            max_attempts=env_int("AUDIOFLOW_MAX_ATTEMPTS", 3),
             retry_backoff_s=_env_float("AUDIOFLOW_RETRY_BACKOFF_S", 30.0),
         )
 

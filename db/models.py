@@ -64,7 +64,7 @@ TASK_STATUS_FOR_WORKFLOW: dict[WorkflowStatus, TaskStatus] = {
 }
 
 
-def _without_nul(value: str | None) -> str | None:
+def without_nul(value: str | None) -> str | None:
     """Free text for a text column: NUL (which PostgreSQL cannot store) becomes U+FFFD.
 
     Errors, messages and steps come from flows and ffmpeg output; one stray NUL in them
@@ -128,7 +128,7 @@ class Task(TimestampMixin, Base):
 
     @validates("error", "current_step")
     def _validate_text(self, _key: str, value: str | None) -> str | None:
-        return _without_nul(value)
+        return without_nul(value)
 
 
 class Workflow(TimestampMixin, Base):
@@ -168,4 +168,4 @@ class Workflow(TimestampMixin, Base):
 
     @validates("message", "error", "current_step")
     def _validate_text(self, _key: str, value: str | None) -> str | None:
-        return _without_nul(value)
+        return without_nul(value)

@@ -5,8 +5,10 @@ loses a report. So a scheduled run compares every workflow the database holds as
 or running (and those that ended recently) with its flow run in Prefect and takes
 Prefect's state as the truth:
 
-* a run Prefect no longer has, or one that has been Running with no progress for longer
-  than `stale_after_s`, becomes **crashed**;
+* a run Prefect no longer has, one that has been Running with no progress for longer
+  than `stale_after_s`, or one that has been Pending (claimed by a worker, never started)
+  that long, becomes **crashed**; the last is also marked Crashed in Prefect, since a
+  worker that died between claiming and starting a run leaves it Pending forever;
 * Completed becomes **completed** only if every output is in the store (otherwise failed,
   transient); Prefect's late corrections (Crashed, then Completed) are followed too;
 * Failed, Crashed and Cancelled are copied over with Prefect's message.
@@ -51,6 +53,10 @@ STATUS_FOR_PREFECT_STATE: dict[str, WorkflowStatus] = {
     "CRASHED": WorkflowStatus.CRASHED,
     "CANCELLED": WorkflowStatus.CANCELLED,
 }
+
+
+#: Key in a decision's extras: also mark the flow run Crashed in Prefect.
+CRASH_IN_PREFECT = "crash_in_prefect"
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,15 @@ class Reconciler:
     # -- reconciliation ------------------------------------------------------------------
 
     def reconcile(
-        self, *, dry_run: bool = False, report: ReconcileReport | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        report: ReconcileReport | None = None,
+        now: datetime | None = None,
     ) -> ReconcileReport:
-        """One pass over active and recently ended workflows."""
+        """One pass over active and recently ended workflows (as of `now`, default: now)."""
         report = report or ReconcileReport()
-        now = utcnow()
+        now = now or utcnow()
         with self.session_factory() as session:
             repo = WorkflowRepository(session)
             candidates = (
@@ -140,6 +150,7 @@ class Reconciler:
             if decision is None:
                 continue
             status, reason, extra = decision
+            crash_in_prefect = extra.pop(CRASH_IN_PREFECT, False)
             correction = Correction(
                 str(workflow.task_id), str(workflow.id), workflow.status.value, status.value, reason
             )
@@ -149,6 +160,8 @@ class Reconciler:
                 )
                 if applied is None:
                     continue  # a hook landed meanwhile; the next pass looks again
+                if crash_in_prefect and workflow.instance_id is not None:
+                    self._crash_in_prefect(workflow.instance_id, reason)
             report.corrections.append(correction)
         return report
 
@@ -177,9 +190,11 @@ class Reconciler:
                     "error_kind": "transient",
                 },
             )
+        if info.state_type == "PENDING" and not workflow.status.is_terminal:
+            return self._decide_pending(info, now)
         target = STATUS_FOR_PREFECT_STATE.get(info.state_type or "")
         if target is None:
-            return None  # SCHEDULED, PENDING, CANCELLING, PAUSED: not ours to decide yet
+            return None  # SCHEDULED, CANCELLING, PAUSED: not ours to decide yet
         if target is workflow.status is WorkflowStatus.COMPLETED and workflow.result is None:
             return self._decide_completed(workflow)  # completed, but its result never arrived
         if target is WorkflowStatus.RUNNING:
@@ -196,6 +211,33 @@ class Reconciler:
         if kind:
             extra["error_kind"] = kind
         return target, f"Prefect reports {info.state_name}", extra
+
+    def _decide_pending(
+        self, info: prefect_gateway.FlowRunInfo, now: datetime
+    ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
+        """Pending lasts seconds (a worker claimed the run and is starting its process);
+        far longer means that worker died in between, and nothing will ever start it.
+        A run waiting in the queue is Scheduled, not Pending, so a backlog is not touched."""
+        if info.state_since is None:
+            return None
+        pending = (now - info.state_since).total_seconds()
+        if pending <= self.stale_after_s:
+            return None
+        return (
+            WorkflowStatus.CRASHED,
+            f"Pending in Prefect for {pending:.0f} s: the worker that claimed it is gone",
+            {
+                "error": f"flow run never started: Pending for {pending:.0f} s",
+                "error_kind": "transient",
+                CRASH_IN_PREFECT: True,
+            },
+        )
+
+    def _crash_in_prefect(self, flow_run_id: str, reason: str) -> None:
+        try:
+            prefect_gateway.crash_flow_run(self.settings.prefect.api_url, flow_run_id, reason)
+        except AudioflowError as exc:  # the row is right already; the UI can lag behind
+            log.warning("could not mark flow run %s Crashed in Prefect: %s", flow_run_id, exc)
 
     def _decide_running(
         self, workflow: Workflow, now: datetime

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import case
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import ConflictError, NotFoundError
@@ -16,6 +18,7 @@ from db.models import (
     TaskStatus,
     Workflow,
     WorkflowStatus,
+    without_nul,
 )
 from db.repositories import TaskRepository, WorkflowRepository
 
@@ -34,6 +37,16 @@ class ProgressUpdate:
     error: str | None = None
     #: `transient` or `permanent`; decides whether a failed task may be retried.
     error_kind: str | None = None
+
+
+def _is_plain_progress(update: ProgressUpdate) -> bool:
+    """A report that only moves a running workflow along (the bulk of all reports)."""
+    return (
+        update.status in (None, WorkflowStatus.RUNNING)
+        and update.result is None
+        and update.error is None
+        and update.error_kind is None
+    )
 
 
 def merge_results(
@@ -104,6 +117,12 @@ class WorkflowService:
         a terminal status is final (409, nothing changes); a workflow that is not the
         task's is 409; unknown ids are 404.
         """
+        if _is_plain_progress(update):
+            applied = self._apply_plain_progress(update)
+            if applied is not None:
+                return applied
+            # No live workflow matched: the general path finds out why (404, 409) or
+            # applies the queued -> running transition the plain path leaves to it.
         with self.session_factory.begin() as session:
             workflows = WorkflowRepository(session)
             tasks = TaskRepository(session)
@@ -133,6 +152,58 @@ class WorkflowService:
             if update.error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = update.error_kind
             session.flush()
+            return workflow, task
+
+    def _apply_plain_progress(self, update: ProgressUpdate) -> tuple[Workflow, Task] | None:
+        """The hot path: one `UPDATE ... RETURNING` per row, no read before the write.
+
+        Almost every report is a running flow's step and percentage. The row's own
+        conditions (the task's workflow, still running) stand in for the reads and
+        checks of the general path; when they match nothing, None sends the update there.
+        Rows are locked in the same order as everywhere else (workflow, then task).
+        """
+        live = (
+            [WorkflowStatus.RUNNING]
+            if update.status is WorkflowStatus.RUNNING
+            else [WorkflowStatus.QUEUED, WorkflowStatus.RUNNING]
+        )
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if update.progress is not None:
+            values["progress"] = case(
+                (Workflow.progress < update.progress, update.progress), else_=Workflow.progress
+            )
+        if update.step is not None:
+            values["current_step"] = without_nul(update.step)
+        if update.message is not None:
+            values["message"] = without_nul(update.message)
+        with self.session_factory.begin() as session:
+            workflow = session.scalars(
+                sql_update(Workflow)
+                .where(
+                    Workflow.id == update.workflow_id,
+                    Workflow.task_id == update.task_id,
+                    Workflow.status.in_(live),
+                )
+                .values(values)
+                .returning(Workflow),
+                execution_options={"synchronize_session": False},
+            ).one_or_none()
+            if workflow is None:
+                return None
+            task = session.scalars(
+                sql_update(Task)
+                .where(Task.id == update.task_id, Task.workflow_id == workflow.id)
+                .values(
+                    status=TASK_STATUS_FOR_WORKFLOW[workflow.status],
+                    progress=workflow.progress,
+                    current_step=workflow.current_step,
+                    updated_at=workflow.updated_at,
+                )
+                .returning(Task),
+                execution_options={"synchronize_session": False},
+            ).one_or_none()
+            if task is None:  # an older attempt's news: the task follows another workflow
+                task = session.get_one(Task, update.task_id)
             return workflow, task
 
     def correct(

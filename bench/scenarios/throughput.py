@@ -1,5 +1,5 @@
-"""Scenario 5: many episodes submitted at once to one worker (as shipped: no concurrency
-limit), episodes per minute against the serial floor.
+"""Scenario 5: many episodes submitted at once to one worker (as shipped: at most two
+runs at once, one transcription at a time), episodes per minute against the serial floor.
 
 The serial floor is one episode at a time at floor speed (plain ffmpeg side by side plus
 the engine alone, the faster schedule), measured in the same run on the same file:

@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core.concurrency import TRANSCRIPTION_TAG
 from core.settings import get_settings
 from flows.audio.probe import AudioInfo
 from flows.progress import WorkflowProgressReporter
@@ -29,6 +30,8 @@ class TranscriptFiles:
 
 @task(
     name="transcribe",
+    # Prefect holds the task (AwaitingConcurrencySlot) until the tag's limit has a slot.
+    tags=[TRANSCRIPTION_TAG],
     retries=len(RETRY_DELAYS_S),
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_if_transient,

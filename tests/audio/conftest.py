@@ -82,6 +82,14 @@ def long_mp3(make_audio: MakeAudio) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ten_minute_mp3(make_audio: MakeAudio, long_mp3: Path) -> Path:
+    """10 min: `long_mp3` looped by stream copy (cheap to make). Encoding it takes seconds
+    even on a fast idle machine, so a test can always catch it mid-encode; 60 s did not
+    (a first progress report at 100 % on a fast machine)."""
+    return make_audio("ten-minutes.mp3", "-stream_loop", "9", "-i", str(long_mp3), "-c", "copy")
+
+
+@pytest.fixture(scope="session")
 def short_mp3(make_audio: MakeAudio) -> Path:
     """0.5 s stereo MP3 (shorter than one AAC/Opus look-ahead window matters)."""
     return make_audio("short.mp3", *_tone(0.5), "-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k")

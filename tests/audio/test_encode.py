@@ -215,7 +215,7 @@ class Stop(Exception):
 
 @pytest.mark.parametrize("exc_type", [Stop, KeyboardInterrupt])
 def test_cancel_mid_encode_kills_ffmpeg_and_cleans_up(
-    exc_type: type[BaseException], long_mp3: Path, tmp_path: Path
+    exc_type: type[BaseException], ten_minute_mp3: Path, tmp_path: Path
 ) -> None:
     calls: list[float] = []
 
@@ -225,17 +225,17 @@ def test_cancel_mid_encode_kills_ffmpeg_and_cleans_up(
 
     dest = tmp_path / "c.m4a"
     with pytest.raises(exc_type):
-        encode(long_mp3, dest, get_format("aac_128"), duration_s=60.0, on_progress=cancel)
+        encode(ten_minute_mp3, dest, get_format("aac_128"), duration_s=600.0, on_progress=cancel)
     assert calls and calls[0] < 1.0, "cancelled while running"
     assert not dest.exists()
     assert leftovers(tmp_path) == []
     assert ffmpeg_children() == []
 
 
-def test_cancel_from_another_thread_via_timeout(long_mp3: Path, tmp_path: Path) -> None:
+def test_cancel_from_another_thread_via_timeout(ten_minute_mp3: Path, tmp_path: Path) -> None:
     dest = tmp_path / "slow.m4a"
     with pytest.raises(EncodeError, match=r"took longer than 0\.3 s"):
-        encode(long_mp3, dest, get_format("aac_128"), timeout_s=0.3)
+        encode(ten_minute_mp3, dest, get_format("aac_128"), timeout_s=0.3)
     assert not dest.exists()
     assert leftovers(tmp_path) == []
     assert ffmpeg_children() == []

@@ -112,3 +112,58 @@ def test_bad_sources_fail_clearly_while_a_good_one_completes(
         assert needle in final["error"], final["error"]
         assert final["errorKind"] == "permanent"
         assert e2e_store.list_keys(f"episodes/ep-{name}/") == []
+
+
+def test_transcriptions_take_turns_while_runs_overlap(
+    stack: Stack, e2e_store: S3Store, speech_mp3: Path
+) -> None:
+    """Two episodes at once: the worker runs both flows (limit 2), but the transcription tag's
+    Prefect limit (one slot, set by `audioflow deploy`) lets one `transcribe` run at a time."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from core.concurrency import TRANSCRIPTION_TAG, tag_limit_name
+
+    tasks = []
+    for n in range(2):
+        e2e_store.put_file(f"uploads/turns-{n}.mp3", speech_mp3)
+        tasks.append(
+            create_task(
+                stack,
+                {
+                    "episodeId": f"ep-turns-{n}",
+                    "audioKey": f"uploads/turns-{n}.mp3",
+                    "encodingFormats": ["mp3_64"],
+                    "transcribe": True,
+                },
+            )
+        )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        finals = list(pool.map(lambda t: follow(stack, t["id"])[-1], tasks))
+    assert [f["status"] for f in finals] == ["done", "done"], finals
+
+    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+        limit = client.read_global_concurrency_limit_by_name(tag_limit_name(TRANSCRIPTION_TAG))
+        assert limit.limit == 1 and limit.active
+        runs = {
+            run.id: run
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[t["workflowInstanceId"] for t in tasks])
+                )
+            )
+        }
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs)))
+        )
+    transcribes = sorted(
+        (r.start_time, r.end_time) for r in task_runs if r.name.startswith("transcribe")
+    )
+    assert len(transcribes) == 2 and all(s and e for s, e in transcribes), transcribes
+    (_, first_end), (second_start, _) = transcribes
+    assert first_end is not None and second_start is not None
+    assert second_start >= first_end, f"transcriptions overlapped: {transcribes}"
+    # ...while the flow runs themselves overlapped (the worker took both at once).
+    spans = sorted((r.start_time, r.end_time) for r in runs.values())
+    assert spans[1][0] is not None and spans[0][1] is not None
+    assert spans[1][0] < spans[0][1], f"the worker ran the episodes one after the other: {spans}"

@@ -67,22 +67,25 @@ def fstack(
 
 @pytest.fixture(scope="module")
 def long_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four minutes of tone over noise: long enough to be caught mid-encode."""
-    path = tmp_path_factory.mktemp("long") / "long.mp3"
+    """Twenty minutes of tone over noise: long enough to be caught mid-encode.
+
+    Four minutes was not: on an idle machine mp3_64 encoded them in under two seconds,
+    before a poll could see the step. Two minutes are made, then looped by stream copy.
+    """
+    folder = tmp_path_factory.mktemp("long")
+    piece, path = folder / "piece.mp3", folder / "long.mp3"
+    ffmpeg = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
     subprocess.run(
         [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
+            *ffmpeg,
             "-f",
             "lavfi",
             "-i",
-            "sine=frequency=330:duration=240",
+            "sine=frequency=330:duration=120",
             "-f",
             "lavfi",
             "-i",
-            "anoisesrc=duration=240:amplitude=0.05",
+            "anoisesrc=duration=120:amplitude=0.05",
             "-filter_complex",
             "amix=inputs=2",
             "-ac",
@@ -91,9 +94,12 @@ def long_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "44100",
             "-b:a",
             "192k",
-            str(path),
+            str(piece),
         ],
         check=True,
+    )
+    subprocess.run(
+        [*ffmpeg, "-stream_loop", "9", "-i", str(piece), "-c", "copy", str(path)], check=True
     )
     return path
 

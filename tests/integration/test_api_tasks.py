@@ -136,3 +136,41 @@ def test_health_reports_database_and_prefect(client: TestClient) -> None:
 def test_openapi_document_is_served(client: TestClient) -> None:
     spec = client.get("/schema/openapi.json").json()
     assert "/tasks" in spec["paths"] and "/internal/workflow-progress" in spec["paths"]
+
+
+def test_the_gateway_shares_one_prefect_client_across_threads(settings: Settings) -> None:
+    """Request threads share one open client; each call still bounds Prefect's retries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
+
+    url = settings.prefect.api_url
+    outside = PREFECT_CLIENT_MAX_RETRIES.value()
+
+    def start(n: int) -> tuple[str, int]:
+        run = prefect_gateway.start_flow_run(
+            url,
+            "audio-processing/audio-processing",
+            {
+                "task_id": f"shared-{n}",
+                "workflow_id": f"shared-{n}",
+                "episode_id": "shared-client",
+                "audio_key": "uploads/shared.mp3",
+                "encoding_formats": ["mp3_128"],
+            },
+            idempotency_key=f"shared-client-test:{n}",
+            name=f"shared-{n}",
+            tags=["test-shared-client"],
+        )
+        with prefect_gateway._client(url, 10.0) as client:
+            return run.id, id(client)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        started = list(pool.map(start, range(16)))
+    assert len({run_id for run_id, _ in started}) == 16  # sixteen distinct flow runs
+    with prefect_gateway._client(url, 10.0) as client:
+        assert PREFECT_CLIENT_MAX_RETRIES.value() == prefect_gateway.CLIENT_MAX_RETRIES
+        assert {client_id for _, client_id in started} == {id(client)}
+    assert PREFECT_CLIENT_MAX_RETRIES.value() == outside  # the bound stays inside the gateway
+    for run_id, _ in started:
+        assert prefect_gateway.read_flow_run(url, run_id).name.startswith("shared-")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.states import Completed, Crashed, Failed, Running
+from prefect.states import Completed, Crashed, Failed, Pending, Running
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -201,6 +201,35 @@ def test_running_without_progress_past_the_window_becomes_crashed(
     report = reconciler.reconcile()
     assert [c.to_status for c in report.corrections] == ["crashed"]
     assert "no progress" in report.corrections[0].reason
+
+
+def test_pending_past_the_window_is_crashed_here_and_in_prefect(
+    client: TestClient, prefect: SyncPrefectClient, reconciler: Reconciler
+) -> None:
+    """A worker that dies between claiming a run and starting it leaves the run Pending."""
+    task = _create(client)
+    run_id = uuid.UUID(task["workflowInstanceId"])
+    prefect.set_flow_run_state(run_id, Pending(), force=True)
+    assert reconciler.reconcile().corrections == []  # claimed a moment ago: left alone
+    later = utcnow() + timedelta(seconds=reconciler.stale_after_s + 5)
+    report = reconciler.reconcile(now=later)
+    assert [(c.from_status, c.to_status) for c in report.corrections] == [("queued", "crashed")]
+    assert "Pending" in report.corrections[0].reason
+    row = client.get(f"/tasks/{task['id']}").json()
+    assert row["status"] == "failed" and row["errorKind"] == "transient"
+    state = prefect.read_flow_run(run_id).state
+    assert state is not None and state.type.value == "CRASHED"
+    assert reconciler.reconcile(now=later).corrections == []  # idempotent
+
+
+def test_a_backlog_waiting_in_the_queue_is_left_alone(
+    client: TestClient, reconciler: Reconciler
+) -> None:
+    """Scheduled runs (waiting for a free worker) are never taken for lost ones."""
+    task = _create(client)
+    later = utcnow() + timedelta(seconds=reconciler.stale_after_s + 5)
+    assert reconciler.reconcile(now=later).corrections == []
+    assert client.get(f"/tasks/{task['id']}").json()["status"] == "pending"
 
 
 def test_completed_in_prefect_counts_only_with_all_outputs(

@@ -16,6 +16,7 @@ def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectSe
         audio = client.read_deployment_by_name("audio-processing/audio-processing")
         repro = client.read_deployment_by_name("reprocessing/reprocessing")
         assert audio.work_pool_name == WORK_POOL
+        assert (audio.job_variables or {}).get("command") == "python -m prefect.engine"
         assert repro.work_pool_name == MAINTENANCE_POOL
         schema = audio.parameter_openapi_schema or {}
         assert "mp3_320" in schema["properties"]["encoding_formats"]["description"]

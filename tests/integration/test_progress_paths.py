@@ -1,0 +1,155 @@
+"""The progress endpoint's two paths agree, on PostgreSQL and on SQLite.
+
+Plain reports (step, message, percentage) take a single `UPDATE ... RETURNING` per row;
+everything else (status changes, results, errors, unknown or finished workflows) takes the
+general path with row locks. These tests drive both through `WorkflowService` on both
+databases and check the rows they leave behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.services import ProgressUpdate, WorkflowService
+from core.errors import ConflictError, NotFoundError
+from core.settings import DatabaseSettings
+from db.engine import build_engine, build_session_factory
+from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from tests.db_fixtures import alembic_config
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def factory(
+    request: pytest.FixtureRequest, session_factory: sessionmaker[Session], tmp_path: Path
+) -> Iterator[sessionmaker[Session]]:
+    if request.param == "postgresql":
+        yield session_factory
+        return
+    url = f"sqlite:///{tmp_path / 'progress.db'}"
+    command.upgrade(alembic_config(url), "head")
+    engine = build_engine(DatabaseSettings(url=url))
+    yield build_session_factory(engine)
+    engine.dispose()
+
+
+def _task_with_attempts(
+    factory: sessionmaker[Session], attempts: int
+) -> tuple[Task, list[Workflow]]:
+    """A task with `attempts` workflows; the last one is current."""
+    with factory.begin() as session:
+        task = Task(
+            type="audio_processing",
+            status=TaskStatus.PENDING,
+            episode_id="ep-paths",
+            payload={"episodeId": "ep-paths"},
+        )
+        session.add(task)
+        session.flush()
+        workflows = []
+        for attempt in range(1, attempts + 1):
+            workflow = Workflow(
+                name="audio-processing",
+                deployment_name="audio-processing/audio-processing",
+                task_id=task.id,
+                attempt=attempt,
+                status=WorkflowStatus.QUEUED,
+                progress=0,
+                parameters={},
+                corrections=[],
+            )
+            session.add(workflow)
+            session.flush()
+            workflows.append(workflow)
+        task.workflow_id = workflows[-1].id
+        task.attempts = attempts
+    return task, workflows
+
+
+def test_plain_reports_move_both_rows_and_never_lower_progress(
+    factory: sessionmaker[Session],
+) -> None:
+    service = WorkflowService(factory)
+    task, (workflow,) = _task_with_attempts(factory, 1)
+
+    # Queued: a plain report moves the step but leaves the status to the running hook.
+    queued, queued_task = service.apply_progress(
+        ProgressUpdate(task.id, workflow.id, progress=5, step="download", message="a\x00b")
+    )
+    assert (queued.status, queued.progress, queued.current_step) == (
+        WorkflowStatus.QUEUED,
+        5,
+        "download",
+    )
+    assert queued.message == "a\ufffdb"  # NUL cannot be stored in PostgreSQL text
+    assert (queued_task.status, queued_task.progress) == (TaskStatus.PENDING, 5)
+
+    running, running_task = service.apply_progress(
+        ProgressUpdate(task.id, workflow.id, status=WorkflowStatus.RUNNING)
+    )
+    assert running.started_at is not None and running_task.status is TaskStatus.PROCESSING
+
+    moved, _ = service.apply_progress(
+        ProgressUpdate(task.id, workflow.id, progress=60, step="encode:mp3_128")
+    )
+    back, back_task = service.apply_progress(
+        ProgressUpdate(task.id, workflow.id, progress=30, step="transcribe")
+    )
+    assert (moved.progress, back.progress, back.current_step) == (60, 60, "transcribe")
+    assert (back_task.progress, back_task.current_step) == (60, "transcribe")
+    assert back.updated_at >= moved.updated_at
+    assert back_task.status is TaskStatus.PROCESSING
+    assert back.message == "a\ufffdb"  # a report without a message keeps the last one
+
+    with factory() as session:
+        stored_task = session.get_one(Task, task.id)
+        stored = session.get_one(Workflow, workflow.id)
+        assert (stored.progress, stored.current_step, stored.status) == (
+            60,
+            "transcribe",
+            WorkflowStatus.RUNNING,
+        )
+        assert (stored_task.progress, stored_task.current_step) == (60, "transcribe")
+        assert stored_task.started_at is not None
+
+
+def test_reports_that_match_no_live_workflow_get_the_general_answers(
+    factory: sessionmaker[Session],
+) -> None:
+    service = WorkflowService(factory)
+    task, (old, current) = _task_with_attempts(factory, 2)
+    other, (foreign,) = _task_with_attempts(factory, 1)
+
+    # An older attempt's report updates that workflow only; the task follows the current one.
+    old_row, task_row = service.apply_progress(ProgressUpdate(task.id, old.id, progress=40))
+    assert old_row.progress == 40
+    assert task_row.progress == 0 and task_row.workflow_id == current.id
+
+    with pytest.raises(NotFoundError):
+        service.apply_progress(ProgressUpdate(task.id, uuid.uuid4(), progress=1))
+    with pytest.raises(NotFoundError):
+        service.apply_progress(ProgressUpdate(uuid.uuid4(), foreign.id, progress=1))
+    with pytest.raises(ConflictError):  # a workflow of another task
+        service.apply_progress(ProgressUpdate(task.id, foreign.id, progress=1))
+
+    service.apply_progress(ProgressUpdate(task.id, current.id, status=WorkflowStatus.RUNNING))
+    service.apply_progress(ProgressUpdate(task.id, current.id, status=WorkflowStatus.COMPLETED))
+    with pytest.raises(ConflictError):  # terminal is final, also for plain reports
+        service.apply_progress(ProgressUpdate(task.id, current.id, progress=10, step="late"))
+
+    with factory() as session:
+        done = session.get_one(Workflow, current.id)
+        assert (done.status, done.progress, done.current_step) == (
+            WorkflowStatus.COMPLETED,
+            100,
+            None,
+        )
+        assert session.get_one(Task, task.id).status is TaskStatus.DONE
+        untouched = session.get_one(Workflow, foreign.id)
+        assert (untouched.progress, untouched.status) == (0, WorkflowStatus.QUEUED)
+        assert session.get_one(Task, other.id).progress == 0
