@@ -105,6 +105,11 @@ def test_plain_reports_move_both_rows_and_never_lower_progress(
     assert back.updated_at >= moved.updated_at
     assert back_task.status is TaskStatus.PROCESSING
     assert back.message == "a\ufffdb"  # a report without a message keeps the last one
+    note, note_task = service.apply_progress(
+        ProgressUpdate(task.id, workflow.id, message="still going")
+    )
+    assert (note.progress, note.current_step, note.message) == (60, "transcribe", "still going")
+    assert (note_task.progress, note_task.current_step) == (60, "transcribe")
 
     with factory() as session:
         stored_task = session.get_one(Task, task.id)
