@@ -133,7 +133,7 @@ def report(
         "Floor measurements (encode / engine / sequential / parallel, s): " + "; ".join(
             f"{label} {f.encode_wall_s:.1f} / "
             f"{f.transcribe.total_s if f.transcribe else 0:.1f} / {f.sequential_s:.1f} / "
-            f"{f.parallel_wall_s if f.parallel_wall_s is not None else '-'}"
+            + (f"{f.parallel_wall_s:.1f}" if f.parallel_wall_s is not None else "-")
             for label, f in zip(("before", "after"), floors, strict=False)
         )
     )
