@@ -6,12 +6,14 @@ from litestar import Litestar, Request
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
 from api.controllers import InternalController, TaskController, WorkflowController, get_health
 from api.errors import EXCEPTION_HANDLERS
 from api.reprocess import ReprocessController
+from api.security import SECURITY_SCHEMES
 from api.services import TaskService, WorkflowService
 from api.services.tasks import FlowRunStarter
 from api.services.uploads import UploadService
@@ -67,6 +69,7 @@ def create_app(
             version="0.1.0",
             description="Audio processing tasks: encoding and transcription of podcast episodes.",
             path="/schema",
+            components=Components(security_schemes=dict(SECURITY_SCHEMES)),
             render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
         ),
         debug=False,

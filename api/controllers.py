@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from api import prefect_gateway
 from api.deps import provide_task_service, provide_workflow_service
+from api.errors import error_responses
 from api.schemas import (
     CreateTaskRequest,
     HealthOut,
@@ -23,7 +24,12 @@ from api.schemas import (
     TaskPageOut,
     WorkflowOut,
 )
-from api.security import require_api_key, require_internal_token
+from api.security import (
+    API_KEY_REQUIRED,
+    INTERNAL_TOKEN_REQUIRED,
+    require_api_key,
+    require_internal_token,
+)
 from api.services import ProgressUpdate, TaskService, WorkflowService
 from core.errors import UpstreamUnavailableError
 from db.models import TaskStatus, WorkflowStatus
@@ -40,9 +46,15 @@ class TaskController(Controller):
     path = "/tasks"
     tags = ["tasks"]
     guards = [require_api_key]
+    security = API_KEY_REQUIRED
     dependencies = _DEPS
 
-    @post("/", sync_to_thread=True, status_code=HTTP_201_CREATED)
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=HTTP_201_CREATED,
+        responses=error_responses(400, 401, 409, 422, 503),
+    )
     def create_task(
         self,
         data: JSONBody[CreateTaskRequest],
@@ -64,7 +76,7 @@ class TaskController(Controller):
             TaskOut.of(task), status_code=HTTP_201_CREATED if outcome.created else HTTP_200_OK
         )
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, responses=error_responses(400, 401))
     def list_tasks(
         self,
         task_service: NamedDependency[TaskService],
@@ -85,14 +97,19 @@ class TaskController(Controller):
             offset=page.offset,
         )
 
-    @get("/{task_id:uuid}", sync_to_thread=True)
+    @get("/{task_id:uuid}", sync_to_thread=True, responses=error_responses(400, 401, 404))
     def get_task(
         self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]
     ) -> TaskOut:
         """One task."""
         return TaskOut.of(task_service.get(task_id))
 
-    @post("/{task_id:uuid}/cancel", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post(
+        "/{task_id:uuid}/cancel",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=error_responses(400, 401, 404, 409, 503),
+    )
     def cancel_task(
         self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]
     ) -> TaskOut:
@@ -102,7 +119,12 @@ class TaskController(Controller):
         """
         return TaskOut.of(task_service.cancel(task_id))
 
-    @post("/{task_id:uuid}/retry", sync_to_thread=True, status_code=HTTP_201_CREATED)
+    @post(
+        "/{task_id:uuid}/retry",
+        sync_to_thread=True,
+        status_code=HTTP_201_CREATED,
+        responses=error_responses(400, 401, 404, 409, 503),
+    )
     def retry_task(
         self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]
     ) -> TaskOut:
@@ -112,7 +134,9 @@ class TaskController(Controller):
             raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
         return TaskOut.of(task)
 
-    @get("/{task_id:uuid}/workflows", sync_to_thread=True)
+    @get(
+        "/{task_id:uuid}/workflows", sync_to_thread=True, responses=error_responses(400, 401, 404)
+    )
     def list_task_workflows(
         self, task_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]
     ) -> list[WorkflowOut]:
@@ -126,9 +150,12 @@ class WorkflowController(Controller):
     path = "/workflows"
     tags = ["workflows"]
     guards = [require_api_key]
+    security = API_KEY_REQUIRED
     dependencies = _DEPS
 
-    @get("/{workflow_id:uuid}", sync_to_thread=True)
+    @get(
+        "/{workflow_id:uuid}", sync_to_thread=True, responses=error_responses(400, 401, 404)
+    )
     def get_workflow(
         self, workflow_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]
     ) -> WorkflowOut:
@@ -142,9 +169,15 @@ class InternalController(Controller):
     path = "/internal"
     tags = ["internal"]
     guards = [require_internal_token]
+    security = INTERNAL_TOKEN_REQUIRED
     dependencies = _DEPS
 
-    @post("/workflow-progress", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post(
+        "/workflow-progress",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses=error_responses(400, 401, 404, 409),
+    )
     def report_workflow_progress(
         self, data: JSONBody[ProgressRequest], workflow_service: NamedDependency[WorkflowService]
     ) -> ProgressOut:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from litestar import Request, Response
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -31,6 +34,31 @@ STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
     PayloadTooLargeError: HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaError: HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 }
+
+
+#: What each error status means, for the OpenAPI document.
+ERROR_MEANINGS: dict[int, str] = {
+    HTTP_400_BAD_REQUEST: "Malformed request: the body or a parameter failed validation",
+    HTTP_401_UNAUTHORIZED: "Missing or wrong credentials",
+    HTTP_404_NOT_FOUND: "No such task or workflow",
+    HTTP_409_CONFLICT: "Not possible in the current state (or an Idempotency-Key reused)",
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Upload larger than AUDIOFLOW_MAX_UPLOAD_BYTES",
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The upload is not decodable audio",
+    HTTP_422_UNPROCESSABLE_ENTITY: "Well-formed but not acceptable (e.g. an unknown format)",
+    HTTP_503_SERVICE_UNAVAILABLE: "Prefect or storage cannot be reached; retry later",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a handler can answer, with the error body."""
+    from api.schemas import ErrorOut
+
+    return {
+        code: ResponseSpec(
+            data_container=ErrorOut, description=ERROR_MEANINGS[code], generate_examples=False
+        )
+        for code in codes
+    }
 
 
 def status_for(exc: AudioflowError) -> int:

@@ -11,8 +11,9 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from api import prefect_gateway
+from api.errors import error_responses
 from api.schemas import ReprocessOut, ReprocessRequest
-from api.security import require_api_key
+from api.security import API_KEY_REQUIRED, require_api_key
 from core.errors import InvalidInputError
 from core.formats import FORMATS
 from core.settings import Settings
@@ -24,8 +25,14 @@ class ReprocessController(Controller):
     path = "/reprocess"
     tags = ["reprocessing"]
     guards = [require_api_key]
+    security = API_KEY_REQUIRED
 
-    @post("/", sync_to_thread=True, status_code=HTTP_201_CREATED)
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=HTTP_201_CREATED,
+        responses=error_responses(400, 401, 422, 503),
+    )
     def start_reprocessing(self, data: JSONBody[ReprocessRequest], state: State) -> ReprocessOut:
         """Start a reprocessing run; `dryRun` only lists what it would do (in its artifact)."""
         settings: Settings = state.settings

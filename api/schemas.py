@@ -202,3 +202,12 @@ class ReprocessOut(msgspec.Struct, rename="camel"):
     flow_run_id: str
     flow_run_name: str
     parameters: dict[str, Any]
+
+
+class ErrorOut(msgspec.Struct):
+    """Every error body: Litestar's own (400, 401, 405) and the domain errors' (404, 409, ...)."""
+
+    status_code: int
+    detail: str
+    #: Validation problems (a list, for 400) or facts about the error (e.g. `taskId` on a 503).
+    extra: Any = None

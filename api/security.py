@@ -10,8 +10,26 @@ import hmac
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import SecurityRequirement, SecurityScheme
 
 from core.settings import Settings
+
+#: The two credentials, as the OpenAPI document describes them (Swagger's "Authorize").
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "apiKey": SecurityScheme(
+        type="apiKey",
+        name="X-API-Key",
+        security_scheme_in="header",
+        description="AUDIOFLOW_API_KEY; required when it is set (always in production)",
+    ),
+    "internalToken": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="AUDIOFLOW_INTERNAL_TOKEN; for the flows' progress reports only",
+    ),
+}
+API_KEY_REQUIRED: list[SecurityRequirement] = [{"apiKey": []}]
+INTERNAL_TOKEN_REQUIRED: list[SecurityRequirement] = [{"internalToken": []}]
 
 
 def _settings(connection: ASGIConnection) -> Settings:

@@ -10,8 +10,9 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.deps import provide_upload_service
+from api.errors import error_responses
 from api.schemas import PresignOut, PresignRequest, UploadOut
-from api.security import require_api_key
+from api.security import API_KEY_REQUIRED, require_api_key
 from api.services.uploads import UploadService
 from core.errors import PayloadTooLargeError
 
@@ -22,9 +23,15 @@ class UploadController(Controller):
     path = "/uploads"
     tags = ["uploads"]
     guards = [require_api_key]
+    security = API_KEY_REQUIRED
     dependencies = {"upload_service": Provide(provide_upload_service, sync_to_thread=False)}
 
-    @post("/", status_code=HTTP_201_CREATED, request_max_body_size=None)
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        request_max_body_size=None,
+        responses=error_responses(400, 401, 413, 415, 422, 503),
+    )
     async def upload_audio(
         self,
         request: Request,
@@ -51,7 +58,12 @@ class UploadController(Controller):
             sample_rate=stored.sample_rate,
         )
 
-    @post("/presign", status_code=HTTP_200_OK, sync_to_thread=False)
+    @post(
+        "/presign",
+        status_code=HTTP_200_OK,
+        sync_to_thread=False,
+        responses=error_responses(400, 401, 422),
+    )
     def presign_upload(
         self, data: JSONBody[PresignRequest], upload_service: NamedDependency[UploadService]
     ) -> PresignOut:

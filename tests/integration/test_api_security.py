@@ -378,3 +378,33 @@ def test_production_settings_from_the_environment_are_checked(
         settings.validate()
     with pytest.raises(SettingsError, match="AUDIOFLOW_INTERNAL_TOKEN"):
         _ = settings.internal_token  # never falls back to the development token
+
+
+def test_the_openapi_document_says_which_credential_each_endpoint_needs(
+    client: TestClient,
+) -> None:
+    """Swagger's "Authorize" and generated clients rely on these declarations."""
+    doc = client.get("/schema/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {
+        **schemes["apiKey"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    assert schemes["internalToken"]["scheme"] == "bearer"
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            if path == "/health":  # probes need no credentials
+                assert not operation.get("security"), path
+                continue
+            expected = [{"internalToken": []}] if path.startswith("/internal") else [{"apiKey": []}]
+            assert operation.get("security") == expected, (method, path)
+            responses = operation["responses"]
+            assert "401" in responses, (method, path)
+            for code, response in responses.items():
+                if code.startswith(("4", "5")):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (method, path, code)
