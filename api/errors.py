@@ -15,6 +15,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from api.schemas import ErrorOut
 from core.errors import (
     AudioflowError,
     ConflictError,
@@ -51,8 +52,6 @@ ERROR_MEANINGS: dict[int, str] = {
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error statuses a handler can answer, with the error body."""
-    from api.schemas import ErrorOut
-
     return {
         code: ResponseSpec(
             data_container=ErrorOut, description=ERROR_MEANINGS[code], generate_examples=False

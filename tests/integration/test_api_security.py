@@ -400,7 +400,9 @@ def test_the_openapi_document_says_which_credential_each_endpoint_needs(
             if path == "/health":  # probes need no credentials
                 assert not operation.get("security"), path
                 continue
-            expected = [{"internalToken": []}] if path.startswith("/internal") else [{"apiKey": []}]
+            expected: list[dict[str, list[str]]] = (
+                [{"internalToken": []}] if path.startswith("/internal") else [{"apiKey": []}]
+            )
             assert operation.get("security") == expected, (method, path)
             responses = operation["responses"]
             assert "401" in responses, (method, path)
