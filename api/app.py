@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import prefect_gateway
 from api.controllers import InternalController, TaskController, WorkflowController, get_health
 from api.errors import EXCEPTION_HANDLERS
+from api.openapi_doc import publish_enforced_constraints
 from api.reprocess import ReprocessController
 from api.security import SECURITY_SCHEMES
 from api.services import TaskService, WorkflowService
@@ -74,6 +75,7 @@ def create_app(
         ),
         debug=False,
     )
+    publish_enforced_constraints(app.openapi_schema)
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.task_service = task_service
