@@ -13,6 +13,7 @@ from typing import Any
 
 from cli.client import TERMINAL_STATUSES, ApiClient, CliError, resolve_api_url, stack_file
 from cli.render import ProgressBar, task_details, tasks_table
+from core.settings import SettingsError
 
 #: Exit codes of `submit --wait` and `status`, by how the task ended.
 EXIT_FOR_STATUS = {"done": 0, "failed": 1, "cancelled": 3}
@@ -282,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"audioflow: {exc}", file=sys.stderr)
         return exc.code
+    except SettingsError as exc:  # a bad variable in the environment: say which, no traceback
+        print(f"audioflow: configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code
