@@ -273,6 +273,7 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
         _rows(result, "2 workers", two)
 
     _gateway_probe(bench, config, result)
+    _progress_probe(bench, config, result)
     if config.profile:
         _profiles(bench, port, audio_key, config, result)
     result.notes.append(
@@ -306,6 +307,30 @@ def _gateway_probe(bench: BenchStack, config: Config, result: ScenarioResult) ->
     result.notes.append(
         f"Gateway probe: {n} sequential calls each, medians, from a separate process with the "
         "stack's environment while no load ran (`python -m bench.gateway_probe`)."
+    )
+
+
+def _progress_probe(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
+    """Time one progress report in the service, hot path vs the general path
+    (`bench.progress_probe`, its own throwaway database, no HTTP)."""
+    n = 100 if config.quick else 500
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.progress_probe", str(n)],
+        env=bench.env, capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    probe = json.loads(out.strip().splitlines()[-1])
+    shipped, general = probe["shipped"], probe["general"]
+    result.add(
+        Row("progress report in the service, general path (before)",
+            f"{general['wall_ms']:.2f} ms", f"CPU {general['cpu_ms']:.2f} ms"),
+        Row("progress report in the service, UPDATE ... RETURNING (as shipped)",
+            f"{shipped['wall_ms']:.2f} ms", f"CPU {shipped['cpu_ms']:.2f} ms",
+            f"{general['cpu_ms'] / max(shipped['cpu_ms'], 1e-9):.1f}x less CPU"),
+    )
+    result.notes.append(
+        f"Progress probe: 5 batches of {n} sequential plain reports per path through "
+        "`WorkflowService.apply_progress` on PostgreSQL, medians per report "
+        "(`python -m bench.progress_probe`)."
     )
 
 
