@@ -284,14 +284,20 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     )
 
 
+def _run_probe(bench: BenchStack, module: str, n: int) -> dict[str, Any]:
+    """Run `python -m <module> n` with the stack's environment; its last line is JSON."""
+    out = subprocess.run(
+        [sys.executable, "-m", module, str(n)],
+        env=bench.env, capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    probe: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return probe
+
+
 def _gateway_probe(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     """Time the API's Prefect client outside the API (`bench.gateway_probe`)."""
     n = 5 if config.quick else 30
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.gateway_probe", str(n)],
-        env=bench.env, capture_output=True, text=True, timeout=600, check=True,
-    ).stdout
-    probe = json.loads(out.strip().splitlines()[-1])
+    probe = _run_probe(bench, "bench.gateway_probe", n)
     build, new_client, shipped = (probe["build_client"], probe["create_new_client"],
                                   probe["create_reused_client"])
     result.add(
@@ -314,11 +320,7 @@ def _progress_probe(bench: BenchStack, config: Config, result: ScenarioResult) -
     """Time one progress report in the service, hot path vs the general path
     (`bench.progress_probe`, its own throwaway database, no HTTP)."""
     n = 100 if config.quick else 500
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.progress_probe", str(n)],
-        env=bench.env, capture_output=True, text=True, timeout=600, check=True,
-    ).stdout
-    probe = json.loads(out.strip().splitlines()[-1])
+    probe = _run_probe(bench, "bench.progress_probe", n)
     shipped, general = probe["shipped"], probe["general"]
     result.add(
         Row("progress report in the service, general path (before)",
