@@ -16,7 +16,7 @@ from api.openapi_doc import publish_enforced_constraints
 from api.reprocess import ReprocessController
 from api.security import SECURITY_SCHEMES
 from api.services import TaskService, WorkflowService
-from api.services.tasks import FlowRunStarter
+from api.services.dispatch import FlowRunStarter
 from api.services.uploads import UploadService
 from api.uploads import UploadController
 from core.settings import Settings, get_settings
@@ -64,7 +64,9 @@ def create_app(
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=refuse_nul_in_headers,
-        on_shutdown=[prefect_gateway.close_clients],
+        # Zero-argument hooks: Litestar passes the app to hooks that take an argument.
+        on_startup=[lambda: task_service.dispatcher.start()],
+        on_shutdown=[lambda: task_service.dispatcher.stop(), prefect_gateway.close_clients],
         openapi_config=OpenAPIConfig(
             title="audioflow",
             version="0.1.0",

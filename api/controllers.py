@@ -53,7 +53,7 @@ class TaskController(Controller):
         "/",
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
-        responses=error_responses(400, 401, 409, 422, 503),
+        responses=error_responses(400, 401, 409, 422),
     )
     def create_task(
         self,
@@ -63,15 +63,14 @@ class TaskController(Controller):
             str | None, HeaderParameter(name="Idempotency-Key", max_length=255, required=False)
         ] = None,
     ) -> Response[TaskOut]:
-        """Create a task and start its workflow. A repeated `Idempotency-Key` returns the same task.
+        """Create a task and queue its workflow. A repeated `Idempotency-Key` returns the same task.
 
-        Answers 503 (with the task id) when Prefect cannot be reached: the task is stored
-        as failed with a transient error and can be retried.
+        Answers once the task is stored: its flow run is created right behind the answer
+        (`workflowInstanceId` is empty until then). If Prefect cannot be reached, the run
+        is retried for `AUDIOFLOW_DISPATCH_DEADLINE_S` before the task fails as transient.
         """
         outcome = task_service.create_task(data.type, data.payload, idempotency_key=idempotency_key)
         task = outcome.task
-        if outcome.created and task.status is TaskStatus.FAILED and task.error_kind == "transient":
-            raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
         return Response(
             TaskOut.of(task), status_code=HTTP_201_CREATED if outcome.created else HTTP_200_OK
         )
@@ -134,9 +133,7 @@ class TaskController(Controller):
             raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
         return TaskOut.of(task)
 
-    @get(
-        "/{task_id:uuid}/workflows", sync_to_thread=True, responses=error_responses(400, 401, 404)
-    )
+    @get("/{task_id:uuid}/workflows", sync_to_thread=True, responses=error_responses(400, 401, 404))
     def list_task_workflows(
         self, task_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]
     ) -> list[WorkflowOut]:
@@ -153,9 +150,7 @@ class WorkflowController(Controller):
     security = API_KEY_REQUIRED
     dependencies = _DEPS
 
-    @get(
-        "/{workflow_id:uuid}", sync_to_thread=True, responses=error_responses(400, 401, 404)
-    )
+    @get("/{workflow_id:uuid}", sync_to_thread=True, responses=error_responses(400, 401, 404))
     def get_workflow(
         self, workflow_id: FromPath[uuid.UUID], workflow_service: NamedDependency[WorkflowService]
     ) -> WorkflowOut:

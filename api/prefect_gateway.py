@@ -244,6 +244,20 @@ def crash_flow_run(
         client.set_flow_run_state(uuid.UUID(flow_run_id), Crashed(message=message), force=True)
 
 
+def cancel_unstarted_flow_run(
+    api_url: str, flow_run_id: str, message: str, *, timeout_s: float = 10.0
+) -> None:
+    """Mark a run that no worker has started Cancelled (forced): it will never start.
+
+    For a run created for a workflow that was cancelled while Prefect was creating it;
+    `Cancelling` would wait for a worker to act on it.
+    """
+    from prefect.states import Cancelled
+
+    with _flow_run_call(api_url, flow_run_id, timeout_s) as client:
+        client.set_flow_run_state(uuid.UUID(flow_run_id), Cancelled(message=message), force=True)
+
+
 def check_health(api_url: str, *, timeout_s: float = 3.0) -> str | None:
     """None when Prefect answers, else the reason it did not."""
     try:

@@ -120,6 +120,9 @@ class PrefectSettings:
     trigger_timeout_s: float
     #: `flow-name/deployment-name` of the reprocessing deployment.
     reprocess_deployment: str = "reprocessing/reprocessing"
+    #: Seconds a new task's workflow may wait for Prefect to accept its flow run (the
+    #: dispatcher retries with back-off meanwhile) before the attempt fails as transient.
+    dispatch_deadline_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> PrefectSettings:
@@ -132,6 +135,7 @@ class PrefectSettings:
             reprocess_deployment=_env(
                 "AUDIOFLOW_REPROCESS_DEPLOYMENT", "reprocessing/reprocessing"
             ),
+            dispatch_deadline_s=_env_float("AUDIOFLOW_DISPATCH_DEADLINE_S", 60.0),
         )
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from db.base import Base, TimestampMixin, UTCDateTime
@@ -161,9 +161,24 @@ class Workflow(TimestampMixin, Base):
     corrections: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Outbox: a queued workflow with no flow run yet is due for dispatch at this time (NULL:
+    #: at once). A dispatcher pushes it forward while it works on the row (a lease other
+    #: API processes respect) and after a failed attempt (the back-off).
+    dispatch_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     task: Mapped[Task] = relationship(
         back_populates="workflows", foreign_keys=[task_id], lazy="raise"
+    )
+
+    __table_args__ = (
+        # Only rows waiting for a flow run are in it, so claiming the next ones stays cheap
+        # however many workflows the table holds.
+        Index(
+            "ix_workflows_undispatched",
+            "created_at",
+            postgresql_where=text("instance_id IS NULL AND status = 'queued'"),
+            sqlite_where=text("instance_id IS NULL AND status = 'queued'"),
+        ),
     )
 
     @validates("message", "error", "current_step")

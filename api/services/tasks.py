@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
+from api.services.dispatch import FlowRunDispatcher, FlowRunStarter
 from api.services.outputs import remove_partial_outputs, result_keys
-from api.services.workflows import ProgressUpdate, WorkflowService, mirror_on_task
+from api.services.workflows import ProgressUpdate, WorkflowService
 from api.task_types import get_task_type
-from core.errors import ConflictError, NotFoundError, UpstreamUnavailableError
+from core.errors import ConflictError, NotFoundError
 from core.settings import Settings
 from core.storage.base import ObjectStore
-from db.base import utcnow
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
 
@@ -27,9 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Prefect state types after which a flow run does nothing more.
 FINAL_PREFECT_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
-
-#: `start_flow_run`'s signature; tests and the reconciler may pass their own.
-FlowRunStarter = Callable[..., prefect_gateway.FlowRunInfo]
 
 
 @dataclass(frozen=True)
@@ -50,13 +46,8 @@ class TaskPage:
     offset: int
 
 
-def idempotency_key_for(deployment: str, task_id: uuid.UUID, attempt: int) -> str:
-    """Prefect's key for one attempt: unique per deployment, task and attempt."""
-    return f"{deployment}:{task_id}:{attempt}"
-
-
 class TaskService:
-    """Creates tasks and starts one workflow per attempt."""
+    """Creates tasks and starts one workflow per attempt (through the dispatcher)."""
 
     def __init__(
         self,
@@ -67,8 +58,8 @@ class TaskService:
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
-        self.start_flow_run = start_flow_run
         self.store = store
+        self.dispatcher = FlowRunDispatcher(session_factory, settings, start_flow_run)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -99,10 +90,12 @@ class TaskService:
     def create_task(
         self, type_: str, payload: Any, *, idempotency_key: str | None = None
     ) -> CreatedTask:
-        """Store a task and its first workflow, then start the workflow's flow run.
+        """Store a task and its first workflow; the dispatcher starts the flow run.
 
-        With an idempotency key, a repeat of the same request returns the first task; the
-        same key with a different request is a conflict.
+        Answers as soon as both rows are committed (the task is `pending` and its
+        `workflow_instance_id` empty until Prefect has accepted the run): see
+        `api.services.dispatch` for why. With an idempotency key, a repeat of the same
+        request returns the first task; the same key with a different request is a conflict.
         """
         task_type = get_task_type(type_)
         canonical = task_type.validate(payload)
@@ -121,7 +114,7 @@ class TaskService:
                         idempotency_key=idempotency_key,
                     )
                 )
-                workflow = self._new_workflow(session, task)
+                self._new_workflow(session, task)
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its task.
             if idempotency_key is None:
@@ -130,7 +123,8 @@ class TaskService:
             if existing is None:
                 raise
             return CreatedTask(existing, created=False)
-        return CreatedTask(self._start(task, workflow), created=True)
+        self.dispatcher.notify()
+        return CreatedTask(task, created=True)
 
     def _replay(self, key: str, type_: str, canonical: dict[str, Any]) -> Task | None:
         with self.session_factory() as session:
@@ -194,7 +188,7 @@ class TaskService:
                     "can be retried"
                 )
             workflow = self._new_workflow(session, task)
-        return self._start(task, workflow)
+        return self.dispatcher.dispatch(workflow.id)
 
     def reprocess(self, task_id: uuid.UUID, add_formats: list[str] | None = None) -> Task:
         """A new attempt for a finished task; with `add_formats`, only those formats are made.
@@ -222,7 +216,7 @@ class TaskService:
                         "transcribe": False,
                     }
             workflow = self._new_workflow(session, task, overrides)
-        return self._start(task, workflow)
+        return self.dispatcher.dispatch(workflow.id)
 
     def cancel(self, task_id: uuid.UUID, *, wait_s: float = 15.0) -> Task:
         """Cancel a pending or processing task: its flow run in Prefect, then both rows.
@@ -265,6 +259,12 @@ class TaskService:
             # The cancellation hook may have been quicker; anything else is a real conflict.
             if workflows.get(workflow.id).status is not WorkflowStatus.CANCELLED:
                 raise
+        if workflow.instance_id is None:
+            # Not dispatched when we looked. If the dispatcher recorded a run before our
+            # update landed, it is ours to stop; if after, the dispatcher stops it itself.
+            dispatched = workflows.get(workflow.id).instance_id
+            if dispatched is not None:
+                self._cancel_flow_run(dispatched, wait_s)
         task = self.get(task_id)
         if self.store is not None:
             removed = remove_partial_outputs(
@@ -292,49 +292,3 @@ class TaskService:
             time.sleep(0.5)
         log.warning("flow run %s still not cancelled after %.0f s", flow_run_id, wait_s)
         return None
-
-    def _start(self, task: Task, workflow: Workflow) -> Task:
-        """Ask Prefect for the flow run; record its id, or record why there is none.
-
-        If Prefect cannot be reached the attempt fails at once with a transient error, so
-        no row ever claims work that no flow run is doing; the reprocessing deployment (or
-        `POST /tasks/{id}/retry`) starts a new attempt later.
-        """
-        episode = task.episode_id or "task"
-        try:
-            info = self.start_flow_run(
-                self.settings.prefect.api_url,
-                workflow.deployment_name,
-                workflow.parameters,
-                idempotency_key=idempotency_key_for(
-                    workflow.deployment_name, task.id, workflow.attempt
-                ),
-                name=f"{episode}-{str(task.id)[:8]}-a{workflow.attempt}",
-                tags=[f"task:{task.id}", f"episode:{episode}", f"type:{task.type}"],
-                timeout_s=self.settings.prefect.trigger_timeout_s,
-            )
-        except UpstreamUnavailableError as exc:
-            log.warning("could not start a flow run for task %s: %s", task.id, exc.detail)
-            return self._fail_to_start(task.id, workflow.id, exc.detail)
-        with self.session_factory.begin() as session:
-            stored_workflow = WorkflowRepository(session).get(workflow.id, for_update=True)
-            stored_task = TaskRepository(session).get(task.id, for_update=True)
-            assert stored_workflow is not None and stored_task is not None
-            stored_workflow.instance_id = info.id
-            if stored_task.workflow_id == stored_workflow.id:
-                stored_task.workflow_instance_id = info.id
-            session.flush()
-            return stored_task
-
-    def _fail_to_start(self, task_id: uuid.UUID, workflow_id: uuid.UUID, reason: str) -> Task:
-        with self.session_factory.begin() as session:
-            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
-            task = TaskRepository(session).get(task_id, for_update=True)
-            assert workflow is not None and task is not None
-            workflow.status = WorkflowStatus.FAILED
-            workflow.error = f"could not start the flow run: {reason}"
-            workflow.completed_at = utcnow()
-            mirror_on_task(task, workflow)
-            task.error_kind = "transient"
-            session.flush()
-            return task

@@ -17,6 +17,7 @@ from cli.stack import Stack, running_stack
 from core.storage.s3 import S3Store
 from tests.support.moto_server import fake_aws_env, moto_server
 from tests.support.postgres import temporary_database
+from tests.support.waiting import wait_for
 
 BUCKET = "audioflow-e2e"
 TOKEN = "e2e-internal-token-abcdef"
@@ -116,8 +117,18 @@ def create_task(stack: Stack, payload: dict[str, Any]) -> dict[str, Any]:
         timeout=60,
     )
     assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    created: dict[str, Any] = response.json()
+    return dispatched(stack, created["id"])
+
+
+def dispatched(stack: Stack, task_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The task once the API's dispatcher has created its flow run (or failed to)."""
+
+    def check() -> dict[str, Any] | None:
+        task: dict[str, Any] = api_get(stack, f"/tasks/{task_id}")
+        return task if task["workflowInstanceId"] or task["status"] != "pending" else None
+
+    return wait_for(f"task {task_id}'s flow run", check, timeout_s)
 
 
 def follow(stack: Stack, task_id: str, timeout_s: float = 240) -> list[dict[str, Any]]:

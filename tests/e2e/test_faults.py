@@ -24,6 +24,7 @@ from flows.audio.probe import probe
 from tests.e2e.conftest import HEADERS, stack_databases, stack_env
 from tests.support.processes import flow_run_pids, kill_tree
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 BUCKET = "audioflow-faults"
@@ -141,16 +142,6 @@ def task_row(stack: Stack, task_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, poll_s: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def mid_encode(stack: Stack, task_id: str) -> dict[str, Any]:

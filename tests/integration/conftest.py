@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from litestar.testing import TestClient
@@ -16,6 +17,7 @@ from core.storage.s3 import S3Store
 from tests.db_fixtures import TEST_TOKEN
 from tests.prefect_fixtures import PrefectServer
 from tests.support.moto_server import FAKE_AWS_ENV, moto_server
+from tests.support.waiting import wait_for
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
@@ -32,6 +34,23 @@ def client(settings: Settings, session_factory: sessionmaker[Session]) -> Iterat
     app = create_app(settings, session_factory=session_factory)
     with TestClient(app=app) as test_client:
         yield test_client
+
+
+def create_task(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST an audio_processing task (201) and return it once its flow run exists.
+
+    `POST /tasks` answers before Prefect has the run (see `api.services.dispatch`); the
+    app's dispatcher thread records the run's id a moment later.
+    """
+    response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+
+    def check() -> dict[str, Any] | None:
+        task: dict[str, Any] = client.get(f"/tasks/{task_id}").json()
+        return task if task["workflowInstanceId"] or task["status"] != "pending" else None
+
+    return wait_for(f"task {task_id}'s flow run", check, 30)
 
 
 # --- S3: a real moto server over HTTP (see tests/support/moto_server.py) ---------------------

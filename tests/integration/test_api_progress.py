@@ -15,7 +15,7 @@ from api.services import ProgressUpdate, WorkflowService
 from core.errors import ConflictError
 from db.models import WorkflowStatus
 from tests.db_fixtures import TEST_TOKEN
-from tests.integration.conftest import AUTH
+from tests.integration.conftest import AUTH, create_task
 
 PAYLOAD = {
     "episodeId": "ep-progress",
@@ -27,10 +27,7 @@ URL = "/internal/workflow-progress"
 
 @pytest.fixture
 def task(client: TestClient) -> dict[str, Any]:
-    response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return create_task(client, PAYLOAD)
 
 
 def _ids(task: dict[str, Any]) -> dict[str, str]:
@@ -104,7 +101,7 @@ def test_task_status_follows_the_workflow(
 
 
 def test_unknown_ids_and_foreign_workflow(client: TestClient, task: dict[str, Any]) -> None:
-    other = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD}).json()
+    other = create_task(client, PAYLOAD)
     r = client.post(URL, json={"taskId": task["id"], "workflowId": str(uuid.uuid4())}, headers=AUTH)
     assert r.status_code == 404
     r = client.post(

@@ -13,6 +13,8 @@ from api import prefect_gateway
 from api.app import create_app
 from core.settings import Settings
 from db.models import Task, Workflow
+from tests.integration.conftest import create_task
+from tests.support.waiting import wait_for
 
 PAYLOAD = {
     "episodeId": "episode-123",
@@ -33,11 +35,14 @@ def _counts(session_factory: sessionmaker[Session]) -> tuple[int, int]:
 def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings: Settings) -> None:
     response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
     assert response.status_code == 201, response.text
-    task = response.json()
-    assert task["status"] == "pending"
-    assert task["episodeId"] == "episode-123"
-    assert task["attempts"] == 1
-    assert task["workflowId"] and task["workflowInstanceId"]
+    created = response.json()
+    assert created["status"] == "pending"
+    assert created["episodeId"] == "episode-123"
+    assert created["attempts"] == 1
+    assert created["workflowId"]
+
+    task = create_task(client, PAYLOAD)  # and once the dispatcher has its flow run:
+    assert task["workflowInstanceId"] and task["status"] == "pending"
 
     run = prefect_gateway.read_flow_run(settings.prefect.api_url, task["workflowInstanceId"])
     assert run.parameters["task_id"] == task["id"]
@@ -105,19 +110,34 @@ def test_prefect_unreachable_fails_the_task_clearly(
 ) -> None:
     dead = replace(
         settings,
-        prefect=replace(settings.prefect, api_url="http://127.0.0.1:9/api", trigger_timeout_s=2),
+        prefect=replace(
+            settings.prefect,
+            api_url="http://127.0.0.1:9/api",
+            trigger_timeout_s=2,
+            dispatch_deadline_s=3,
+        ),
     )
     with TestClient(app=create_app(dead, session_factory=session_factory)) as client:
         response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
-        assert response.status_code == 503
-        body = response.json()
-        assert "Prefect" in body["detail"]
-        task = client.get(f"/tasks/{body['extra']['taskId']}").json()
+        assert response.status_code == 201, response.text  # stored; the run comes behind
+        task_id = response.json()["id"]
+        workflow_id = response.json()["workflowId"]
+        # While it waits, the workflow says why.
+        waiting = wait_for(
+            "the dispatcher's first try",
+            lambda: (w := client.get(f"/workflows/{workflow_id}").json())["message"] and w,
+            10,
+        )
+        assert waiting["status"] == "queued" and "waiting for Prefect" in waiting["message"]
+        task = wait_for(
+            "the task to fail",
+            lambda: (t := client.get(f"/tasks/{task_id}").json())["status"] == "failed" and t,
+            30,
+        )
     # Never a row that claims work with no flow run behind it.
-    assert task["status"] == "failed"
     assert task["errorKind"] == "transient"
     assert task["workflowInstanceId"] is None
-    assert "could not start the flow run" in task["error"]
+    assert "could not start the flow run" in task["error"] and "Prefect" in task["error"]
 
 
 def test_unknown_ids_are_404(client: TestClient) -> None:

@@ -22,7 +22,7 @@ from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
-from tests.integration.conftest import AUTH
+from tests.integration.conftest import AUTH, create_task
 
 PAYLOAD = {"episodeId": "ep-rec", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
 PROGRESS = "/internal/workflow-progress"
@@ -42,10 +42,7 @@ def reconciler(settings: Settings, session_factory: sessionmaker[Session]) -> Re
 
 
 def _create(client: TestClient, payload: dict[str, Any] = PAYLOAD) -> dict[str, Any]:
-    response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return create_task(client, payload)
 
 
 def _report(client: TestClient, task: dict[str, Any], **fields: Any) -> None:

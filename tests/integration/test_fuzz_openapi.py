@@ -195,6 +195,7 @@ def _known_ids(app: Litestar, *, cancelled: bool) -> dict[str, str]:
         "audio_processing",
         {"episodeId": "ep-fuzz", "audioKey": "uploads/fuzz.mp3", "encodingFormats": ["mp3_64"]},
     ).task
+    task = service.dispatcher.dispatch(task.workflow_id)  # what the app's dispatcher does
     assert task.workflow_instance_id, "the seed task has no flow run"
     if cancelled:
         task = service.cancel(task.id)

@@ -1,0 +1,249 @@
+"""The flow-run outbox: Prefect flow runs for workflows that are already committed here.
+
+Why an outbox: creating a flow run costs Prefect's server ~20 ms of CPU (parameter schema
+validation, orchestration rules, events), so a `POST /tasks` that waited for it could not
+go faster than one Prefect server allows (35/s measured on 2 cores), and a Prefect restart
+turned every request in that window into a failed task. Now `POST /tasks` commits the task
+and its queued workflow and answers; a dispatcher thread in each API process creates the
+flow runs behind it, in the order the workflows were created, and writes their ids back.
+
+* Nothing is lost: a workflow waiting for its flow run is a row (`instance_id IS NULL`,
+  `status = 'queued'`), so an API process that dies leaves it for the next one.
+* No duplicates: each attempt has its own Prefect idempotency key, so two dispatchers that
+  race for one row get the same flow run back; `dispatch_after` is a lease that keeps them
+  from racing in the first place (claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL).
+* Prefect down: the row is retried with a growing back-off and its message says why it
+  waits; past `AUDIOFLOW_DISPATCH_DEADLINE_S` the attempt fails as transient (and can be
+  retried), so no row claims work that no flow run is doing.
+* Cancelled while its flow run was being created: the run is recorded and cancelled in
+  Prefect straight away, so it never starts.
+
+Retry, reprocess and the reconciler dispatch their one workflow synchronously with the
+same code (`dispatch`): their callers want the flow run's id in the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import cast
+
+from sqlalchemy import Table, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import prefect_gateway
+from api.services.workflows import mirror_on_task
+from core.errors import AudioflowError, UpstreamUnavailableError
+from core.settings import Settings
+from db.base import utcnow
+from db.models import Task, Workflow, WorkflowStatus
+from db.repositories import TaskRepository, WorkflowRepository
+
+log = logging.getLogger(__name__)
+
+#: `prefect_gateway.start_flow_run`'s signature; tests may pass their own.
+FlowRunStarter = Callable[..., prefect_gateway.FlowRunInfo]
+
+_WORKFLOWS = cast(Table, Workflow.__table__)
+
+#: How long a claimed row is left to its dispatcher before another may take it: well over
+#: one Prefect call with its retries (timeout plus ~15 s of client back-off).
+LEASE_S = 60.0
+#: Back-off between attempts while Prefect cannot be reached: grows with the row's age.
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.5, 10.0
+#: How often an idle dispatcher looks for rows other processes left (it is woken at once
+#: for the tasks its own process creates).
+POLL_S = 1.0
+
+
+def idempotency_key_for(deployment: str, task_id: uuid.UUID, attempt: int) -> str:
+    """Prefect's key for one attempt: unique per deployment, task and attempt."""
+    return f"{deployment}:{task_id}:{attempt}"
+
+
+class FlowRunDispatcher:
+    """Creates the flow runs of queued workflows; runs as a thread in each API process."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        start_flow_run: FlowRunStarter = prefect_gateway.start_flow_run,
+        *,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.start_flow_run = start_flow_run
+        self.poll_s = poll_s
+        self.deadline_s = settings.prefect.dispatch_deadline_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the background loop -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher thread (the app's startup hook); idempotent."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="audioflow-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop after the current flow run (the app's shutdown hook); the rest stay queued."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def notify(self) -> None:
+        """A workflow was committed: look now rather than at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                found = self.dispatch_due()
+            except Exception:  # the database is away: log, wait, look again
+                log.exception("dispatcher pass failed; retrying in %.1f s", self.poll_s)
+                found = False
+            if not found:
+                self._wake.wait(self.poll_s)
+
+    def dispatch_due(self) -> bool:
+        """Dispatch the oldest due workflow, if any; False when none is due."""
+        if self._stop.is_set():
+            return False
+        workflow_id = self._claim()
+        if workflow_id is None:
+            return False
+        try:
+            self.dispatch(workflow_id, give_up_at_once=False)
+        except AudioflowError as exc:  # e.g. a row that changed under us: it says why
+            log.warning("dispatching workflow %s: %s", workflow_id, exc.detail)
+        return True
+
+    def _claim(self) -> uuid.UUID | None:
+        """Lease the oldest due workflow that has no flow run (one short transaction)."""
+        now = utcnow()
+        with self.session_factory.begin() as session:
+            workflow_id = session.scalar(
+                select(_WORKFLOWS.c.id)
+                .where(
+                    _WORKFLOWS.c.instance_id.is_(None),
+                    _WORKFLOWS.c.status == WorkflowStatus.QUEUED,
+                    or_(_WORKFLOWS.c.dispatch_after.is_(None), _WORKFLOWS.c.dispatch_after <= now),
+                )
+                .order_by(_WORKFLOWS.c.created_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if workflow_id is None:
+                return None
+            session.execute(
+                update(_WORKFLOWS)
+                .where(_WORKFLOWS.c.id == workflow_id)
+                .values(dispatch_after=now + timedelta(seconds=LEASE_S))
+            )
+        return cast(uuid.UUID, workflow_id)
+
+    # -- one workflow ----------------------------------------------------------------------
+
+    def dispatch(self, workflow_id: uuid.UUID, *, give_up_at_once: bool = True) -> Task:
+        """Create the workflow's flow run and record its id; return the task as it now is.
+
+        If Prefect cannot be reached: with `give_up_at_once` (a caller waiting for the
+        answer) the attempt fails as transient at once; otherwise the row waits for the next
+        try until the dispatch deadline has passed.
+        """
+        with self.session_factory() as session:
+            workflow = WorkflowRepository(session).get(workflow_id)
+            task = TaskRepository(session).get(workflow.task_id) if workflow else None
+        if workflow is None or task is None:
+            raise UpstreamUnavailableError(f"workflow {workflow_id} is gone")
+        if workflow.instance_id is not None or workflow.status is not WorkflowStatus.QUEUED:
+            return task  # done already (by another dispatcher), or cancelled before its run
+        episode = task.episode_id or "task"
+        try:
+            info = self.start_flow_run(
+                self.settings.prefect.api_url,
+                workflow.deployment_name,
+                workflow.parameters,
+                idempotency_key=idempotency_key_for(
+                    workflow.deployment_name, task.id, workflow.attempt
+                ),
+                name=f"{episode}-{str(task.id)[:8]}-a{workflow.attempt}",
+                tags=[f"task:{task.id}", f"episode:{episode}", f"type:{task.type}"],
+                timeout_s=self.settings.prefect.trigger_timeout_s,
+            )
+        except UpstreamUnavailableError as exc:
+            age = (utcnow() - workflow.created_at).total_seconds()
+            if give_up_at_once or age >= self.deadline_s:
+                log.warning("could not start a flow run for task %s: %s", task.id, exc.detail)
+                return self._fail_to_start(workflow.id, exc.detail)
+            return self._back_off(workflow.id, age, exc.detail)
+        return self._record(workflow.id, info.id)
+
+    def _record(self, workflow_id: uuid.UUID, flow_run_id: str) -> Task:
+        """Write the flow run's id on both rows; cancel the run if the workflow ended meanwhile."""
+        with self.session_factory.begin() as session:
+            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
+            assert workflow is not None
+            task = TaskRepository(session).get(workflow.task_id, for_update=True)
+            assert task is not None
+            orphan = workflow.status.is_terminal and workflow.instance_id is None
+            if workflow.instance_id is None:
+                workflow.instance_id = flow_run_id
+                workflow.dispatch_after = None
+                if task.workflow_id == workflow.id:
+                    task.workflow_instance_id = flow_run_id
+            session.flush()
+        if orphan:
+            # Cancelled (or failed) while Prefect was creating the run: stop it before a
+            # worker starts it. Best effort; the reconciler sees the rest.
+            try:
+                prefect_gateway.cancel_unstarted_flow_run(
+                    self.settings.prefect.api_url,
+                    flow_run_id,
+                    f"audioflow workflow {workflow_id} ended before its run started",
+                )
+            except AudioflowError as exc:
+                log.warning("could not cancel orphan flow run %s: %s", flow_run_id, exc.detail)
+        return task
+
+    def _back_off(self, workflow_id: uuid.UUID, age_s: float, reason: str) -> Task:
+        delay = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, age_s / 4))
+        with self.session_factory.begin() as session:
+            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
+            assert workflow is not None
+            task = TaskRepository(session).get(workflow.task_id)
+            assert task is not None
+            if workflow.instance_id is None and workflow.status is WorkflowStatus.QUEUED:
+                workflow.dispatch_after = utcnow() + timedelta(seconds=delay)
+                workflow.message = f"waiting for Prefect (next try in {delay:.1f} s): {reason}"
+            session.flush()
+        return task
+
+    def _fail_to_start(self, workflow_id: uuid.UUID, reason: str) -> Task:
+        with self.session_factory.begin() as session:
+            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
+            assert workflow is not None
+            task = TaskRepository(session).get(workflow.task_id, for_update=True)
+            assert task is not None
+            if workflow.instance_id is None and workflow.status is WorkflowStatus.QUEUED:
+                workflow.status = WorkflowStatus.FAILED
+                workflow.error = f"could not start the flow run: {reason}"
+                workflow.completed_at = utcnow()
+                workflow.dispatch_after = None
+                mirror_on_task(task, workflow)
+                if task.workflow_id == workflow.id:
+                    task.error_kind = "transient"
+            session.flush()
+        return task
