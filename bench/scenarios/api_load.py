@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import create_engine, text
 
 from bench import audio, profiling
 from bench.config import Config
@@ -145,15 +146,58 @@ def live_tasks(api_url: str, limit: int) -> list[dict[str, Any]]:
     return out[:limit]
 
 
+@contextmanager
+def dispatch_watch(db_url: str, drain_timeout_s: float = 600) -> Iterator[dict[str, Any]]:
+    """How fast the dispatcher creates flow runs behind `POST /tasks` (the outbox).
+
+    Counts dispatched workflows in the app's database when the block starts and ends, then
+    waits until none is left waiting: the block's dict gets the backlog at its end, the
+    time to drain it and the flow runs created per second over the whole span.
+    """
+    engine = create_engine(db_url)
+    waiting_sql = text("SELECT count(*) FROM workflows WHERE instance_id IS NULL "
+                       "AND status = 'queued'")
+    done_sql = text("SELECT count(*) FROM workflows WHERE instance_id IS NOT NULL")
+
+    def counts() -> tuple[int, int]:
+        with engine.connect() as conn:
+            return int(conn.scalar(waiting_sql) or 0), int(conn.scalar(done_sql) or 0)
+
+    out: dict[str, Any] = {}
+    try:
+        _, done_before = counts()
+        start = time.perf_counter()
+        yield out
+        end = time.perf_counter()
+        backlog, _ = counts()
+        waiting = backlog
+        while waiting and time.perf_counter() - end < drain_timeout_s:
+            time.sleep(0.25)
+            waiting, _ = counts()
+        drained = time.perf_counter()
+        _, done_after = counts()
+        out.update(
+            backlog=backlog,
+            left=waiting,
+            drain_s=drained - end,
+            runs=done_after - done_before,
+            runs_per_s=(done_after - done_before) / max(drained - start, 1e-9),
+        )
+    finally:
+        engine.dispose()
+
+
 def _phases(
-    port: int, audio_key: str, config: Config, label: str, *, background: bool
+    port: int, audio_key: str, config: Config, label: str, *, background: bool, db_url: str
 ) -> dict[str, dict[str, Any]]:
     """Phases 1-3 (and 4 if `background`) against the API on `port`."""
     d, warm = config.api_phase_s, min(2.0, config.api_phase_s / 4)
     out: dict[str, dict[str, Any]] = {}
     print(f"   [{label}]", flush=True)
-    out["create"] = run_load(_spec(port, create_requests(audio_key), mode="closed",
-                                   connections=8, duration_s=d + warm, warmup_s=warm))
+    with dispatch_watch(db_url) as dispatch:
+        out["create"] = run_load(_spec(port, create_requests(audio_key), mode="closed",
+                                       connections=8, duration_s=d + warm, warmup_s=warm))
+    out["dispatch"] = dispatch
     tasks = live_tasks(f"http://127.0.0.1:{port}", 1000)
     if not tasks:
         raise RuntimeError("no pending tasks to load with progress updates and reads")
@@ -179,6 +223,7 @@ def _phases(
 
 def _rows(result: ScenarioResult, label: str, phases: dict[str, dict[str, Any]]) -> None:
     create, progress, get = phases["create"], phases["progress"], phases["get"]
+    dispatch = phases["dispatch"]
     bad_create = {k: v for k, v in create["statuses"].items() if not k.startswith("2")}
     result.add(
         Row(
@@ -191,6 +236,14 @@ def _rows(result: ScenarioResult, label: str, phases: dict[str, dict[str, Any]])
             verdict(create["ok_per_s"] >= TARGET_CREATE_PER_S),
             "" if create["ok_per_s"] >= TARGET_CREATE_PER_S
             else f"{TARGET_CREATE_PER_S / max(create['ok_per_s'], 1e-9):.1f}x short",
+        ),
+        Row(
+            f"{label}: flow runs created behind them (dispatcher)",
+            f"{dispatch['runs_per_s']:.1f}/s",
+            f"{dispatch['runs']} runs; backlog {dispatch['backlog']} at the phase's end, "
+            f"drained in {dispatch['drain_s']:.1f} s"
+            + (f", {dispatch['left']} LEFT" if dispatch["left"] else ""),
+            f"POST /tasks {create['ok_per_s'] / max(dispatch['runs_per_s'], 1e-9):.1f}x faster",
         ),
         Row(
             f"{label}: progress updates per second",
@@ -240,6 +293,7 @@ def _loadgen_cpu_note(phases: dict[str, dict[str, Any]]) -> str:
     parts = [
         f"{name} {p['cpu_s'] / max(p['window_s'], 1e-9):.0%} of a core"
         for name, p in phases.items()
+        if "cpu_s" in p
     ]
     return "Load generator CPU (its own process, over each phase): " + ", ".join(parts) + "."
 
@@ -256,7 +310,8 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
             process.stop()
     audio_key = bench.put_source(audio.episode(10 / 60))
     port = int(bench.stack.api_url.rsplit(":", 1)[1])
-    one = _phases(port, audio_key, config, "1 uvicorn worker", background=True)
+    db_url = bench.env["DATABASE_URL"]
+    one = _phases(port, audio_key, config, "1 uvicorn worker", background=True, db_url=db_url)
     _rows(result, "1 worker", one)
     result.notes.append(_loadgen_cpu_note(one))
 
@@ -267,7 +322,8 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
         )
         try:
             time.sleep(2)  # both workers up
-            two = _phases(port2, audio_key, config, "2 uvicorn workers", background=False)
+            two = _phases(port2, audio_key, config, "2 uvicorn workers", background=False,
+                          db_url=db_url)
         finally:
             api2.stop()
         _rows(result, "2 workers", two)

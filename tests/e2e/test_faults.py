@@ -21,7 +21,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from cli.stack import Stack, running_stack, start_api, start_worker
 from core.storage.s3 import S3Store
 from flows.audio.probe import probe
-from tests.e2e.conftest import HEADERS, stack_databases, stack_env
+from tests.e2e.conftest import HEADERS, dispatched, stack_databases, stack_env
 from tests.support.processes import flow_run_pids, kill_tree
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 from tests.support.waiting import wait_for
@@ -133,8 +133,7 @@ def submit(
         },
     )
     assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return dispatched(stack, response.json()["id"])
 
 
 def task_row(stack: Stack, task_id: str) -> dict[str, Any]:
