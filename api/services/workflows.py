@@ -6,12 +6,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, String, Table, Text, bindparam, case, func
+from sqlalchemy import Integer, String, Table, Text, bindparam, case, func, select, true
 from sqlalchemy import update as sql_update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import ConflictError, NotFoundError
 from db.base import utcnow
+from db.engine import autocommit_engine
 from db.models import (
     TASK_STATUS_FOR_WORKFLOW,
     Task,
@@ -48,7 +51,13 @@ _PLAIN_WORKFLOW_UPDATE = (
     .where(
         _WORKFLOWS.c.id == bindparam("w_id"),
         _WORKFLOWS.c.task_id == bindparam("t_id"),
-        _WORKFLOWS.c.status.in_(bindparam("live", expanding=True, type_=_WORKFLOWS.c.status.type)),
+        # Two fixed parameters, not an expanding IN: that rewrites the SQL on every call.
+        _WORKFLOWS.c.status.in_(
+            [
+                bindparam("live_a", type_=_WORKFLOWS.c.status.type),
+                bindparam("live_b", type_=_WORKFLOWS.c.status.type),
+            ]
+        ),
     )
     .values(
         progress=case(
@@ -74,6 +83,41 @@ _PLAIN_TASK_UPDATE = (
     )
     .returning(*_TASKS.c)
 )
+
+
+def _single_statement_progress() -> Any:
+    """Both plain-report updates as one PostgreSQL statement (data-modifying CTEs).
+
+    Run in autocommit, a report is one round trip: no BEGIN, no second UPDATE, no COMMIT
+    (a single statement is atomic). The task's update reads the workflow's new values, so
+    PostgreSQL runs the workflow's first: the same lock order as everywhere else. A task
+    that follows another attempt matches nothing in `t`; the outer join still returns the
+    workflow. SQLite has no UPDATE in a CTE and keeps the two statements.
+    """
+    w = _PLAIN_WORKFLOW_UPDATE.cte("w")
+    t = (
+        sql_update(_TASKS)
+        .where(_TASKS.c.id == w.c.task_id, _TASKS.c.workflow_id == w.c.id)
+        .values(
+            status=case(
+                (w.c.status == WorkflowStatus.RUNNING.value, TaskStatus.PROCESSING.value),
+                else_=TaskStatus.PENDING.value,
+            ),
+            progress=w.c.progress,
+            current_step=w.c.current_step,
+            updated_at=w.c.updated_at,
+        )
+        .returning(*_TASKS.c)
+        .cte("t")
+    )
+    return select(
+        *(c.label(f"w_{c.name}") for c in w.c), *(c.label(f"t_{c.name}") for c in t.c)
+    ).select_from(w.outerjoin(t, true()))
+
+
+_SINGLE_STATEMENT_PROGRESS = _single_statement_progress()
+_W_COLUMNS = [c.name for c in _WORKFLOWS.c]
+_T_COLUMNS = [c.name for c in _TASKS.c]
 
 
 def _is_plain_progress(update: ProgressUpdate) -> bool:
@@ -133,6 +177,9 @@ class WorkflowService:
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
+        bind = session_factory.kw.get("bind")
+        #: On PostgreSQL, plain reports run as one autocommitted statement.
+        self._autocommit = autocommit_engine(bind) if isinstance(bind, Engine) else None
 
     def get(self, workflow_id: uuid.UUID) -> Workflow:
         with self.session_factory() as session:
@@ -200,24 +247,26 @@ class WorkflowService:
         locked in the same order as everywhere else (workflow, then task). The statements
         are Core and built once: the ORM's UPDATE ... RETURNING cost twice the CPU.
         """
-        live = (
-            [WorkflowStatus.RUNNING]
+        # A `running` report must not match a queued row: the general path starts it.
+        live_a = (
+            WorkflowStatus.RUNNING
             if update.status is WorkflowStatus.RUNNING
-            else [WorkflowStatus.QUEUED, WorkflowStatus.RUNNING]
+            else WorkflowStatus.QUEUED
         )
+        params = {
+            "w_id": update.workflow_id,
+            "t_id": update.task_id,
+            "live_a": live_a,
+            "live_b": WorkflowStatus.RUNNING,
+            "p": update.progress,
+            "step": without_nul(update.step),
+            "msg": without_nul(update.message),
+            "now": utcnow(),
+        }
+        if self._autocommit is not None:
+            return self._apply_plain_progress_pg(self._autocommit, update, params)
         with self.session_factory.begin() as session:
-            row = session.execute(
-                _PLAIN_WORKFLOW_UPDATE,
-                {
-                    "w_id": update.workflow_id,
-                    "t_id": update.task_id,
-                    "live": live,
-                    "p": update.progress,
-                    "step": without_nul(update.step),
-                    "msg": without_nul(update.message),
-                    "now": utcnow(),
-                },
-            ).one_or_none()
+            row = session.execute(_PLAIN_WORKFLOW_UPDATE, params).one_or_none()
             if row is None:
                 return None
             workflow = Workflow(**row._asdict())
@@ -235,6 +284,31 @@ class WorkflowService:
             if task_row is None:  # an older attempt's news: the task follows another workflow
                 return workflow, session.get_one(Task, update.task_id)
             return workflow, Task(**task_row._asdict())
+
+    def _apply_plain_progress_pg(
+        self, engine: Engine, update: ProgressUpdate, params: dict[str, Any]
+    ) -> tuple[Workflow, Task] | None:
+        """The hot path on PostgreSQL: one statement, one round trip (see above).
+
+        A connection the server dropped (a restart) fails once and is retried on a new one:
+        applying a plain report twice leaves the same rows (progress only rises).
+        """
+        for attempt in (1, 2):
+            try:
+                with engine.connect() as conn:
+                    row = conn.execute(_SINGLE_STATEMENT_PROGRESS, params).one_or_none()
+                break
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        if row is None:
+            return None
+        values = row._mapping
+        workflow = Workflow(**{name: values[f"w_{name}"] for name in _W_COLUMNS})
+        if values["t_id"] is None:  # an older attempt's news: the task follows another workflow
+            with self.session_factory() as session:
+                return workflow, session.get_one(Task, update.task_id)
+        return workflow, Task(**{name: values[f"t_{name}"] for name in _T_COLUMNS})
 
     def correct(
         self,
