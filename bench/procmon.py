@@ -92,6 +92,12 @@ def _read_stat(pid: int) -> tuple[int, int, float] | None:
     return ppid, start, (utime + stime) / CLK_TCK
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None if it is gone."""
+    stat = _read_stat(pid)
+    return stat[2] if stat is not None else None
+
+
 def _read_mem(pid: int) -> tuple[int, int] | None:
     """(VmRSS, VmHWM) in kB, or None if the process is gone (or a zombie)."""
     try:

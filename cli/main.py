@@ -31,8 +31,9 @@ def _print_json(value: Any) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from cli.stack import StackError, running_stack
-    from core.settings import audioflow_home
+    from core.settings import Settings, audioflow_home
 
+    Settings.from_env()  # a bad variable is refused here, before any process starts
     home = audioflow_home()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

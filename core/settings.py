@@ -29,15 +29,19 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
-def env_int(name: str, default: int) -> int:
-    """An integer from the environment; a clear SettingsError when it is not one."""
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """An integer from the environment; a clear SettingsError when it is not one (or is
+    below `minimum`)."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 def _env_float(name: str, default: float) -> float:
@@ -123,6 +127,8 @@ class PrefectSettings:
     #: Seconds a new task's workflow may wait for Prefect to accept its flow run (the
     #: dispatcher retries with back-off meanwhile) before the attempt fails as transient.
     dispatch_deadline_s: float = 60.0
+    #: Threads per API process that create flow runs for new tasks (the outbox dispatcher).
+    dispatch_threads: int = 4
 
     @classmethod
     def from_env(cls) -> PrefectSettings:
@@ -136,6 +142,7 @@ class PrefectSettings:
                 "AUDIOFLOW_REPROCESS_DEPLOYMENT", "reprocessing/reprocessing"
             ),
             dispatch_deadline_s=_env_float("AUDIOFLOW_DISPATCH_DEADLINE_S", 60.0),
+            dispatch_threads=env_int("AUDIOFLOW_DISPATCH_THREADS", 4, minimum=1),
         )
 
 

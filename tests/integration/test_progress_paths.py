@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from api.services import ProgressUpdate, WorkflowService
 from core.errors import ConflictError, NotFoundError
 from core.settings import DatabaseSettings
-from db.engine import build_engine, build_session_factory
+from db.engine import autocommit_engine, build_engine, build_session_factory
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from tests.db_fixtures import alembic_config
 
@@ -158,3 +160,51 @@ def test_reports_that_match_no_live_workflow_get_the_general_answers(
         untouched = session.get_one(Workflow, foreign.id)
         assert (untouched.progress, untouched.status) == (0, WorkflowStatus.QUEUED)
         assert session.get_one(Task, other.id).progress == 0
+
+
+def test_on_postgresql_a_plain_report_is_one_statement_without_a_transaction(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The hot path's shape, counted at the driver: one statement, autocommit, no ping."""
+    service = WorkflowService(session_factory)
+    task, (workflow,) = _task_with_attempts(session_factory, 1)
+    hot = autocommit_engine(session_factory.kw["bind"])
+    assert hot is not None
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 (conn, cursor, statement, ...)
+    event.listen(hot, "before_cursor_execute", listener)
+    try:
+        service.apply_progress(ProgressUpdate(task.id, workflow.id, progress=7, step="download"))
+    finally:
+        event.remove(hot, "before_cursor_execute", listener)
+    assert len(statements) == 1, statements
+    assert statements[0].lstrip().upper().startswith("WITH")
+    with hot.connect() as conn:
+        assert conn.connection.dbapi_connection.autocommit is True  # type: ignore[union-attr]
+
+
+def test_on_postgresql_a_report_survives_the_server_dropping_its_connections(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """No pre-ping on the hot path: a connection killed by the server (a restart, a
+    failover) fails once and the report is retried on a fresh one."""
+    service = WorkflowService(session_factory)
+    task, (workflow,) = _task_with_attempts(session_factory, 1)
+    service.apply_progress(ProgressUpdate(task.id, workflow.id, progress=10))  # pool warm
+    hot = autocommit_engine(session_factory.kw["bind"])
+    assert hot is not None and isinstance(hot.pool, QueuePool) and hot.pool.checkedin() >= 1
+    disconnects: list[bool] = []
+    event.listen(hot, "handle_error", lambda ctx: disconnects.append(ctx.is_disconnect))
+    with session_factory.kw["bind"].connect() as admin:
+        killed = admin.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert killed and killed >= 1
+    moved, moved_task = service.apply_progress(
+        ProgressUpdate(task.id, workflow.id, progress=20, step="encode:mp3_128")
+    )
+    assert (moved.progress, moved_task.progress, moved.current_step) == (20, 20, "encode:mp3_128")
+    assert disconnects == [True]  # the dead connection was hit once, then retried
