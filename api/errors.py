@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
@@ -14,6 +16,7 @@ from litestar.status_codes import (
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from sqlalchemy.exc import OperationalError
 
 from api.schemas import ErrorOut
 from core.errors import (
@@ -26,6 +29,8 @@ from core.errors import (
     UpstreamUnavailableError,
 )
 from core.settings import SettingsError
+
+log = logging.getLogger(__name__)
 
 STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,
@@ -85,7 +90,23 @@ def settings_error_handler(_: Request, exc: SettingsError) -> Response[dict[str,
     )
 
 
+def database_error_handler(_: Request, exc: OperationalError) -> Response[dict[str, object]]:
+    """The database is unreachable (down, restarting, out of connections): 503, not a 500.
+
+    Nothing was changed; the client may retry. The driver's message goes to the log only.
+    """
+    log.warning("database unavailable: %s", exc.orig)
+    return Response(
+        {
+            "status_code": HTTP_503_SERVICE_UNAVAILABLE,
+            "detail": "the database is unavailable; nothing was changed, try again shortly",
+        },
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
 EXCEPTION_HANDLERS = {
     AudioflowError: domain_error_handler,
     SettingsError: settings_error_handler,
+    OperationalError: database_error_handler,
 }

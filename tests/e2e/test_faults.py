@@ -5,6 +5,7 @@ the tasks the fault did not touch are unchanged. Loopback only, bounded in time.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 
-from cli.stack import Stack, running_stack, start_api, start_worker
+from cli.stack import Stack, running_stack, start_api, start_prefect_server, start_worker
 from core.storage.s3 import S3Store
 from flows.audio.probe import probe
 from tests.e2e.conftest import HEADERS, dispatched, stack_databases, stack_env
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 BUCKET = "audioflow-faults"
 LIVE_PREFECT_STATES = {"RUNNING", "PENDING", "SCHEDULED", "CANCELLING"}
 ENDED_PREFECT_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+TERMINAL = {"done", "failed", "cancelled"}
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -113,8 +115,15 @@ def api(stack: Stack, method: str, path: str, **kwargs: Any) -> httpx.Response:
 
 
 def submit(
-    stack: Stack, store: S3Store, source: Path, formats: list[str], episode: str | None = None
+    stack: Stack,
+    store: S3Store,
+    source: Path,
+    formats: list[str],
+    episode: str | None = None,
+    *,
+    dispatch: bool = True,
 ) -> dict[str, Any]:
+    """Upload and create a task; with `dispatch`, return it once its flow run exists."""
     episode = episode or f"ep-{uuid.uuid4().hex[:8]}"
     key = f"uploads/{episode}/{source.name}"
     store.put_file(key, source)
@@ -133,7 +142,8 @@ def submit(
         },
     )
     assert response.status_code == 201, response.text
-    return dispatched(stack, response.json()["id"])
+    created: dict[str, Any] = response.json()
+    return dispatched(stack, created["id"]) if dispatch else created
 
 
 def task_row(stack: Stack, task_id: str) -> dict[str, Any]:
@@ -380,6 +390,46 @@ def test_cancel_racing_the_end(
         assert final["status"] == "cancelled", final
         assert not any(store.exists(k) for k in keys), "a cancelled attempt left outputs behind"
     assert_consistent(fstack, store, tmp_path)
+
+
+def test_prefect_down_while_tasks_are_created_loses_none(
+    fstack: Stack, store: S3Store, speech_mp3: Path, tmp_path: Path
+) -> None:
+    """The outbox: `POST /tasks` keeps answering while Prefect's server is down; the
+    dispatcher retries, and once Prefect is back every task gets its run and finishes."""
+    bystander = done_bystander(fstack, store, speech_mp3)
+    server = fstack.process("prefect-server")
+    port = int(fstack.prefect_url.rsplit(":", 1)[1])
+    server.stop()
+    try:
+        tasks = [
+            submit(fstack, store, speech_mp3, ["mp3_64"], f"outage-{n}", dispatch=False)
+            for n in range(4)
+        ]
+        assert all(t["status"] == "pending" and t["workflowInstanceId"] is None for t in tasks)
+        waiting = wait_for(
+            "the dispatcher to say it waits",
+            lambda: (
+                (w := api(fstack, "GET", f"/workflows/{tasks[0]['workflowId']}").json())["message"]
+                and w
+            ),
+            30,
+        )
+        assert waiting["status"] == "queued" and "waiting for Prefect" in waiting["message"]
+    finally:
+        fstack.replace(server, start_prefect_server(fstack.env, port, fstack.log_dir))
+
+    def ended(task_id: str) -> dict[str, Any] | None:
+        row = task_row(fstack, task_id)
+        return row if row["status"] in TERMINAL else None
+
+    done = [
+        wait_for(f"task {t['id']} to end after the outage", functools.partial(ended, t["id"]), 240)
+        for t in tasks
+    ]
+    assert [d["status"] for d in done] == ["done"] * 4, [(d["status"], d["error"]) for d in done]
+    assert all(d["attempts"] == 1 and d["workflowInstanceId"] for d in done)
+    assert_consistent(fstack, store, tmp_path, bystander)
 
 
 def test_twenty_episodes_with_a_worker_killed_midway(

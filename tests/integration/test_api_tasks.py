@@ -194,3 +194,18 @@ def test_the_gateway_shares_one_prefect_client_across_threads(settings: Settings
     assert PREFECT_CLIENT_MAX_RETRIES.value() == outside  # the bound stays inside the gateway
     for run_id, _ in started:
         assert prefect_gateway.read_flow_run(url, run_id).name.startswith("shared-")
+
+
+def test_an_unreachable_database_is_503_not_500(settings: Settings) -> None:
+    """PostgreSQL down (here: nothing listens on the port): a clear 503, nothing half-done."""
+    dead = replace(
+        settings,
+        database=replace(settings.database, url="postgresql+psycopg2://postgres@127.0.0.1:9/x"),
+    )
+    with TestClient(app=create_app(dead)) as client:
+        for response in (
+            client.get(f"/tasks/{uuid.uuid4()}"),
+            client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD}),
+        ):
+            assert response.status_code == 503, response.text
+            assert "database is unavailable" in response.json()["detail"]
