@@ -28,6 +28,9 @@ class Config:
     import_repeats: int
     #: Scenario 4: seconds per load phase, the GET rate, tasks that receive progress updates.
     api_phase_s: float
+    #: Seconds of the `POST /tasks` phase: each second at ~300/s leaves ~300 flow runs for
+    #: the dispatcher and Prefect to work through before the next phase.
+    api_create_s: float
     get_rate: int
     progress_workflows: int
     #: Scenario 5: episodes submitted at once and their length (minutes).
@@ -93,6 +96,7 @@ def _quick(profile: bool, only: frozenset[str]) -> Config:
         latency_variant_runs=1,
         import_repeats=1,
         api_phase_s=3,
+        api_create_s=3,
         api_two_workers=False,
         get_rate=500,
         progress_workflows=16,
@@ -113,6 +117,7 @@ def _full(profile: bool, only: frozenset[str]) -> Config:
         latency_variant_runs=10,
         import_repeats=5,
         api_phase_s=20,
+        api_create_s=8,
         api_two_workers=True,
         get_rate=500,
         progress_workflows=64,

@@ -228,7 +228,8 @@ def _phases(
     print(f"   [{label}]", flush=True)
     with dispatch_watch(db_url) as dispatch:
         out["create"] = run_load(_spec(port, create_requests(audio_key), mode="closed",
-                                       connections=8, duration_s=d + warm, warmup_s=warm))
+                                       connections=8, duration_s=config.api_create_s + warm,
+                                       warmup_s=warm))
     out["dispatch"] = dispatch
     dispatch["prefect_settle_s"] = wait_until_idle(prefect_pid)
     tasks = live_tasks(f"http://127.0.0.1:{port}", 1000)
@@ -334,7 +335,8 @@ def _loadgen_cpu_note(phases: dict[str, dict[str, Any]]) -> str:
 
 def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     result.sizes = (
-        f"phases of {config.api_phase_s:g} s (+ warm-up) per figure; progress over "
+        f"phases of {config.api_phase_s:g} s (+ warm-up) per figure, {config.api_create_s:g} s "
+        "for POST /tasks; progress over "
         f"{config.progress_workflows} workflows; GETs at {config.get_rate}/s; 1 uvicorn "
         "worker (as running_stack starts it)"
         + (", then a second API process with 2 workers" if config.api_two_workers else "")
@@ -444,6 +446,9 @@ def _profiles(
                              subprocesses=True) as prefect_prof:
         run_load(_spec(port, create_requests(audio_key), mode="closed", connections=8,
                        duration_s=d, warmup_s=0.5))
+    with dispatch_watch(bench.env["DATABASE_URL"]):
+        pass  # let the dispatcher finish the runs the profiled phase left
+    wait_until_idle(prefect_pid)
     tasks = live_tasks(f"http://127.0.0.1:{port}", config.progress_workflows)
     workflows = [(t["id"], t["workflowId"]) for t in tasks]
     with profiling.record(api_pid, f"s4-api-progress-{tag}", subprocesses=True) as prog_prof:
