@@ -102,7 +102,7 @@ def _runs(bench: BenchStack, key: str, count: int) -> list[StartRun]:
 def _breakdown(runs: list[StartRun]) -> str:
     """Median time of each milestone after `POST /tasks`, and the step from the one before."""
     fields = [
-        ("scheduled_s", "Prefect created the run (API answered)"),
+        ("scheduled_s", "Prefect created the run (API dispatcher)"),
         ("pending_s", "worker claimed it (Pending)"),
         ("supervisor_s", "workspace supervisor process started (±0.1 s)"),
         ("engine_s", "engine running (`python -m prefect.engine` seen, ±0.1 s)"),
