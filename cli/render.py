@@ -60,7 +60,12 @@ def task_details(task: dict[str, Any], storage: str | None = None) -> str:
     lines = [
         f"task      {task['id']}  ({task['status']}, {task['progress']}%, "
         f"attempt {task['attempts']})",
-        f"workflow  {task.get('workflowId')}  (Prefect flow run {task.get('workflowInstanceId')})",
+        f"workflow  {task.get('workflowId')}  "
+        + (
+            f"(Prefect flow run {task['workflowInstanceId']})"
+            if task.get("workflowInstanceId")
+            else "(its Prefect flow run is being created)"
+        ),
         f"episode   {task.get('episodeId')}",
     ]
     if task.get("error"):

@@ -32,11 +32,12 @@ from datetime import timedelta
 from typing import cast
 
 from sqlalchemy import Table, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
 from api.services.workflows import mirror_on_task
-from core.errors import AudioflowError, UpstreamUnavailableError
+from core.errors import AudioflowError, NotFoundError, UpstreamUnavailableError
 from core.settings import Settings
 from db.base import utcnow
 from db.models import Task, Workflow, WorkflowStatus
@@ -62,6 +63,16 @@ POLL_S = 1.0
 def idempotency_key_for(deployment: str, task_id: uuid.UUID, attempt: int) -> str:
     """Prefect's key for one attempt: unique per deployment, task and attempt."""
     return f"{deployment}:{task_id}:{attempt}"
+
+
+def _locked_rows(session: Session, workflow_id: uuid.UUID) -> tuple[Workflow, Task]:
+    """The workflow and its task, locked in the order every writer uses (workflow first)."""
+    workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
+    if workflow is None:
+        raise NotFoundError(f"workflow {workflow_id} is gone")
+    task = TaskRepository(session).get(workflow.task_id, for_update=True)
+    assert task is not None  # the foreign key guarantees it
+    return workflow, task
 
 
 class FlowRunDispatcher:
@@ -122,7 +133,10 @@ class FlowRunDispatcher:
         while not self._stop.is_set():
             try:
                 found = self.dispatch_due()
-            except Exception:  # the database is away: log, wait, look again
+            except OperationalError as exc:  # the database is away: say so, wait, look again
+                log.warning("dispatcher: database unavailable (%s); retrying", exc.orig)
+                found = False
+            except Exception:  # a bug: keep the traceback, keep the thread
                 log.exception("dispatcher pass failed; retrying in %.1f s", self.poll_s)
                 found = False
             if not found:
@@ -179,7 +193,7 @@ class FlowRunDispatcher:
             workflow = WorkflowRepository(session).get(workflow_id)
             task = TaskRepository(session).get(workflow.task_id) if workflow else None
         if workflow is None or task is None:
-            raise UpstreamUnavailableError(f"workflow {workflow_id} is gone")
+            raise NotFoundError(f"workflow {workflow_id} is gone")
         if workflow.instance_id is not None or workflow.status is not WorkflowStatus.QUEUED:
             return task  # done already (by another dispatcher), or cancelled before its run
         episode = task.episode_id or "task"
@@ -206,10 +220,7 @@ class FlowRunDispatcher:
     def _record(self, workflow_id: uuid.UUID, flow_run_id: str) -> Task:
         """Write the flow run's id on both rows; cancel the run if the workflow ended meanwhile."""
         with self.session_factory.begin() as session:
-            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
-            assert workflow is not None
-            task = TaskRepository(session).get(workflow.task_id, for_update=True)
-            assert task is not None
+            workflow, task = _locked_rows(session, workflow_id)
             orphan = workflow.status.is_terminal and workflow.instance_id is None
             if workflow.instance_id is None:
                 workflow.instance_id = flow_run_id
@@ -233,10 +244,7 @@ class FlowRunDispatcher:
     def _back_off(self, workflow_id: uuid.UUID, age_s: float, reason: str) -> Task:
         delay = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, age_s / 4))
         with self.session_factory.begin() as session:
-            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
-            assert workflow is not None
-            task = TaskRepository(session).get(workflow.task_id)
-            assert task is not None
+            workflow, task = _locked_rows(session, workflow_id)
             if workflow.instance_id is None and workflow.status is WorkflowStatus.QUEUED:
                 workflow.dispatch_after = utcnow() + timedelta(seconds=delay)
                 workflow.message = f"waiting for Prefect (next try in {delay:.1f} s): {reason}"
@@ -245,10 +253,7 @@ class FlowRunDispatcher:
 
     def _fail_to_start(self, workflow_id: uuid.UUID, reason: str) -> Task:
         with self.session_factory.begin() as session:
-            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
-            assert workflow is not None
-            task = TaskRepository(session).get(workflow.task_id, for_update=True)
-            assert task is not None
+            workflow, task = _locked_rows(session, workflow_id)
             if workflow.instance_id is None and workflow.status is WorkflowStatus.QUEUED:
                 workflow.status = WorkflowStatus.FAILED
                 workflow.error = f"could not start the flow run: {reason}"

@@ -5,16 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from core.settings import Settings
+from core.settings import DatabaseSettings, Settings
 from core.storage.s3 import S3Store
-from tests.db_fixtures import TEST_TOKEN
+from db.engine import build_engine, build_session_factory
+from tests.db_fixtures import TEST_TOKEN, alembic_config
 from tests.prefect_fixtures import PrefectServer
 from tests.support.moto_server import FAKE_AWS_ENV, moto_server
 from tests.support.waiting import wait_for
@@ -34,6 +37,22 @@ def client(settings: Settings, session_factory: sessionmaker[Session]) -> Iterat
     app = create_app(settings, session_factory=session_factory)
     with TestClient(app=app) as test_client:
         yield test_client
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def factory(
+    request: pytest.FixtureRequest, session_factory: sessionmaker[Session], tmp_path: Path
+) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the test PostgreSQL database, then on a migrated SQLite file: for the
+    services whose SQL differs between the two (progress hot path, dispatcher claims)."""
+    if request.param == "postgresql":
+        yield session_factory
+        return
+    url = f"sqlite:///{tmp_path / 'audioflow.db'}"
+    command.upgrade(alembic_config(url), "head")
+    engine = build_engine(DatabaseSettings(url=url))
+    yield build_session_factory(engine)
+    engine.dispose()
 
 
 def create_task(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:

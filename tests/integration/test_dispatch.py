@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from sqlalchemy import update
@@ -27,29 +25,13 @@ from api import prefect_gateway
 from api.services.dispatch import FlowRunDispatcher
 from api.services.tasks import TaskService
 from core.errors import UpstreamUnavailableError
-from core.settings import DatabaseSettings, Settings
+from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
-from db.engine import build_engine, build_session_factory
 from db.models import TaskStatus, Workflow, WorkflowStatus
-from tests.db_fixtures import alembic_config
 from tests.support.waiting import wait_for
 
 PAYLOAD = {"episodeId": "ep-dispatch", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def factory(
-    request: pytest.FixtureRequest, session_factory: sessionmaker[Session], tmp_path: Path
-) -> Iterator[sessionmaker[Session]]:
-    if request.param == "postgresql":
-        yield session_factory
-        return
-    url = f"sqlite:///{tmp_path / 'dispatch.db'}"
-    command.upgrade(alembic_config(url), "head")
-    engine = build_engine(DatabaseSettings(url=url))
-    yield build_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

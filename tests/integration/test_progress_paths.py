@@ -9,35 +9,16 @@ databases and check the rows they leave behind.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from api.services import ProgressUpdate, WorkflowService
 from core.errors import ConflictError, NotFoundError
-from core.settings import DatabaseSettings
-from db.engine import autocommit_engine, build_engine, build_session_factory
+from db.engine import autocommit_engine
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
-from tests.db_fixtures import alembic_config
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def factory(
-    request: pytest.FixtureRequest, session_factory: sessionmaker[Session], tmp_path: Path
-) -> Iterator[sessionmaker[Session]]:
-    if request.param == "postgresql":
-        yield session_factory
-        return
-    url = f"sqlite:///{tmp_path / 'progress.db'}"
-    command.upgrade(alembic_config(url), "head")
-    engine = build_engine(DatabaseSettings(url=url))
-    yield build_session_factory(engine)
-    engine.dispose()
 
 
 def _task_with_attempts(
