@@ -265,6 +265,15 @@ class BenchStack:
         response = self._prefect("GET", f"/deployments/name/{deployment}")
         return dict(response.json().get("job_variables") or {})
 
+    def set_enforce_parameter_schema(self, deployment: str, enforce: bool) -> None:
+        """Switch Prefect's parameter-schema check on run creation (for a same-run baseline)."""
+        response = self._prefect("GET", f"/deployments/name/{deployment}")
+        self._prefect(
+            "PATCH",
+            f"/deployments/{response.json()['id']}",
+            json={"enforce_parameter_schema": enforce},
+        )
+
     def set_job_variables(self, deployment: str, job_variables: dict[str, Any]) -> None:
         """Replace a deployment's job variables (for variants measured on this stack only)."""
         response = self._prefect("GET", f"/deployments/name/{deployment}")

@@ -14,6 +14,7 @@ from core.storage.s3 import S3Store
 from flows.audio.probe import probe
 from flows.transcription.wer import wer
 from tests.e2e.conftest import SPOKEN, api_get, create_task, follow
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +168,37 @@ def test_transcriptions_take_turns_while_runs_overlap(
     spans = sorted((r.start_time, r.end_time) for r in runs.values())
     assert spans[1][0] is not None and spans[0][1] is not None
     assert spans[1][0] < spans[0][1], f"the worker ran the episodes one after the other: {spans}"
+
+
+def test_a_run_started_by_hand_with_bad_parameters_fails_at_once(stack: Stack) -> None:
+    """The deployment does not enforce its parameter schema on creation (the API validates
+    payloads itself): a run created straight in Prefect with bad parameters is accepted,
+    and the engine fails it at start with a message, before any step runs."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+        deployment = client.read_deployment_by_name("audio-processing/audio-processing")
+        run = client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={
+                "task_id": "by-hand",
+                "workflow_id": "by-hand",
+                "episode_id": "ep-by-hand",
+                "audio_key": "uploads/none.mp3",
+                "encoding_formats": 5,  # not a list
+            },
+        )
+    info = wait_for(
+        "the hand-made run to end",
+        lambda: (
+            (
+                i := prefect_gateway.read_flow_run(stack.env["PREFECT_API_URL"], str(run.id))
+            ).state_type
+            in ("FAILED", "CRASHED", "COMPLETED")
+            and i
+        ),
+        120,
+        poll_s=0.5,
+    )
+    assert info.state_type == "FAILED", info
+    assert "parameter" in (info.state_message or "").lower(), info.state_message

@@ -18,6 +18,9 @@ def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectSe
         assert audio.work_pool_name == WORK_POOL
         assert (audio.job_variables or {}).get("command") == "python -m prefect.engine"
         assert repro.work_pool_name == MAINTENANCE_POOL
+        # The API's runs skip the server's schema check; hand-started repairs keep it.
+        assert audio.enforce_parameter_schema is False
+        assert repro.enforce_parameter_schema is True
         schema = audio.parameter_openapi_schema or {}
         assert "mp3_320" in schema["properties"]["encoding_formats"]["description"]
         assert [s.schedule.cron for s in repro.schedules] == ["*/5 * * * *"]  # type: ignore[union-attr]
