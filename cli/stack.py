@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,9 +228,18 @@ def start_worker(
 
 
 def start_api(
-    env: Mapping[str, str], port: int, log_dir: Path, *, workers: int = 1, timeout_s: float = 60
+    env: Mapping[str, str],
+    port: int,
+    log_dir: Path,
+    *,
+    workers: int = 1,
+    timeout_s: float = 60,
+    uvicorn_args: Sequence[str] = (),
 ) -> ManagedProcess:
-    """The Litestar app under uvicorn; returns once it answers."""
+    """The Litestar app under uvicorn; returns once it answers.
+
+    `uvicorn_args` are extra options (bench/ measures `--loop asyncio --http h11` with them).
+    """
     process = spawn(
         "api",
         [
@@ -245,6 +254,7 @@ def start_api(
             str(workers),
             "--log-level",
             "warning",
+            *uvicorn_args,
         ],
         env,
         log_dir,

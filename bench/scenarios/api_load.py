@@ -240,6 +240,7 @@ def _phases(
     workflows = [(t["id"], t["workflowId"]) for t in tasks[: config.progress_workflows]]
     out["progress"] = run_load(_spec(port, progress_requests(workflows), mode="closed",
                                      connections=32, duration_s=d + warm, warmup_s=warm))
+    out["progress"]["workflows"] = workflows
     ids = [t["id"] for t in tasks]
     out["get_capacity"] = run_load(_spec(port, get_requests(ids), mode="closed",
                                          connections=16, duration_s=d + warm, warmup_s=warm))
@@ -368,6 +369,7 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
             api2.stop()
         _rows(result, "2 workers", two)
 
+    _event_loop_variant(bench, config, result, workflows_of(one))
     _schema_check_variant(bench, port, audio_key, config, result, db_url, prefect_pid)
     _gateway_probe(bench, config, result)
     _progress_probe(bench, config, result)
@@ -378,6 +380,46 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
         f"('database is locked'); the harness itself retried {bench.prefect_503s} of its own."
         if bench.prefect_503s
         else "The harness saw no 503 from Prefect's API."
+    )
+
+
+def workflows_of(phases: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (task, workflow) ids the progress phase reported on."""
+    return list(phases["progress"]["workflows"])
+
+
+def _event_loop_variant(
+    bench: BenchStack, config: Config, result: ScenarioResult, workflows: list[tuple[str, str]]
+) -> None:
+    """Progress reports per second on a second API process (one worker) running uvicorn's
+    pure-Python stack, `--loop asyncio --http h11`: the baseline for uvloop + httptools,
+    which the shipped API picks up by itself. The two phases alternate, twice each."""
+    d, warm = config.api_phase_s, min(2.0, config.api_phase_s / 4)
+    port = int(bench.stack.api_url.rsplit(":", 1)[1])
+    base_port = free_port()
+    base = start_api(bench.env, base_port, bench.stack.home / "logs",
+                     uvicorn_args=("--loop", "asyncio", "--http", "h11"))
+    rates: dict[str, list[float]] = {"shipped": [], "asyncio": []}
+    try:
+        for _ in range(2):
+            for name, target in (("asyncio", base_port), ("shipped", port)):
+                phase = run_load(_spec(target, progress_requests(workflows), mode="closed",
+                                       connections=32, duration_s=d / 2 + warm, warmup_s=warm))
+                rates[name].append(phase["ok_per_s"])
+    finally:
+        base.stop()
+    shipped, before = statistics.median(rates["shipped"]), statistics.median(rates["asyncio"])
+    result.add(
+        Row("progress updates per second, uvicorn on asyncio + h11 (before)",
+            f"{before:.0f}/s", ", ".join(f"{r:.0f}" for r in rates["asyncio"])),
+        Row("progress updates per second, uvicorn on uvloop + httptools (as shipped)",
+            f"{shipped:.0f}/s", ", ".join(f"{r:.0f}" for r in rates["shipped"]),
+            f"{shipped / max(before, 1e-9):.2f}x"),
+    )
+    result.notes.append(
+        f"Event-loop variant: alternating closed-loop progress phases of {d / 2:g} s against "
+        "the stack's API and a second one-worker API with `--loop asyncio --http h11`, two "
+        "each, medians."
     )
 
 
