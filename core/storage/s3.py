@@ -23,6 +23,7 @@ Design points, each for a reason:
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ from core.storage.errors import (
     ObjectNotFoundError,
     ObjectTooLargeError,
     StorageError,
+    StorageFullError,
     StorageUnavailableError,
 )
 
@@ -190,6 +192,14 @@ class S3Store(ObjectStore):
             ) from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 error on {key!r} in {self.describe()}: {exc}") from exc
+        except OSError as exc:
+            # A download whose local file ran out of room: transient, like on the local store.
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(
+                    f"no space left on the local disk while downloading {key!r} from "
+                    f"{self.describe()} ({exc.strerror})"
+                ) from exc
+            raise
 
     def _raise_client_error(
         self, exc: ClientError, key: str, raised: BaseException | None = None
