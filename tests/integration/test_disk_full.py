@@ -27,8 +27,23 @@ MiB = 1024 * 1024
 def _mp3(path: Path, seconds: float) -> Path:
     """A 128 kbit/s CBR mp3: 16 000 bytes per second."""
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}",
-         "-ac", "1", "-c:a", "libmp3lame", "-b:a", "128k", str(path)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=330:duration={seconds}",
+            "-ac",
+            "1",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            str(path),
+        ],
         check=True,
     )
     return path
@@ -132,7 +147,9 @@ def test_upload_that_fits_after_space_is_freed(
                 out.flush()
         except OSError:
             pass
-    with _client(base_settings, session_factory, store=disk / "storage", spool=disk / "spool") as client:
+    with _client(
+        base_settings, session_factory, store=disk / "storage", spool=disk / "spool"
+    ) as client:
         body = mid_mp3.read_bytes()
         refused = client.post("/uploads", params={"filename": "e.mp3"}, content=body)
         assert refused.status_code == 507, refused.text
