@@ -189,6 +189,9 @@ def _summary_artifact(summary: dict[str, Any]) -> None:
         ]
     if summary["skipped"]:
         lines += ["", "Skipped:", *[f"- {s}" for s in summary["skipped"]]]
+    if summary["sweptTempFolders"]:
+        lines += ["", "Temp folders of dead runs removed:"]
+        lines += [f"- `{name}`" for name in summary["sweptTempFolders"]]
     create_markdown_artifact(
         "\n".join(lines), key="reprocessing-summary", description="What this run did"
     )
