@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.formats import get_format
+from core.tempdir import private_temp_root
 from flows.audio.probe import AudioInfo
 from flows.errors import ProcessingError
 
@@ -46,9 +47,10 @@ def create_run_dir(root: Path, flow_run_id: str | None, episode_id: str) -> Path
     """A new, private folder for one run under `root` (created if missing).
 
     Without a flow run (a test calling the flow's function directly) the folder is named
-    `local-...` and the sweep never touches it.
+    `local-...` and the sweep never touches it. The root must be this user's alone
+    (`core.tempdir`).
     """
-    root.mkdir(parents=True, exist_ok=True)
+    private_temp_root(root)
     label = re.sub(r"[^A-Za-z0-9._-]", "_", episode_id)[:40]
     prefix = f"{RUN_DIR_PREFIX}{flow_run_id}-" if flow_run_id else "local-"
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{label}-", dir=root))

@@ -29,6 +29,7 @@ from core.errors import (
 from core.keys import InvalidKeyError, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
+from core.tempdir import private_temp_root
 from flows.audio.probe import BadAudioError, probe_source
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class UploadService:
             raise InvalidInputError(f"filename: {exc}") from exc
         with _spool_full_is_507(self.spool_dir):
             if self.spool_dir is not None:
-                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                private_temp_root(self.spool_dir)
             fd, name = tempfile.mkstemp(prefix="audioflow-upload-", dir=self.spool_dir)
         spool = Path(name)
         try:
