@@ -15,7 +15,10 @@ from pathlib import Path
 
 from core.settings import SettingsError
 
-__all__ = ["private_temp_root"]
+__all__ = ["UPLOAD_SPOOL_PREFIX", "private_temp_root"]
+
+#: Files of `POST /uploads` bodies being received start with this (in the temp root).
+UPLOAD_SPOOL_PREFIX = "audioflow-upload-"
 
 
 def private_temp_root(root: Path) -> Path:

@@ -19,13 +19,14 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.formats import get_format
-from core.tempdir import private_temp_root
+from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
 from flows.audio.probe import AudioInfo
 from flows.errors import ProcessingError
 
@@ -38,6 +39,9 @@ _RUN_DIR = re.compile(
 )
 #: Prefect state types after which a run never touches its folder again.
 FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+#: An upload spool file untouched this long belongs to an API process that died mid-upload
+#: (a live upload writes to it all along; 2 GB at 1 Mbit/s takes under 5 hours).
+STALE_SPOOL_AGE_S = 24 * 3600
 #: Transcript files (text, SRT, VTT, JSON with segments) per second of audio, generously:
 #: speech is about 3 words a second and the JSON repeats each word with its timings.
 TRANSCRIPT_BYTES_PER_S = 400
@@ -120,7 +124,8 @@ class SweepReport:
 
 
 def sweep_run_dirs(root: Path, read_state: RunStateReader) -> SweepReport:
-    """Remove the run folders under `root` whose run has finished or no longer exists.
+    """Remove the run folders under `root` whose run has finished or no longer exists,
+    and upload spool files left by an API process that died (untouched for a day).
 
     A folder is removed only on a definite answer: a finished state, or "no such run".
     When Prefect cannot be asked, or answers anything else (running, pending, scheduled,
@@ -130,6 +135,9 @@ def sweep_run_dirs(root: Path, read_state: RunStateReader) -> SweepReport:
     if not root.is_dir():
         return report
     for folder in sorted(root.iterdir()):
+        if folder.name.startswith(UPLOAD_SPOOL_PREFIX):
+            _sweep_stale_spool_file(folder, report)
+            continue
         run_id = run_id_of(folder)
         if run_id is None or folder.is_symlink() or not folder.is_dir():
             continue
@@ -145,6 +153,25 @@ def sweep_run_dirs(root: Path, read_state: RunStateReader) -> SweepReport:
         else:
             report.kept.append(folder.name)
     return report
+
+
+def _sweep_stale_spool_file(path: Path, report: SweepReport, now: float | None = None) -> None:
+    """Remove an upload spool file nobody has written for `STALE_SPOOL_AGE_S`.
+
+    Its API process is gone (a live upload writes to it, and removes it when done); which
+    process wrote it is not recorded, so its age is the only test there is.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not path.is_file() or path.is_symlink():
+        return
+    if (now if now is not None else time.time()) - info.st_mtime >= STALE_SPOOL_AGE_S:
+        path.unlink(missing_ok=True)
+        report.removed.append(path.name)
+    else:
+        report.kept.append(path.name)
 
 
 def prefect_run_state(api_url: str) -> RunStateReader:

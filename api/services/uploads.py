@@ -29,7 +29,7 @@ from core.errors import (
 from core.keys import InvalidKeyError, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
-from core.tempdir import private_temp_root
+from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
 from flows.audio.probe import BadAudioError, probe_source
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class UploadService:
         with _spool_full_is_507(self.spool_dir):
             if self.spool_dir is not None:
                 private_temp_root(self.spool_dir)
-            fd, name = tempfile.mkstemp(prefix="audioflow-upload-", dir=self.spool_dir)
+            fd, name = tempfile.mkstemp(prefix=UPLOAD_SPOOL_PREFIX, dir=self.spool_dir)
         spool = Path(name)
         try:
             size = 0

@@ -3,6 +3,8 @@ real Prefect server for each run's state; the folder of a live run is never touc
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -71,10 +73,16 @@ def test_folders_of_finished_killed_and_vanished_runs_go_live_ones_stay(
     ]
     others[1].write_bytes(b"x")
     others[2].mkdir()
+    # An upload spool file a killed API process left a day ago goes; a fresh one stays.
+    stale_spool = root / "audioflow-upload-killed"
+    stale_spool.write_bytes(b"x" * 4096)
+    day_ago = time.time() - 24 * 3600 - 60
+    os.utime(stale_spool, (day_ago, day_ago))
 
     removed = _sweep_temp(replace(settings, temp_dir=root))
 
-    assert sorted(removed) == sorted(folder.name for folder in dead.values())
+    assert sorted(removed) == sorted([stale_spool.name, *(f.name for f in dead.values())])
+    assert not stale_spool.exists()
     for why, folder in dead.items():
         assert not folder.exists(), why
     for why, folder in live.items():
