@@ -113,6 +113,8 @@ def test_full_disk_is_507_leaves_nothing_and_recovers(
         detail = response.json()["detail"]
         assert "full" in detail and "nothing was stored" in detail
         assert str(disk) not in detail  # no server paths in the message
+        schema = client.get("/schema/openapi.json").json()
+        assert "507" in schema["paths"]["/uploads"]["post"]["responses"]
 
         # Nothing half-written is left: no stored object, no spool file, no temp file,
         # and every byte of the small disk is free again.
