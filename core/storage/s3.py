@@ -80,6 +80,8 @@ _TRANSIENT_CODES = frozenset(
         "ThrottlingException",
     }
 )
+#: A store out of room (MinIO: 507 XMinioStorageFull): nothing stored, may pass later.
+_FULL_CODES = frozenset({"XMinioStorageFull", "InsufficientStorage"})
 _ACCESS_CODES = frozenset(
     {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 )
@@ -214,6 +216,9 @@ class S3Store(ObjectStore):
             raise StorageError(f"bucket {self.bucket!r} does not exist at {self.describe()}") from (
                 origin
             )
+        if status == 507 or code in _FULL_CODES:
+            message = f"{self.describe()} is full ({code or status}) for {key!r}"
+            raise StorageFullError(message) from origin
         if status >= 500 or code in _TRANSIENT_CODES:
             raise StorageUnavailableError(
                 f"{self.describe()} answered {status or code} on {key!r}: {exc}"
