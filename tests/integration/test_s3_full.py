@@ -24,6 +24,7 @@ from core.storage.errors import StorageFullError
 from core.storage.s3 import S3Store
 from flows.errors import classify
 from tests.support.moto_server import fake_aws_env
+from tests.support.small_disk import small_disk
 
 _FULL = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>XMinioStorageFull</Code>'
@@ -120,3 +121,18 @@ def test_upload_to_a_full_s3_store_is_507(
     assert response.status_code == 507, response.text
     assert "full" in response.json()["detail"]
     assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_download_from_s3_into_a_full_temp_disk_is_storage_full(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    """A flow's source download (moto's real S3 server) into a 1 MiB tmpfs: transient, and
+    no partial file is left on the disk."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x55" * (3 * 1024 * 1024))
+    s3_store.put_file("uploads/big.bin", big)
+    with small_disk(tmp_path / "temp", 1024 * 1024) as temp:
+        with pytest.raises(StorageFullError) as raised:
+            s3_store.get_file("uploads/big.bin", temp / "source.bin")
+        assert classify(raised.value) == "transient"
+        assert [p for p in temp.rglob("*") if p.is_file()] == []
