@@ -15,6 +15,7 @@ from litestar.status_codes import (
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_503_SERVICE_UNAVAILABLE,
+    HTTP_507_INSUFFICIENT_STORAGE,
 )
 from sqlalchemy.exc import OperationalError
 
@@ -22,6 +23,7 @@ from api.schemas import ErrorOut
 from core.errors import (
     AudioflowError,
     ConflictError,
+    InsufficientStorageError,
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
@@ -39,6 +41,7 @@ STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
     UpstreamUnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
     PayloadTooLargeError: HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaError: HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    InsufficientStorageError: HTTP_507_INSUFFICIENT_STORAGE,
 }
 
 
@@ -52,6 +55,7 @@ ERROR_MEANINGS: dict[int, str] = {
     HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The upload is not decodable audio",
     HTTP_422_UNPROCESSABLE_ENTITY: "Well-formed but not acceptable (e.g. an unknown format)",
     HTTP_503_SERVICE_UNAVAILABLE: "Prefect or storage cannot be reached; retry later",
+    HTTP_507_INSUFFICIENT_STORAGE: "A disk of the server is full; nothing was stored, retry later",
 }
 
 

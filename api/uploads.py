@@ -30,7 +30,7 @@ class UploadController(Controller):
         "/",
         status_code=HTTP_201_CREATED,
         request_max_body_size=None,
-        responses=error_responses(400, 401, 413, 415, 422, 503),
+        responses=error_responses(400, 401, 413, 415, 422, 503, 507),
     )
     async def upload_audio(
         self,
@@ -41,7 +41,7 @@ class UploadController(Controller):
         """Stream the raw request body (any audio format) into storage; returns its key.
 
         The body is checked by decoding it, not by its name: non-audio is 415, an oversize
-        body 413 (refused as soon as it passes the limit).
+        body 413 (refused as soon as it passes the limit), a full server disk 507.
         """
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > upload_service.max_bytes:

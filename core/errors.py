@@ -36,3 +36,8 @@ class PayloadTooLargeError(AudioflowError):
 
 class UnsupportedMediaError(AudioflowError):
     """The content is not what the endpoint accepts (e.g. an upload that is not audio)."""
+
+
+class InsufficientStorageError(AudioflowError):
+    """A disk the request needs (the object store, the upload spool) is full; nothing was
+    stored. The client may retry once space has been freed."""

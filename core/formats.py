@@ -26,6 +26,14 @@ __all__ = [
 KEEP_CHANNELS_UP_TO_STEREO = "aformat=channel_layouts=mono|stereo"
 
 
+#: Output size estimates are multiplied by this ...
+ESTIMATE_MARGIN = 1.15
+#: ... and get this much on top for headers, seek tables and the like.
+ESTIMATE_OVERHEAD_BYTES = 256 * 1024
+#: Size of a lossless encode relative to 16-bit PCM, by codec (PCM itself: 1).
+_LOSSLESS_SIZE_RATIO = {"flac": 0.7}
+
+
 class UnknownFormatError(ValueError):
     """A format name is not in the registry; the message lists the names that are."""
 
@@ -65,6 +73,24 @@ class AudioFormat:
     #: True when the encoder is run at a constant bitrate, so the output's bitrate can be
     #: checked against `bitrate_kbps`; VBR/ABR encoders are only checked for codec/duration.
     constant_bitrate: bool = False
+
+    def estimated_bytes(self, duration_s: float, source_rate: int, source_channels: int) -> int:
+        """An upper estimate of the output's size, for checking disk space before encoding.
+
+        Lossy formats take their bitrate times the duration; lossless ones their 16-bit PCM
+        size (FLAC about 0.7 of it, less on speech, more on noise). A margin covers VBR
+        overshoot, container headers and indexes, so that a run that passes the check does
+        not run out of room halfway.
+        """
+        duration_s = max(0.0, duration_s)
+        if self.bitrate_kbps is not None:
+            payload = self.bitrate_kbps * 1000 / 8 * duration_s
+        else:
+            rate = self.sample_rate or source_rate
+            channels = self.channels or min(max(source_channels, 1), 2)
+            pcm = rate * channels * 2 * duration_s
+            payload = pcm * _LOSSLESS_SIZE_RATIO.get(self.codec, 1.0)
+        return int(payload * ESTIMATE_MARGIN) + ESTIMATE_OVERHEAD_BYTES
 
 
 def _format(

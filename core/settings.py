@@ -9,6 +9,7 @@ settings by hand, except in tests that pass their own values.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -68,6 +69,11 @@ def _env_bool(name: str, default: bool) -> bool:
 def audioflow_home() -> Path:
     """The one data folder of the embedded stack (`AUDIOFLOW_HOME`, default `./.audioflow`)."""
     return Path(_env("AUDIOFLOW_HOME", str(Path.cwd() / ".audioflow"))).resolve()
+
+
+def default_temp_dir() -> Path:
+    """`audioflow/` under the system temp folder (`TMPDIR`), where run folders go by default."""
+    return Path(tempfile.gettempdir()) / "audioflow"
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,9 @@ class Settings:
     max_attempts: int = field(default=3)
     #: Wait before the first automatic retry; doubles with each attempt (capped at an hour).
     retry_backoff_s: float = field(default=30.0)
+    #: Root of the flows' run folders and the API's upload spool; run folders are named
+    #: after their flow run so the reprocessing flow can sweep those of dead runs.
+    temp_dir: Path = field(default_factory=default_temp_dir)
 
     @property
     def internal_token(self) -> str:
@@ -265,6 +274,7 @@ class Settings:
             whisper=WhisperSettings.from_env(),
             max_attempts=env_int("AUDIOFLOW_MAX_ATTEMPTS", 3),
             retry_backoff_s=_env_float("AUDIOFLOW_RETRY_BACKOFF_S", 30.0),
+            temp_dir=Path(_env("AUDIOFLOW_TEMP_DIR", str(default_temp_dir()))).resolve(),
         )
 
 

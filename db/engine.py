@@ -1,8 +1,14 @@
 """Engines and sessions for PostgreSQL (production, tests) and SQLite (embedded default).
 
 SQLite is tuned so that the API and the flows can write at once: WAL journal, a busy
-timeout, and `BEGIN IMMEDIATE` so that a read-then-write transaction takes the write lock
-up front instead of failing with "database is locked" when it upgrades.
+timeout, and `BEGIN IMMEDIATE` for writers so that a read-then-write transaction takes the
+write lock up front instead of failing with "database is locked" when it upgrades.
+
+Readers must not queue for that lock: under WAL a reader sees the last committed state
+whatever a writer is doing. So sessions begin by intent: `session_factory.begin()` (how
+every service writes) takes the write lock at once; a plain `session_factory()`, whose
+transaction begins by itself on its first query (how every service reads), starts a
+deferred transaction that never asks for the write lock unless it writes.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, SessionTransactionOrigin, sessionmaker
 
 from core.settings import DatabaseSettings
 
@@ -22,6 +28,11 @@ from core.settings import DatabaseSettings
 def is_sqlite(url: str) -> bool:
     """True for any SQLite URL."""
     return make_url(url).get_backend_name() == "sqlite"
+
+
+#: Execution option on the connections of SQLite sessions: their BEGIN is issued by the
+#: session (`_begin_by_intent`), which knows whether it is a reader or a writer.
+_SESSION_BEGINS = "audioflow_session_begins"
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -38,7 +49,20 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(_SESSION_BEGINS):
+            return  # a session's connection: `_begin_by_intent` issues the BEGIN
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _begin_by_intent(_session: Session, transaction: SessionTransaction, conn: Any) -> None:
+    """A SQLite session's BEGIN: IMMEDIATE when the session was begun explicitly (a writer),
+    DEFERRED when it began by itself on a query (a reader, which then never takes the lock)."""
+    if transaction.nested or transaction.parent is not None:
+        return  # a savepoint or subtransaction inside a transaction already begun
+    if transaction.origin is SessionTransactionOrigin.BEGIN:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
 
 
 def build_engine(settings: DatabaseSettings) -> Engine:
@@ -59,8 +83,18 @@ def build_engine(settings: DatabaseSettings) -> Engine:
 
 
 def build_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded values after commit, so services can return them."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that keep loaded values after commit, so services can return them.
+
+    On SQLite, reads (`factory()`) begin deferred and writes (`factory.begin()`) immediate:
+    see the module's docstring.
+    """
+    if engine.dialect.name != "sqlite":
+        return sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(
+        engine.execution_options(**{_SESSION_BEGINS: True}), expire_on_commit=False
+    )
+    event.listen(factory, "after_begin", _begin_by_intent)
+    return factory
 
 
 _autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()

@@ -8,8 +8,6 @@ alone: on two cores, encoding and transcribing at once was slower than one after
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -18,6 +16,7 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.runtime import flow_run
 
 from core.formats import get_format
 from core.keys import audio_output_key, transcript_key
@@ -31,6 +30,7 @@ from flows.steps.source import fetch_source
 from flows.steps.transcription import TranscriptFiles, transcribe_source
 from flows.steps.upload import PlannedUpload, upload_outputs
 from flows.transcription.writers import WRITERS
+from flows.workspace import create_run_dir, ensure_room_for_outputs
 
 
 @flow(
@@ -79,10 +79,11 @@ def audio_processing(
         HttpSender(settings.api.public_url, settings.internal_token),
         on_report=lambda percent, _step: _update_artifact(artifact_id, percent),
     )
-    workdir = Path(tempfile.mkdtemp(prefix=f"audioflow-{episode_id[:40]}-"))
+    workdir = create_run_dir(settings.temp_dir, flow_run.id, episode_id)
     try:
         source, source_info = fetch_source(audio_key, workdir, reporter)
         logger.info("source: %.1f s of %s", source_info.duration_s, source_info.codec)
+        ensure_room_for_outputs(workdir, source_info, encoding_formats, transcribe)
         encoded: list[EncodedOutput] = [
             f.result()
             for f in [

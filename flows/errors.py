@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Literal
 
 ErrorKind = Literal["transient", "permanent"]
@@ -36,13 +38,41 @@ def _permanent_types() -> tuple[type[BaseException], ...]:
     )
 
 
+#: What ffmpeg, ffprobe and Python print for ENOSPC / EDQUOT (strerror of the errno).
+_DISK_FULL_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from, is a full disk or an exceeded quota.
+
+    ffmpeg's own failures arrive as an `EncodeError` carrying its stderr, so the kernel's
+    message is looked for there (only there: other messages may quote user data).
+    """
+    from core.storage.errors import StorageFullError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageFullError):
+            return True
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        stderr = getattr(current, "stderr_tail", "")
+        if isinstance(stderr, str) and any(marker in stderr for marker in _DISK_FULL_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def classify(exc: BaseException) -> ErrorKind:
-    """Only an unreachable store, the network or a crash may pass; bad input never does."""
+    """Only an unreachable store, a full disk, the network or a crash may pass; bad input
+    never does. A full disk is transient: space may be freed, or another worker has room."""
     from core.storage.errors import StorageUnavailableError
 
     if isinstance(exc, ProcessingError):
         return exc.kind
-    if isinstance(exc, StorageUnavailableError):
+    if isinstance(exc, StorageUnavailableError) or is_disk_full(exc):
         return "transient"
     if isinstance(exc, _permanent_types()):
         return "permanent"

@@ -1,7 +1,8 @@
 """The `reprocessing` flow: repair what fell through, retry what may pass, reprocess on demand.
 
-Scheduled every few minutes from `prefect.yaml` with default parameters (reconcile and
-retry); started by hand (`audioflow reprocess`, `POST /reprocess`, or the Prefect UI form)
+Scheduled every few minutes from `prefect.yaml` with default parameters (reconcile, retry,
+and sweep the temp folders that killed runs left on this worker); started by hand
+(`audioflow reprocess`, `POST /reprocess`, or the Prefect UI form)
 to reprocess selected tasks, for example to add `opus_64` to the whole back catalogue.
 It writes through the same services as the API, and a summary artifact per run.
 """
@@ -25,6 +26,7 @@ from core.storage import get_store
 from db.engine import build_engine, build_session_factory
 from db.models import TaskStatus
 from db.repositories import TaskRepository
+from flows.workspace import prefect_run_state, sweep_run_dirs
 
 
 class ReprocessParameters(BaseModel):
@@ -48,6 +50,10 @@ class ReprocessParameters(BaseModel):
     add_formats: list[str] = Field(
         default_factory=list,
         description="Formats to add (only these are encoded for tasks that are done).",
+    )
+    sweep_temp: bool = Field(
+        default=True,
+        description="Remove this worker's temp folders of runs that are no longer live.",
     )
     dry_run: bool = Field(default=False, description="List what would happen; change nothing.")
     limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many tasks.")
@@ -91,6 +97,7 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
         )
     finally:
         engine.dispose()
+    swept = _sweep_temp(settings) if params.sweep_temp and not params.dry_run else []
     summary = {
         "dryRun": params.dry_run,
         "checked": report.checked,
@@ -98,6 +105,7 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
         "retries": [r.__dict__ for r in report.retries],
         "reprocessed": reprocessed,
         "skipped": report.skipped,
+        "sweptTempFolders": swept,
     }
     logger.info(
         "checked %d workflows: %d corrected, %d retried, %d reprocessed, %d skipped",
@@ -109,6 +117,17 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
     )
     _summary_artifact(summary)
     return summary
+
+
+def _sweep_temp(settings: Any) -> list[str]:
+    """Remove the run folders of dead runs under this worker's temp root (see
+    `flows.workspace`); a sweep that cannot ask Prefect keeps everything."""
+    if not settings.prefect.api_url:
+        return []
+    report = sweep_run_dirs(settings.temp_dir, prefect_run_state(settings.prefect.api_url))
+    for error in report.errors:
+        get_run_logger().warning("temp folder kept, its run's state is unknown: %s", error)
+    return report.removed
 
 
 def _reprocess_selection(
@@ -170,6 +189,9 @@ def _summary_artifact(summary: dict[str, Any]) -> None:
         ]
     if summary["skipped"]:
         lines += ["", "Skipped:", *[f"- {s}" for s in summary["skipped"]]]
+    if summary["sweptTempFolders"]:
+        lines += ["", "Temp folders of dead runs removed:"]
+        lines += [f"- `{name}`" for name in summary["sweptTempFolders"]]
     create_markdown_artifact(
         "\n".join(lines), key="reprocessing-summary", description="What this run did"
     )

@@ -7,16 +7,20 @@ audio (the name and Content-Type are not trusted); only then does it go to the s
 
 from __future__ import annotations
 
+import errno
 import functools
+import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
 from core.errors import (
+    InsufficientStorageError,
     InvalidInputError,
     PayloadTooLargeError,
     UnsupportedMediaError,
@@ -24,8 +28,11 @@ from core.errors import (
 )
 from core.keys import InvalidKeyError, upload_key
 from core.storage.base import ObjectStore
-from core.storage.errors import NotSupportedError, StorageUnavailableError
+from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
+from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
 from flows.audio.probe import BadAudioError, probe_source
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,20 @@ class PresignedUpload:
     expires_in: int
 
 
+@contextmanager
+def _spool_full_is_507(spool_dir: Path | None) -> Iterator[None]:
+    """A full spool disk (ENOSPC, EDQUOT) is the server's problem, told as a 507, not a 500."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.warning("upload spool %s is full: %s", spool_dir or tempfile.gettempdir(), exc)
+        raise InsufficientStorageError(
+            "the server's disk for incoming uploads is full; nothing was stored, try again later"
+        ) from exc
+
+
 class UploadService:
     """Receives uploads for the API."""
 
@@ -64,11 +85,15 @@ class UploadService:
             key = upload_key(filename)
         except InvalidKeyError as exc:
             raise InvalidInputError(f"filename: {exc}") from exc
-        fd, name = tempfile.mkstemp(prefix="audioflow-upload-", dir=self.spool_dir)
+        with _spool_full_is_507(self.spool_dir):
+            if self.spool_dir is not None:
+                private_temp_root(self.spool_dir)
+            fd, name = tempfile.mkstemp(prefix=UPLOAD_SPOOL_PREFIX, dir=self.spool_dir)
         spool = Path(name)
         try:
             size = 0
-            with os.fdopen(fd, "wb") as out:
+            # The close at the end of the `with` flushes the last buffered bytes: inside.
+            with _spool_full_is_507(self.spool_dir), os.fdopen(fd, "wb") as out:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_bytes:
@@ -86,6 +111,11 @@ class UploadService:
                 stored = await anyio.to_thread.run_sync(self.store.put_file, key, spool)
             except StorageUnavailableError as exc:
                 raise UpstreamUnavailableError(f"object storage unavailable: {exc}") from exc
+            except StorageFullError as exc:
+                log.warning("object store full: %s", exc)
+                raise InsufficientStorageError(
+                    "object storage is full; nothing was stored, try again later"
+                ) from exc
             return UploadedAudio(
                 key=key,
                 size=stored,

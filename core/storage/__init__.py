@@ -18,6 +18,7 @@ from core.storage.errors import (
     ObjectNotFoundError,
     ObjectTooLargeError,
     StorageError,
+    StorageFullError,
     StorageUnavailableError,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "ObjectStore",
     "ObjectTooLargeError",
     "StorageError",
+    "StorageFullError",
     "StorageUnavailableError",
     "build_store",
     "get_store",

@@ -1,8 +1,9 @@
 """Errors raised by object stores, shared by every backend so callers never see boto3 types.
 
-The flows retry on `StorageUnavailableError` only: it means "the store did not answer or
-answered 5xx", which a later attempt can fix. Every other `StorageError` is permanent for
-the request at hand (a missing object, a bad key, an oversized upload, a misconfiguration).
+The flows retry on `StorageUnavailableError` ("the store did not answer or answered 5xx")
+and `StorageFullError` (a disk ran out of room), which a later attempt can fix. Every other
+`StorageError` is permanent for the request at hand (a missing object, a bad key, an
+oversized upload, a misconfiguration).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "ObjectNotFoundError",
     "ObjectTooLargeError",
     "StorageError",
+    "StorageFullError",
     "StorageUnavailableError",
 ]
 
@@ -33,6 +35,11 @@ class ObjectNotFoundError(StorageError):
 
 class StorageUnavailableError(StorageError):
     """Transient: connection refused, timeout, or a 5xx/throttling answer. Safe to retry."""
+
+
+class StorageFullError(StorageError):
+    """Transient: a disk (the store's, or the local file being written) has no room left
+    (ENOSPC, or EDQUOT for a quota). Nothing partial was left behind; it may fit later."""
 
 
 class ObjectTooLargeError(StorageError):

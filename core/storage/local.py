@@ -30,6 +30,7 @@ from core.storage.errors import (
     ObjectNotFoundError,
     ObjectTooLargeError,
     StorageError,
+    StorageFullError,
 )
 
 __all__ = ["LocalStore"]
@@ -90,8 +91,12 @@ class LocalStore(ObjectStore):
         return path.relative_to(self.root).as_posix()
 
     @contextmanager
-    def _errors(self, key: str) -> Iterator[None]:
-        """Turn OS errors into storage errors that name the key."""
+    def _errors(self, key: str, writing_to: Path | None = None) -> Iterator[None]:
+        """Turn OS errors into storage errors that name the key.
+
+        `writing_to` names the file being written when it is not in the store (a download),
+        so that a full disk is reported where it is full.
+        """
         try:
             yield
         except _SourceReadError:
@@ -105,7 +110,11 @@ class LocalStore(ObjectStore):
             ) from exc
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageError(f"no space left in {self.describe()} for {key!r}") from exc
+                where = f"for {writing_to}" if writing_to else f"in {self.describe()}"
+                raise StorageFullError(
+                    f"no space left on the disk {where} while writing {key!r}; "
+                    f"nothing was stored ({exc.strerror})"
+                ) from exc
             raise StorageError(f"storage error on {key!r} in {self.describe()}: {exc}") from exc
 
     def _prune_empty_dirs(self, start: Path) -> None:
@@ -162,7 +171,7 @@ class LocalStore(ObjectStore):
         src_path = self._path(key)
         if not src_path.is_file():
             raise ObjectNotFoundError(key, self.describe())
-        with self._errors(key), src_path.open("rb") as src:
+        with self._errors(key, writing_to=Path(dest)), src_path.open("rb") as src:
             return _atomic_write(Path(dest), lambda out: _copy(src, out))
 
     def exists(self, key: str) -> bool:

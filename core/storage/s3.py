@@ -23,6 +23,7 @@ Design points, each for a reason:
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ from core.storage.errors import (
     ObjectNotFoundError,
     ObjectTooLargeError,
     StorageError,
+    StorageFullError,
     StorageUnavailableError,
 )
 
@@ -78,6 +80,8 @@ _TRANSIENT_CODES = frozenset(
         "ThrottlingException",
     }
 )
+#: A store out of room (MinIO: 507 XMinioStorageFull): nothing stored, may pass later.
+_FULL_CODES = frozenset({"XMinioStorageFull", "InsufficientStorage"})
 _ACCESS_CODES = frozenset(
     {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 )
@@ -190,6 +194,14 @@ class S3Store(ObjectStore):
             ) from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 error on {key!r} in {self.describe()}: {exc}") from exc
+        except OSError as exc:
+            # A download whose local file ran out of room: transient, like on the local store.
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(
+                    f"no space left on the local disk while downloading {key!r} from "
+                    f"{self.describe()} ({exc.strerror})"
+                ) from exc
+            raise
 
     def _raise_client_error(
         self, exc: ClientError, key: str, raised: BaseException | None = None
@@ -204,6 +216,9 @@ class S3Store(ObjectStore):
             raise StorageError(f"bucket {self.bucket!r} does not exist at {self.describe()}") from (
                 origin
             )
+        if status == 507 or code in _FULL_CODES:
+            message = f"{self.describe()} is full ({code or status}) for {key!r}"
+            raise StorageFullError(message) from origin
         if status >= 500 or code in _TRANSIENT_CODES:
             raise StorageUnavailableError(
                 f"{self.describe()} answered {status or code} on {key!r}: {exc}"

@@ -13,6 +13,7 @@ from flows.audio.probe import AudioInfo, BadAudioError, probe_source
 from flows.errors import ProcessingError
 from flows.progress import WorkflowProgressReporter
 from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+from flows.workspace import ensure_free_space
 
 
 @task(
@@ -25,12 +26,18 @@ from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
 def fetch_source(
     audio_key: str, workdir: Path, reporter: WorkflowProgressReporter
 ) -> tuple[Path, AudioInfo]:
-    """Download the source once into the run's folder, then probe and fully decode it."""
+    """Download the source once into the run's folder, then probe and fully decode it.
+
+    A temp disk without room for the source fails the step as transient before downloading.
+    """
     store = get_store()
     suffix = PurePosixPath(audio_key).suffix[:16]
     dest = workdir / f"source{suffix}"
     reporter.update("download", 0.0, f"downloading {audio_key}")
     try:
+        # Room for the source first (one HEAD on S3): a full temp disk fails here, before
+        # the download, not partway through it.
+        ensure_free_space(workdir, store.size(audio_key), "the source audio")
         size = store.get_file(audio_key, dest)
     except ObjectNotFoundError as exc:
         raise ProcessingError(

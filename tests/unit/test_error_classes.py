@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from core.keys import InvalidKeyError
-from core.storage.errors import ObjectNotFoundError, StorageError, StorageUnavailableError
+from core.storage.errors import (
+    ObjectNotFoundError,
+    StorageError,
+    StorageFullError,
+    StorageUnavailableError,
+)
 from flows.audio.encode import EncodeError
 from flows.audio.probe import BadAudioError
 from flows.audio.tools import ToolMissingError
@@ -17,6 +25,10 @@ from flows.transcription.errors import ModelNotAvailableError, TranscriptionInpu
     ("exc", "kind"),
     [
         (StorageUnavailableError("connection refused"), "transient"),
+        (StorageFullError("no space left"), "transient"),
+        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "transient"),
+        (OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), "transient"),
+        (EncodeError("write failed", stderr_tail="No space left on device"), "transient"),
         (ConnectionError("reset"), "transient"),
         (RuntimeError("something unexpected"), "transient"),
         (ObjectNotFoundError("uploads/x.mp3"), "permanent"),

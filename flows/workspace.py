@@ -1,0 +1,189 @@
+"""The flows' temporary folders: one root, one folder per run named after it, room checked
+before the work, and the leftovers of dead runs swept.
+
+Every run of `audio-processing` works in `{AUDIOFLOW_TEMP_DIR}/run-{flow run id}-{episode}-xxxx`
+and removes it when it ends. A worker killed with SIGKILL (or a machine that lost power)
+cannot, so the reprocessing flow sweeps the folders whose run Prefect no longer counts as
+live (`sweep_run_dirs`). Liveness is Prefect's state of the run named in the folder, not an
+age or a process id: an age bound would remove the folder of a long episode still encoding,
+and a process id means nothing on another machine or after a restart (ids are reused).
+
+Before encoding, the run checks that its folder's disk has room for what the requested
+formats will need (`ensure_room_for_outputs`); a full disk there is transient, as it may
+have room later or on another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.formats import get_format
+from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
+from flows.audio.probe import AudioInfo
+from flows.errors import ProcessingError
+
+log = logging.getLogger(__name__)
+
+#: Run folders start with this, then the flow run's id.
+RUN_DIR_PREFIX = "run-"
+_RUN_DIR = re.compile(
+    rf"^{RUN_DIR_PREFIX}([0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}})-"
+)
+#: Prefect state types after which a run never touches its folder again.
+FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+#: An upload spool file untouched this long belongs to an API process that died mid-upload
+#: (a live upload writes to it all along; 2 GB at 1 Mbit/s takes under 5 hours).
+STALE_SPOOL_AGE_S = 24 * 3600
+#: Transcript files (text, SRT, VTT, JSON with segments) per second of audio, generously:
+#: speech is about 3 words a second and the JSON repeats each word with its timings.
+TRANSCRIPT_BYTES_PER_S = 400
+
+
+def create_run_dir(root: Path, flow_run_id: str | None, episode_id: str) -> Path:
+    """A new, private folder for one run under `root` (created if missing).
+
+    Without a flow run (a test calling the flow's function directly) the folder is named
+    `local-...` and the sweep never touches it. The root must be this user's alone
+    (`core.tempdir`).
+    """
+    private_temp_root(root)
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", episode_id)[:40]
+    prefix = f"{RUN_DIR_PREFIX}{flow_run_id}-" if flow_run_id else "local-"
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{label}-", dir=root))
+
+
+def run_id_of(folder: Path) -> str | None:
+    """The flow run id in a run folder's name; None for anything else."""
+    match = _RUN_DIR.match(folder.name)
+    return match.group(1) if match else None
+
+
+# -- room before the work ------------------------------------------------------------------
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes this process may still write on the disk holding `folder`."""
+    return shutil.disk_usage(folder).free
+
+
+def ensure_free_space(folder: Path, needed: int, purpose: str) -> None:
+    """Fail the attempt, as transient, when `folder`'s disk has less than `needed` bytes free."""
+    free = free_bytes(folder)
+    if free < needed:
+        log.warning("%s: %d bytes needed for %s, %d free", folder, needed, purpose, free)
+        raise ProcessingError(
+            f"not enough temporary disk space on this worker for {purpose}: "
+            f"{needed} bytes needed, {free} bytes free",
+            "transient",
+        )
+
+
+def outputs_estimate(info: AudioInfo, format_names: Iterable[str], transcribe: bool) -> int:
+    """Bytes the run's folder needs beyond the source: every format (they are encoded side
+    by side, so all at once) plus the transcript files."""
+    needed = sum(
+        get_format(name).estimated_bytes(info.duration_s, info.sample_rate, info.channels)
+        for name in format_names
+    )
+    if transcribe:
+        needed += int(TRANSCRIPT_BYTES_PER_S * info.duration_s)
+    return needed
+
+
+def ensure_room_for_outputs(
+    workdir: Path, info: AudioInfo, format_names: Iterable[str], transcribe: bool
+) -> None:
+    """Before encoding: the source is already in `workdir`; is there room for the outputs?"""
+    names = list(format_names)
+    what = ", ".join(names) + (" and the transcript" if transcribe else "")
+    ensure_free_space(workdir, outputs_estimate(info, names, transcribe), what or "the outputs")
+
+
+# -- sweeping the folders of dead runs -----------------------------------------------------
+
+#: Given a flow run id: its Prefect state type (`RUNNING`, `COMPLETED`, ...), None if Prefect
+#: no longer has the run; raises if Prefect cannot be asked.
+RunStateReader = Callable[[str], "str | None"]
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did, for the reprocessing run's summary."""
+
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def sweep_run_dirs(root: Path, read_state: RunStateReader) -> SweepReport:
+    """Remove the run folders under `root` whose run has finished or no longer exists,
+    and upload spool files left by an API process that died (untouched for a day).
+
+    A folder is removed only on a definite answer: a finished state, or "no such run".
+    When Prefect cannot be asked, or answers anything else (running, pending, scheduled,
+    cancelling, paused), the folder is kept: never the folder of a live run.
+    """
+    report = SweepReport()
+    if not root.is_dir():
+        return report
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(UPLOAD_SPOOL_PREFIX):
+            _sweep_stale_spool_file(folder, report)
+            continue
+        run_id = run_id_of(folder)
+        if run_id is None or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            state = read_state(run_id)
+        except Exception as exc:
+            report.errors.append(f"{folder.name}: {exc}")
+            report.kept.append(folder.name)
+            continue
+        if state is None or state in FINISHED_STATES:
+            shutil.rmtree(folder, ignore_errors=True)
+            report.removed.append(folder.name)
+        else:
+            report.kept.append(folder.name)
+    return report
+
+
+def _sweep_stale_spool_file(path: Path, report: SweepReport, now: float | None = None) -> None:
+    """Remove an upload spool file nobody has written for `STALE_SPOOL_AGE_S`.
+
+    Its API process is gone (a live upload writes to it, and removes it when done); which
+    process wrote it is not recorded, so its age is the only test there is.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not path.is_file() or path.is_symlink():
+        return
+    if (now if now is not None else time.time()) - info.st_mtime >= STALE_SPOOL_AGE_S:
+        path.unlink(missing_ok=True)
+        report.removed.append(path.name)
+    else:
+        report.kept.append(path.name)
+
+
+def prefect_run_state(api_url: str) -> RunStateReader:
+    """A `RunStateReader` that asks the Prefect server through the API's gateway."""
+    from api import prefect_gateway
+    from core.errors import NotFoundError
+
+    def read(run_id: str) -> str | None:
+        try:
+            info = prefect_gateway.read_flow_run(api_url, str(uuid.UUID(run_id)))
+        except NotFoundError:
+            return None
+        return info.state_type or "UNKNOWN"  # a run without a state is kept
+
+    return read
