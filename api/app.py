@@ -82,5 +82,10 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.task_service = task_service
     app.state.workflow_service = WorkflowService(session_factory)
-    app.state.upload_service = UploadService(store, settings.api.max_upload_bytes)
+    app.state.upload_service = UploadService(
+        store,
+        settings.api.max_upload_bytes,
+        max_duration_s=settings.media.max_duration_s,
+        checks=settings.api.upload_checks,
+    )
     return app

@@ -36,3 +36,14 @@ class PayloadTooLargeError(AudioflowError):
 
 class UnsupportedMediaError(AudioflowError):
     """The content is not what the endpoint accepts (e.g. an upload that is not audio)."""
+
+
+class BusyError(AudioflowError):
+    """Too much work of this kind is in progress; the client should retry after a while.
+
+    `retry_after_s` becomes the response's `Retry-After` header.
+    """
+
+    def __init__(self, detail: str, *, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s

@@ -3,6 +3,11 @@
 The body is spooled to a temporary file chunk by chunk (memory stays flat whatever the
 size) and refused as soon as it passes the size limit; ffprobe then decides whether it is
 audio (the name and Content-Type are not trusted); only then does it go to the store.
+
+The check (probe and full decode) costs CPU in a worker thread, so each API process runs
+at most `AUDIOFLOW_UPLOAD_CHECKS` uploads at once: a slot is taken before the body is read
+(non-blocking: past the limit the upload is a 503 with `Retry-After` and nothing is read)
+and held until the upload is stored or refused.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +23,7 @@ from pathlib import Path
 import anyio
 
 from core.errors import (
+    BusyError,
     InvalidInputError,
     PayloadTooLargeError,
     UnsupportedMediaError,
@@ -25,7 +32,16 @@ from core.errors import (
 from core.keys import InvalidKeyError, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageUnavailableError
-from flows.audio.probe import BadAudioError, probe_source
+from flows.audio.probe import (
+    BadAudioError,
+    SourceTooLongError,
+    UnsupportedContainerError,
+    probe_source,
+)
+
+#: Seconds a client refused for lack of a check slot is told to wait (a check of a typical
+#: episode takes a few seconds).
+RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -50,20 +66,55 @@ class PresignedUpload:
     expires_in: int
 
 
+def _named(exc: BaseException, spool: Path, key: str) -> str:
+    """The check's message with the spool file's random name replaced by the upload's."""
+    return str(exc).replace(spool.name, key.rsplit("/", 1)[-1])
+
+
 class UploadService:
     """Receives uploads for the API."""
 
-    def __init__(self, store: ObjectStore, max_bytes: int, spool_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        max_bytes: int,
+        spool_dir: Path | None = None,
+        *,
+        max_duration_s: float | None = None,
+        checks: int = 2,
+    ) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self.spool_dir = spool_dir
+        #: Longest audio accepted (None: `AUDIOFLOW_MAX_DURATION_S` from the environment).
+        self.max_duration_s = max_duration_s
+        #: Upload check slots of this process; a threading semaphore, so it does not matter
+        #: which event loop or thread asks.
+        self.check_slots = threading.BoundedSemaphore(checks)
+        self.checks = checks
 
     async def receive(self, filename: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
-        """Spool, check and store one upload; nothing is stored unless it is audio."""
+        """Spool, check and store one upload; nothing is stored unless it is audio.
+
+        BusyError (503) without reading the body when every check slot is taken.
+        """
         try:
             key = upload_key(filename)
         except InvalidKeyError as exc:
             raise InvalidInputError(f"filename: {exc}") from exc
+        if not self.check_slots.acquire(blocking=False):
+            raise BusyError(
+                f"this API process is already checking {self.checks} uploads "
+                f"(AUDIOFLOW_UPLOAD_CHECKS); nothing was read or stored, retry in "
+                f"{RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        try:
+            return await self._receive(key, chunks)
+        finally:
+            self.check_slots.release()
+
+    async def _receive(self, key: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
         fd, name = tempfile.mkstemp(prefix="audioflow-upload-", dir=self.spool_dir)
         spool = Path(name)
         try:
@@ -78,10 +129,17 @@ class UploadService:
                     await anyio.to_thread.run_sync(out.write, chunk)
             if size == 0:
                 raise InvalidInputError("the upload is empty (0 bytes)")
+            check = functools.partial(probe_source, spool, max_duration_s=self.max_duration_s)
             try:
-                info = await anyio.to_thread.run_sync(probe_source, spool)
+                info = await anyio.to_thread.run_sync(check)
+            except SourceTooLongError as exc:
+                raise InvalidInputError(f"too long: {_named(exc, spool, key)}") from exc
+            except UnsupportedContainerError as exc:
+                raise UnsupportedMediaError(
+                    f"not an accepted audio file: {_named(exc, spool, key)}"
+                ) from exc
             except BadAudioError as exc:
-                raise UnsupportedMediaError(f"not usable audio: {exc}") from exc
+                raise UnsupportedMediaError(f"not usable audio: {_named(exc, spool, key)}") from exc
             try:
                 stored = await anyio.to_thread.run_sync(self.store.put_file, key, spool)
             except StorageUnavailableError as exc:
