@@ -12,8 +12,10 @@ every ffprobe/ffmpeg run on user-supplied data gets `input_args()`:
   was given (a refused demuxer fails with "Format not on whitelist"; the whitelist also
   applies to anything a demuxer would try to open in turn);
 * `-protocol_whitelist file`: the input is always a local `file:` URL (`media_url`).
-  The `mov` demuxer could follow an MP4's external data references (`dref`), but only
-  with `-enable_drefs 1`, which we never pass (off by default in ffmpeg).
+  The `mov` demuxer follows an MP4's external data references (`dref` aliases) only with
+  `-enable_drefs 1`, which we never pass (verified: with it, a crafted M4A plays another
+  file's audio even under both whitelists; without it ffmpeg warns "Skipped opening
+  external track", which `refused_demuxer` turns into a refusal).
 
 A name in the list matches an ffmpeg demuxer whose comma-separated name contains it
 (`mov` is ffmpeg's `mov,mp4,m4a,3gp,3g2,mj2`, `matroska` its `matroska,webm`), which is
@@ -67,10 +69,16 @@ _REFUSED: dict[str, str] = {
     "image2": "an image or image sequence, not an audio file",
     "tty": "a text file, not an audio file",
     "ffmetadata": "an ffmpeg metadata text file, not an audio file",
+    "mov-external-reference": (
+        "an MP4/MOV whose audio is in another file (an external data reference); "
+        "only self-contained files are accepted"
+    ),
 }
 
 #: ffmpeg's refusal: `[hls @ 0x55d5c92685c0] Format not on whitelist 'mp3,...'`.
 _NOT_ON_WHITELIST = re.compile(r"\[([^\]@]+?) @ 0x[0-9a-f]+\] Format not on whitelist")
+#: The mov demuxer's warning for a track whose samples live in another file.
+_EXTERNAL_TRACK = "Skipped opening external track"
 
 
 def format_whitelist() -> str:
@@ -84,9 +92,15 @@ def input_args() -> list[str]:
 
 
 def refused_demuxer(stderr: str) -> str | None:
-    """The demuxer ffmpeg found but the whitelist refused, from its stderr; else None."""
+    """The demuxer ffmpeg found but the whitelist refused, from its stderr; else None.
+
+    An MP4/MOV whose track refers to another file (which ffmpeg did not open) counts as
+    refused too, as the pseudo-demuxer `mov-external-reference`.
+    """
     found = _NOT_ON_WHITELIST.search(stderr)
-    return found.group(1).strip() if found else None
+    if found:
+        return found.group(1).strip()
+    return "mov-external-reference" if _EXTERNAL_TRACK in stderr else None
 
 
 def what_it_is(demuxer: str) -> str:

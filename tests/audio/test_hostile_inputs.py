@@ -45,6 +45,18 @@ def _ffprobe(path: Path) -> dict[str, str]:
     return fmt
 
 
+def _decoded_seconds(path: Path) -> float:
+    """Seconds of audio ffmpeg decodes from `path` (0 when it cannot read it)."""
+    done = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-",
+         "-progress", "pipe:1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    times = [int(v[12:]) for v in lines if v[:12] == "out_time_us=" and v[12:].isdigit()]
+    return max(times, default=0) / 1_000_000
+
+
 @pytest.fixture(scope="module")
 def hostile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hostile")
@@ -76,15 +88,24 @@ def test_probe_refuses_and_says_what_it_is(hostile: tuple[Path, str]) -> None:
 
 
 def test_decode_refuses_too(hostile: tuple[Path, str]) -> None:
-    """check_decodes alone (no probe first) does not read the named file either."""
+    """check_decodes alone (no probe first) does not read the named file either. (The
+    external reference only gets as far as "no decodable audio": at `-v error` ffmpeg
+    does not print the warning that names it.)"""
     path, _ = hostile
-    with pytest.raises(UnsupportedContainerError):
+    with pytest.raises(BadAudioError):
         check_decodes(path)
 
 
-def test_encode_refuses_and_writes_nothing(hostile: tuple[Path, str], tmp_path: Path) -> None:
+def test_encode_never_reads_the_other_file(hostile: tuple[Path, str], tmp_path: Path) -> None:
+    """encode alone (no probe first): refused, or, for the external reference, an output
+    without a single audio frame (its own samples are zeros and the other file is never
+    opened); the flow's probe and `verify_output` refuse that one before and after."""
     path, _ = hostile
     dest = tmp_path / "out.mp3"
+    if path.name == "external.m4a":
+        encode(path, dest, get_format("mp3_64"), duration_s=10)
+        assert _decoded_seconds(dest) < 0.1
+        return
     with pytest.raises(EncodeError, match="not one of the accepted audio containers"):
         encode(path, dest, get_format("mp3_64"), duration_s=10)
     assert list(tmp_path.iterdir()) == []
@@ -208,3 +229,19 @@ def test_timeouts_scale_with_the_length_and_stop_at_the_limit() -> None:
 def test_a_decode_timeout_is_a_failure_with_a_reason(ten_minute_mp3: Path) -> None:
     with pytest.raises(BadAudioError, match=r"could not be decoded within 0 s"):
         check_decodes(ten_minute_mp3, timeout_s=0.01)
+
+
+def test_the_external_reference_fixture_really_points_elsewhere(hostile_dir: Path) -> None:
+    """Control: with `-enable_drefs 1` (which audioflow never passes) ffmpeg decodes the
+    other file's audio from the crafted M4A, even under both whitelists; its own samples
+    are zeros."""
+    builder, _ = HOSTILE["mp4-external-reference"]
+    path = builder(hostile_dir, hostile_dir / "secret.mp3")
+    followed = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-enable_drefs", "1", "-format_whitelist",
+         "mov", "-protocol_whitelist", "file", "-i", f"file:{path}",
+         "-af", "volumedetect", "-f", "null", "-"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    mean = float(followed.stderr.split("mean_volume:")[1].split("dB")[0])
+    assert mean > -40, "the referenced tone was decoded"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HostileBuilder = Callable[[Path, Path], Path]
@@ -94,6 +94,61 @@ def image_sequence(folder: Path, target: Path) -> Path:
     return path
 
 
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, size, type) of the ISO-BMFF boxes between `start` and `end`."""
+    offset = start
+    while offset < end:
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        yield offset, size, kind
+        offset += size
+
+
+def _alias_entry(path: str) -> bytes:
+    """A QuickTime `alis` data reference to `path` (the layout ffmpeg's mov.c reads):
+    volume, file name, one level up/down, then an absolute-path record (type 2)."""
+    name = Path(path).name.encode()
+    raw = path.encode()
+    padded = raw + b"\0" * (len(raw) & 1)
+    body = (
+        b"\0" * 10 + b"\0" + b"\0" * 27 + b"\0" * 12
+        + bytes([len(name)]) + name.ljust(63, b"\0") + b"\0" * 16
+        + struct.pack(">hh", 1, 1) + b"\0" * 16
+        + struct.pack(">hH", 2, len(raw)) + padded + struct.pack(">hH", -1, 0)
+    )  # fmt: skip
+    return struct.pack(">I4sI", 12 + len(body), b"alis", 0) + body
+
+
+def mp4_external_reference(folder: Path, target: Path) -> Path:
+    """An M4A whose audio track's data reference points at another M4A on the disk.
+
+    Made from an M4A copy of `target` (moov after mdat, so sample offsets stay valid):
+    its `dref` becomes an alias of that copy and its own samples are zeroed, so whatever
+    audio comes out was read from the other file (`ffmpeg -enable_drefs 1` does).
+    """
+    referenced = folder / "referenced.m4a"
+    ffmpeg("-i", str(target), "-c:a", "aac", str(referenced))
+    data = referenced.read_bytes()
+    chain: list[tuple[int, int]] = []
+    start, end = 0, len(data)
+    for wanted in (b"moov", b"trak", b"mdia", b"minf", b"dinf", b"dref"):
+        offset, size = next((o, n) for o, n, kind in _boxes(data, start, end) if kind == wanted)
+        chain.append((offset, size))
+        start, end = offset + 8, offset + size
+    mdat_offset, mdat_size = next((o, n) for o, n, k in _boxes(data, 0, len(data)) if k == b"mdat")
+    assert mdat_offset < chain[0][0], "moov must follow mdat"
+    entry = _alias_entry(str(referenced))
+    dref = struct.pack(">I4sII", 16 + len(entry), b"dref", 0, 1) + entry
+    dref_offset, dref_size = chain[-1]
+    grown = len(dref) - dref_size
+    out = bytearray(data[:dref_offset] + dref + data[dref_offset + dref_size :])
+    for offset, size in chain[:-1]:
+        out[offset : offset + 4] = struct.pack(">I", size + grown)
+    out[mdat_offset + 8 : mdat_offset + mdat_size] = bytes(mdat_size - 8)
+    path = folder / "external.m4a"
+    path.write_bytes(bytes(out))
+    return path
+
+
 def text_notes(folder: Path, target: Path) -> Path:
     """Show notes as a .txt file (ffmpeg has a text demuxer for those)."""
     path = folder / "notes.txt"
@@ -111,15 +166,17 @@ HOSTILE: dict[str, tuple[HostileBuilder, str]] = {
     "dash-manifest": (dash_manifest, "DASH manifest"),
     "image-sequence": (image_sequence, "image"),
     "text": (text_notes, "not an audio"),
+    "mp4-external-reference": (mp4_external_reference, "another file"),
 }
 
 
 def lying_mp3(folder: Path, seconds: float = 12.0, claimed_s: float = 2.0) -> Path:
-    """A VBR MP3 of `seconds` whose Xing header claims only about `claimed_s`.
+    """A VBR MP3 of `seconds` whose Xing header claims about `claimed_s` instead.
 
     The frame count in the Xing header is rewritten (the byte count is left true, so
     ffmpeg's "concatenated file" check does not fall back to estimating): ffprobe reports
-    `claimed_s`, every frame still decodes.
+    `claimed_s`, and the `seconds` of frames still decode. Under-claiming hides a long
+    file from a header check; over-claiming makes a few KB look like hours.
     """
     honest = folder / f"honest-{seconds:g}.mp3"
     ffmpeg(
