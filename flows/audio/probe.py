@@ -316,7 +316,7 @@ def check_decodes(
     if decoded > limit:
         raise SourceTooLongError(
             f"{path.name} is longer than the limit of {limit:.0f} s of audio "
-            "(AUDIOFLOW_MAX_DURATION_S), although its header said less"
+            "(AUDIOFLOW_MAX_DURATION_S); decoding was stopped there"
         )
     return DecodeReport(decoded_s=decoded, error_lines=error_lines, errors_tail=tail)
 
@@ -343,19 +343,21 @@ def probe_source(path: Path, *, max_duration_s: float | None = None) -> AudioInf
     limit = _max_duration(max_duration_s)
     data, warnings = _run_ffprobe(path)
     info = _info_from_probe(path, data, allow_unknown_duration=True)
-    if info.duration_s > limit:
+    # An estimated or missing header length (MP3 without Xing header, a browser-recorded
+    # WebM) proves nothing, neither truncation nor excess length (a VBR file's estimate
+    # can be off several times either way): the decode, capped at the limit and given
+    # the limit's timeout, decides then.
+    estimated = _ESTIMATED_DURATION_WARNING in warnings or info.duration_s == 0.0
+    if info.duration_s > limit and not estimated:
         raise SourceTooLongError(
             f"{path.name} is {info.duration_s:.0f} s long; the limit is {limit:.0f} s "
             "(AUDIOFLOW_MAX_DURATION_S)"
         )
-    report = check_decodes(
-        path, timeout_s=decode_timeout_s(info.duration_s, limit), max_duration_s=limit
-    )
-    # An estimated or missing header length (MP3 without Xing header, a browser-recorded
-    # WebM) proves nothing about truncation; the decoded length is the truth then. Unless
-    # the decoder also hit damaged data: a file size that promises minutes, of which a
-    # fraction of a second decodes among decoding errors, is a corrupt file, not a short one.
-    estimated = _ESTIMATED_DURATION_WARNING in warnings or info.duration_s == 0.0
+    stated = None if estimated else info.duration_s
+    report = check_decodes(path, timeout_s=decode_timeout_s(stated, limit), max_duration_s=limit)
+    # With an estimated length the decoded one is the truth. Unless the decoder also hit
+    # damaged data: a file size that promises minutes, of which a fraction of a second
+    # decodes among decoding errors, is a corrupt file, not a short one.
     tolerance = max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * info.duration_s)
     if report.decoded_s < info.duration_s - tolerance:
         if not estimated:

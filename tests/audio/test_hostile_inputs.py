@@ -196,7 +196,7 @@ def test_a_header_over_the_limit_is_refused_before_decoding(
 def test_a_header_that_under_reports_is_stopped_while_decoding(tmp_path: Path) -> None:
     lying = lying_mp3(tmp_path, seconds=12, claimed_s=2)
     assert float(_ffprobe(lying)["duration"]) < 3  # ffprobe believes the header
-    with pytest.raises(SourceTooLongError, match="although its header said less"):
+    with pytest.raises(SourceTooLongError, match="decoding was stopped there"):
         probe_source(lying, max_duration_s=5)
     with pytest.raises(SourceTooLongError):
         check_decodes(lying, max_duration_s=5)
@@ -245,3 +245,13 @@ def test_the_external_reference_fixture_really_points_elsewhere(hostile_dir: Pat
     )  # fmt: skip
     mean = float(followed.stderr.split("mean_volume:")[1].split("dB")[0])
     assert mean > -40, "the referenced tone was decoded"
+
+
+def test_an_estimated_length_over_the_limit_is_left_to_the_decode(vbr_noxing_mp3: Path) -> None:
+    """Without a Xing header ffprobe estimates ~26 s for these 10 s: an estimate proves
+    nothing, so a 15 s limit accepts the file (its decoded length), and a 5 s limit refuses
+    it during the decode."""
+    assert probe(vbr_noxing_mp3).duration_s > 15
+    assert probe_source(vbr_noxing_mp3, max_duration_s=15).duration_s == pytest.approx(10, abs=0.1)
+    with pytest.raises(SourceTooLongError, match="decoding was stopped there"):
+        probe_source(vbr_noxing_mp3, max_duration_s=5)
