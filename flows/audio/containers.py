@@ -11,7 +11,10 @@ every ffprobe/ffmpeg run on user-supplied data gets `input_args()`:
 * `-format_whitelist` with the demuxers below, each of which reads only the one file it
   was given (a refused demuxer fails with "Format not on whitelist"; the whitelist also
   applies to anything a demuxer would try to open in turn);
-* `-protocol_whitelist file`: the input is always a local `file:` URL (`media_url`).
+* `-protocol_whitelist file`: the input is always a local `file:` URL (`media_url`), and
+  no allowed demuxer needs another protocol (each has a test file that probes, decodes
+  and encodes under both whitelists; `-progress pipe:1` and the output are not inputs,
+  so the whitelist does not apply to them).
   The `mov` demuxer follows an MP4's external data references (`dref` aliases) only with
   `-enable_drefs 1`, which we never pass (verified: with it, a crafted M4A plays another
   file's audio even under both whitelists; without it ffmpeg warns "Skipped opening

@@ -134,7 +134,7 @@ def stream_windows(
     between windows is not counted: ffmpeg just waits on the pipe then). ffmpeg is killed
     if the consumer stops early.
     """
-    if not path.is_file():
+    if not path.exists():  # not is_file(): a FIFO is how the stall test feeds it
         raise TranscriptionInputError(f"audio file {path} does not exist")
     window = int(window_s * SAMPLE_RATE)
     if window < 2 * int(CUT_FRAME_S * SAMPLE_RATE):
