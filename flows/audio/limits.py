@@ -8,9 +8,12 @@ output just past that cap (`duration_cap_args`), whatever the header said.
 Timeouts come from speeds measured on the development machine (2 cores, shared, ffmpeg 5.1,
 2026-11-29) on a 10-minute 128 kbit/s stereo MP3: decoding to nowhere took 0.0015 s per
 second of audio; encoding took at most 0.031 s per second (aac_128; MP3 0.014, Opus 0.013,
-FLAC 0.0035, WAV 0.0014). The factors below leave 30x (decode) and 10x (encode) headroom,
-for heavier source codecs, high sample rates, more channels and a loaded machine; the base
-covers process start-up and a short file's fixed costs. A timeout is a failure with a reason.
+FLAC 0.0035, WAV 0.0014). Encodes share the cores: two flows per worker, each encoding
+every requested format side by side, can put 14 ffmpeg processes on 2 cores, so AAC alone
+may need 0.031 x 7 = 0.22 s per second of audio there. The factors below leave 30x
+(decode) and 16x (encode, 2.3x over that worst case) headroom, for heavier source codecs,
+high sample rates, more channels and a loaded machine; the base covers process start-up
+and a short file's fixed costs. A timeout is a failure with a reason.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ DECODE_BASE_S = 30.0
 DECODE_S_PER_S = 0.05
 #: Encoding one output format: base + factor x seconds of audio.
 ENCODE_BASE_S = 60.0
-ENCODE_S_PER_S = 0.3
+ENCODE_S_PER_S = 0.5
 #: A decode is cut this far past the limit, so that "reached the cut" means "too long".
 _CAP_MARGIN_S = 1.0
 
