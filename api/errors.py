@@ -51,7 +51,7 @@ ERROR_MEANINGS: dict[int, str] = {
     HTTP_404_NOT_FOUND: "No such task or workflow",
     HTTP_409_CONFLICT: "Not possible in the current state (or an Idempotency-Key reused)",
     HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Upload larger than AUDIOFLOW_MAX_UPLOAD_BYTES",
-    HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The upload is not decodable audio in an accepted container",
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The upload is not decodable audio",
     HTTP_422_UNPROCESSABLE_ENTITY: "Well-formed but not acceptable (e.g. an unknown format)",
     HTTP_503_SERVICE_UNAVAILABLE: "Prefect or storage cannot be reached, or the API is busy; "
     "retry later (after `Retry-After` seconds when given)",
