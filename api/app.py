@@ -83,6 +83,10 @@ def create_app(
     app.state.task_service = task_service
     app.state.workflow_service = WorkflowService(session_factory)
     app.state.upload_service = UploadService(
-        store, settings.api.max_upload_bytes, spool_dir=settings.temp_dir
+        store,
+        settings.api.max_upload_bytes,
+        max_duration_s=settings.media.max_duration_s,
+        checks=settings.api.upload_checks,
+        spool_dir=settings.temp_dir,
     )
     return app

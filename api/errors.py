@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from api.schemas import ErrorOut
 from core.errors import (
     AudioflowError,
+    BusyError,
     ConflictError,
     InsufficientStorageError,
     InvalidInputError,
@@ -42,6 +43,7 @@ STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
     PayloadTooLargeError: HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaError: HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     InsufficientStorageError: HTTP_507_INSUFFICIENT_STORAGE,
+    BusyError: HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
@@ -54,7 +56,8 @@ ERROR_MEANINGS: dict[int, str] = {
     HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Upload larger than AUDIOFLOW_MAX_UPLOAD_BYTES",
     HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The upload is not decodable audio",
     HTTP_422_UNPROCESSABLE_ENTITY: "Well-formed but not acceptable (e.g. an unknown format)",
-    HTTP_503_SERVICE_UNAVAILABLE: "Prefect or storage cannot be reached; retry later",
+    HTTP_503_SERVICE_UNAVAILABLE: "Prefect or storage cannot be reached, or the API is busy; "
+    "retry later (after `Retry-After` seconds when given)",
     HTTP_507_INSUFFICIENT_STORAGE: "A disk of the server is full; nothing was stored, retry later",
 }
 
@@ -83,7 +86,8 @@ def domain_error_handler(_: Request, exc: AudioflowError) -> Response[dict[str, 
     body: dict[str, object] = {"status_code": code, "detail": exc.detail}
     if exc.extra:
         body["extra"] = exc.extra
-    return Response(body, status_code=code)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, BusyError) else None
+    return Response(body, status_code=code, headers=headers)
 
 
 def settings_error_handler(_: Request, exc: SettingsError) -> Response[dict[str, object]]:

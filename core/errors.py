@@ -41,3 +41,14 @@ class UnsupportedMediaError(AudioflowError):
 class InsufficientStorageError(AudioflowError):
     """A disk the request needs (the object store, the upload spool) is full; nothing was
     stored. The client may retry once space has been freed."""
+
+
+class BusyError(AudioflowError):
+    """Too much work of this kind is in progress; the client should retry after a while.
+
+    `retry_after_s` becomes the response's `Retry-After` header.
+    """
+
+    def __init__(self, detail: str, *, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s

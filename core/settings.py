@@ -107,6 +107,8 @@ class ApiSettings:
     api_key: str
     #: Largest upload accepted by `POST /uploads`, in bytes.
     max_upload_bytes: int
+    #: Uploads checked (probed and decoded) at once per API process; past it, 503.
+    upload_checks: int = 2
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -115,6 +117,7 @@ class ApiSettings:
             internal_token=_env("AUDIOFLOW_INTERNAL_TOKEN", ""),
             api_key=_env("AUDIOFLOW_API_KEY", ""),
             max_upload_bytes=env_int("AUDIOFLOW_MAX_UPLOAD_BYTES", 2 * 1024**3),
+            upload_checks=env_int("AUDIOFLOW_UPLOAD_CHECKS", 2, minimum=1),
         )
 
 
@@ -190,6 +193,22 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class MediaSettings:
+    """Bounds on the work one source may cause (the API's upload check and the flows)."""
+
+    #: Longest source accepted, in seconds: checked from the header before decoding and
+    #: again while decoding (a header can lie). Timeouts scale with it.
+    max_duration_s: float = 21600.0
+
+    @classmethod
+    def from_env(cls) -> MediaSettings:
+        max_duration_s = _env_float("AUDIOFLOW_MAX_DURATION_S", 21600.0)
+        if max_duration_s <= 0:
+            raise SettingsError(f"AUDIOFLOW_MAX_DURATION_S must be positive, got {max_duration_s}")
+        return cls(max_duration_s=max_duration_s)
+
+
+@dataclass(frozen=True)
 class WhisperSettings:
     """Which speech-to-text engine and model the flows use."""
 
@@ -230,6 +249,8 @@ class Settings:
     prefect: PrefectSettings
     storage: StorageSettings
     whisper: WhisperSettings
+    #: Source length bounds (`AUDIOFLOW_MAX_DURATION_S`).
+    media: MediaSettings = field(default_factory=MediaSettings)
     #: Retry budget for transient failures (reprocessing).
     max_attempts: int = field(default=3)
     #: Wait before the first automatic retry; doubles with each attempt (capped at an hour).
@@ -272,6 +293,7 @@ class Settings:
             prefect=PrefectSettings.from_env(),
             storage=StorageSettings.from_env(home),
             whisper=WhisperSettings.from_env(),
+            media=MediaSettings.from_env(),
             max_attempts=env_int("AUDIOFLOW_MAX_ATTEMPTS", 3),
             retry_backoff_s=_env_float("AUDIOFLOW_RETRY_BACKOFF_S", 30.0),
             temp_dir=Path(_env("AUDIOFLOW_TEMP_DIR", str(default_temp_dir()))).resolve(),

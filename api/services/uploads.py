@@ -3,6 +3,11 @@
 The body is spooled to a temporary file chunk by chunk (memory stays flat whatever the
 size) and refused as soon as it passes the size limit; ffprobe then decides whether it is
 audio (the name and Content-Type are not trusted); only then does it go to the store.
+
+The check (probe and full decode) costs CPU in a worker thread, so each API process runs
+at most `AUDIOFLOW_UPLOAD_CHECKS` uploads at once: a slot is taken before the body is read
+(non-blocking: past the limit the upload is a 503 with `Retry-After` and nothing is read)
+and held until the upload is stored or refused.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import functools
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from pathlib import Path
 import anyio
 
 from core.errors import (
+    BusyError,
     InsufficientStorageError,
     InvalidInputError,
     PayloadTooLargeError,
@@ -30,7 +37,16 @@ from core.keys import InvalidKeyError, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
-from flows.audio.probe import BadAudioError, probe_source
+from flows.audio.probe import (
+    BadAudioError,
+    SourceTooLongError,
+    UnsupportedContainerError,
+    probe_source,
+)
+
+#: Seconds a client refused for lack of a check slot is told to wait (a check of a typical
+#: episode takes a few seconds).
+RETRY_AFTER_S = 5
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +87,55 @@ def _spool_full_is_507(spool_dir: Path | None) -> Iterator[None]:
         ) from exc
 
 
+def _named(exc: BaseException, spool: Path, key: str) -> str:
+    """The check's message with the spool file's random name replaced by the upload's."""
+    return str(exc).replace(spool.name, key.rsplit("/", 1)[-1])
+
+
 class UploadService:
     """Receives uploads for the API."""
 
-    def __init__(self, store: ObjectStore, max_bytes: int, spool_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        max_bytes: int,
+        spool_dir: Path | None = None,
+        *,
+        max_duration_s: float | None = None,
+        checks: int = 2,
+    ) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self.spool_dir = spool_dir
+        #: Longest audio accepted (None: `AUDIOFLOW_MAX_DURATION_S` from the environment).
+        self.max_duration_s = max_duration_s
+        #: Upload check slots of this process; a threading semaphore, so it does not matter
+        #: which event loop or thread asks.
+        self.check_slots = threading.BoundedSemaphore(checks)
+        self.checks = checks
 
     async def receive(self, filename: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
-        """Spool, check and store one upload; nothing is stored unless it is audio."""
+        """Spool, check and store one upload; nothing is stored unless it is audio.
+
+        BusyError (503) without reading the body when every check slot is taken.
+        """
         try:
             key = upload_key(filename)
         except InvalidKeyError as exc:
             raise InvalidInputError(f"filename: {exc}") from exc
+        if not self.check_slots.acquire(blocking=False):
+            raise BusyError(
+                f"this API process is already checking {self.checks} uploads "
+                f"(AUDIOFLOW_UPLOAD_CHECKS); nothing was read or stored, retry in "
+                f"{RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        try:
+            return await self._receive(key, chunks)
+        finally:
+            self.check_slots.release()
+
+    async def _receive(self, key: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
         with _spool_full_is_507(self.spool_dir):
             if self.spool_dir is not None:
                 private_temp_root(self.spool_dir)
@@ -103,10 +154,17 @@ class UploadService:
                     await anyio.to_thread.run_sync(out.write, chunk)
             if size == 0:
                 raise InvalidInputError("the upload is empty (0 bytes)")
+            check = functools.partial(probe_source, spool, max_duration_s=self.max_duration_s)
             try:
-                info = await anyio.to_thread.run_sync(probe_source, spool)
+                info = await anyio.to_thread.run_sync(check)
+            except SourceTooLongError as exc:
+                raise InvalidInputError(f"too long: {_named(exc, spool, key)}") from exc
+            except UnsupportedContainerError as exc:
+                raise UnsupportedMediaError(
+                    f"not an accepted audio file: {_named(exc, spool, key)}"
+                ) from exc
             except BadAudioError as exc:
-                raise UnsupportedMediaError(f"not usable audio: {exc}") from exc
+                raise UnsupportedMediaError(f"not usable audio: {_named(exc, spool, key)}") from exc
             try:
                 stored = await anyio.to_thread.run_sync(self.store.put_file, key, spool)
             except StorageUnavailableError as exc:

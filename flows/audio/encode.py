@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.formats import AudioFormat
+from flows.audio import limits
+from flows.audio.containers import input_args
 from flows.audio.tools import ToolMissingError, ffmpeg, media_url, read_tail
 
 __all__ = ["EncodeError", "build_command", "encode"]
@@ -59,15 +61,25 @@ class EncodeError(RuntimeError):
         self.stderr_tail = stderr_tail
 
 
-def build_command(source: Path, dest: Path, fmt: AudioFormat) -> list[str]:
-    """The ffmpeg command line that encodes `source` into `dest` as `fmt`."""
+def build_command(
+    source: Path, dest: Path, fmt: AudioFormat, *, max_duration_s: float | None = None
+) -> list[str]:
+    """The ffmpeg command line that encodes `source` into `dest` as `fmt`.
+
+    The source is opened with the container allow-list (`flows.audio.containers`) and the
+    output stops just past `max_duration_s` (default `AUDIOFLOW_MAX_DURATION_S`): sources
+    are checked before they are encoded, this is the bound if a check was skipped.
+    """
+    limit = limits.max_duration_s() if max_duration_s is None else max_duration_s
     return [
         ffmpeg(),
         *_GLOBAL_ARGS,
+        *input_args(),
         "-i",
         media_url(source),
         *_SELECT_ARGS,
         *fmt.ffmpeg_args,
+        *limits.duration_cap_args(limit),
         media_url(dest),
     ]
 
@@ -105,6 +117,7 @@ class _Progress:
 #: ffmpeg messages and what they mean for a person, checked in order against stderr.
 _EXPLANATIONS: tuple[tuple[str, str], ...] = (
     ("No space left on device", "no space left on the output disk"),
+    ("Format not on whitelist", "the source is not one of the accepted audio containers"),
     ("Permission denied", "permission denied"),
     ("matches no streams", "the source has no audio stream"),
     ("Invalid data found when processing input", "the source is damaged or not audio"),
@@ -153,7 +166,8 @@ def encode(
     `duration_s` (the source's, e.g. from `probe_source`) turns ffmpeg's position into the
     fraction passed to `on_progress`; without it the source is probed first when a callback
     is given. `on_progress` is called from this thread with rising values in (0, 1], ending
-    with 1.0 on success. `timeout_s` bounds the whole encode.
+    with 1.0 on success. `timeout_s` bounds the whole encode; by default it scales with
+    `duration_s` (see `flows.audio.limits`; unknown: with `AUDIOFLOW_MAX_DURATION_S`).
 
     Raises EncodeError (with ffmpeg's last messages) if ffmpeg fails or times out;
     `dest` is then untouched. Any exception raised while waiting, including one from
@@ -165,6 +179,8 @@ def encode(
     if on_progress is not None and duration_s is None:
         duration_s = _source_duration(source)
     progress = _Progress(duration_s, on_progress)
+    if timeout_s is None:
+        timeout_s = limits.encode_timeout_s(duration_s)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")

@@ -15,6 +15,11 @@ Three checks, from cheap to thorough:
 * `probe_source(path)` = both: it refuses a source whose decodable audio is clearly shorter
   than its header promises (truncated or damaged upload) and returns the *decoded* duration,
   the length every encoder will actually produce, which `verify_output` then compares with.
+  It also refuses a source longer than `AUDIOFLOW_MAX_DURATION_S`, from the header first
+  and again while decoding (see `flows.audio.limits`).
+
+Every run reads exactly one file with an allowed demuxer (`flows.audio.containers`): a
+playlist, a concat list or an image sequence is refused (UnsupportedContainerError).
 
 `verify_output(path, fmt, source)` checks an encoded file against its `AudioFormat`.
 """
@@ -30,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from core.formats import AudioFormat
+from flows.audio import limits
+from flows.audio.containers import input_args, refused_demuxer, what_it_is
+from flows.audio.limits import PROBE_TIMEOUT_S, decode_timeout_s, duration_cap_args
 from flows.audio.tools import ffmpeg, ffprobe, media_url, read_tail
 
 __all__ = [
@@ -38,6 +46,8 @@ __all__ = [
     "BadAudioError",
     "DecodeReport",
     "OutputCheckError",
+    "SourceTooLongError",
+    "UnsupportedContainerError",
     "check_decodes",
     "probe",
     "probe_source",
@@ -57,8 +67,6 @@ BITRATE_TOLERANCE = 0.05
 TRUNCATION_TOLERANCE_S = 1.0
 TRUNCATION_TOLERANCE_FRACTION = 0.01
 
-_PROBE_TIMEOUT_S = 60.0
-_DECODE_TIMEOUT_S = 1800.0
 # ffprobe warns this when the duration is a guess from the first frames' bitrate (an MP3
 # without a Xing header, a WAV whose header and size disagree). Such a duration cannot be
 # used to detect truncation; the decoded one replaces it.
@@ -67,6 +75,15 @@ _ESTIMATED_DURATION_WARNING = "Estimating duration from bitrate"
 
 class BadAudioError(ValueError):
     """The file is not usable audio; the message says why in plain words. Not retryable."""
+
+
+class UnsupportedContainerError(BadAudioError):
+    """The file is media of a kind we refuse to open (a playlist, a file list, an image
+    sequence, a stream description: see `flows.audio.containers`)."""
+
+
+class SourceTooLongError(BadAudioError):
+    """The source is longer than `AUDIOFLOW_MAX_DURATION_S`, by its header or its decode."""
 
 
 class OutputCheckError(RuntimeError):
@@ -143,6 +160,7 @@ def _run_ffprobe(path: Path) -> tuple[dict[str, Any], str]:
         "json",
         "-show_format",
         "-show_streams",
+        *input_args(),
         media_url(path),
     ]
     try:
@@ -150,14 +168,15 @@ def _run_ffprobe(path: Path) -> tuple[dict[str, Any], str]:
             cmd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            timeout=_PROBE_TIMEOUT_S,
+            timeout=PROBE_TIMEOUT_S,
             check=False,
         )
-    except subprocess.TimeoutExpired as exc:
+    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed ffprobe
         raise BadAudioError(
-            f"{path.name} could not be read: ffprobe took longer than {_PROBE_TIMEOUT_S:.0f} s"
+            f"{path.name} could not be read: ffprobe took longer than {PROBE_TIMEOUT_S:.0f} s"
         ) from exc
     stderr = done.stderr.decode("utf-8", "replace")
+    _refuse_other_containers(stderr, path)
     if done.returncode != 0:
         raise BadAudioError(
             f"{path.name} is not an audio or video file ffmpeg can read "
@@ -168,6 +187,13 @@ def _run_ffprobe(path: Path) -> tuple[dict[str, Any], str]:
     except json.JSONDecodeError as exc:
         raise BadAudioError(f"{path.name} could not be read (ffprobe gave no result)") from exc
     return data, stderr
+
+
+def _refuse_other_containers(stderr: str, path: Path) -> None:
+    """UnsupportedContainerError, saying what the file is, if ffmpeg's whitelist refused it."""
+    demuxer = refused_demuxer(stderr)
+    if demuxer is not None:
+        raise UnsupportedContainerError(f"{path.name} is {what_it_is(demuxer)}")
 
 
 def _info_from_probe(
@@ -218,15 +244,24 @@ def probe(path: Path) -> AudioInfo:
     return _info_from_probe(Path(path), data)
 
 
-def check_decodes(path: Path, *, timeout_s: float = _DECODE_TIMEOUT_S) -> DecodeReport:
+def check_decodes(
+    path: Path, *, timeout_s: float | None = None, max_duration_s: float | None = None
+) -> DecodeReport:
     """Decode the whole first audio stream to nowhere and report how much decoded.
 
     Catches what headers hide: damaged frames (counted in `error_lines`, tolerated by
     ffmpeg up to its default error rate) and, via `decoded_s`, truncation. Raises
     BadAudioError if ffmpeg gives up or nothing decodes. stderr goes to a temporary file,
     so a file with millions of damaged frames cannot fill a pipe or the memory.
+
+    The decode stops just past `max_duration_s` (default `AUDIOFLOW_MAX_DURATION_S`)
+    whatever the header says; reaching it raises SourceTooLongError. `timeout_s`
+    (default: scaled to that limit) kills ffmpeg and raises BadAudioError.
     """
     path = Path(path)
+    limit = _max_duration(max_duration_s)
+    if timeout_s is None:
+        timeout_s = decode_timeout_s(None, limit)
     cmd = [
         ffmpeg(),
         "-nostdin",
@@ -236,10 +271,12 @@ def check_decodes(path: Path, *, timeout_s: float = _DECODE_TIMEOUT_S) -> Decode
         "-progress",
         "pipe:1",
         "-nostats",
+        *input_args(),
         "-i",
         media_url(path),
         "-map",
         "0:a:0",
+        *duration_cap_args(limit),
         "-f",
         "null",
         "-",
@@ -254,13 +291,14 @@ def check_decodes(path: Path, *, timeout_s: float = _DECODE_TIMEOUT_S) -> Decode
                 timeout=timeout_s,
                 check=False,
             )
-        except subprocess.TimeoutExpired as exc:
+        except subprocess.TimeoutExpired as exc:  # subprocess.run has killed ffmpeg
             raise BadAudioError(
                 f"{path.name} could not be decoded within {timeout_s:.0f} s"
             ) from exc
         errlog.seek(0)
         error_lines = sum(1 for _ in errlog)
         tail = read_tail(errlog, max_lines=5)
+    _refuse_other_containers(tail, path)
     if done.returncode != 0:
         raise BadAudioError(
             f"{path.name} could not be decoded; it is damaged or not audio "
@@ -275,11 +313,25 @@ def check_decodes(path: Path, *, timeout_s: float = _DECODE_TIMEOUT_S) -> Decode
                 decoded = micros / 1_000_000
     if decoded <= 0:
         raise BadAudioError(f"{path.name} contains no decodable audio")
+    if decoded > limit:
+        raise SourceTooLongError(
+            f"{path.name} is longer than the limit of {limit:.0f} s of audio "
+            "(AUDIOFLOW_MAX_DURATION_S); decoding was stopped there"
+        )
     return DecodeReport(decoded_s=decoded, error_lines=error_lines, errors_tail=tail)
 
 
-def probe_source(path: Path) -> AudioInfo:
+def _max_duration(given: float | None) -> float:
+    """The length limit in force: the caller's, else `AUDIOFLOW_MAX_DURATION_S`."""
+    return limits.max_duration_s() if given is None else given
+
+
+def probe_source(path: Path, *, max_duration_s: float | None = None) -> AudioInfo:
     """`probe` plus a full decode: the check to run once on an uploaded source.
+
+    A source longer than `max_duration_s` (default `AUDIOFLOW_MAX_DURATION_S`) is refused
+    (SourceTooLongError): by its header before anything is decoded, else during the decode,
+    which stops just past the limit. The decode's timeout scales with the header's length.
 
     Refuses (BadAudioError) a file whose decodable audio is shorter than its header says by
     more than max(1 s, 1 %): a truncated or damaged upload, which would otherwise be
@@ -288,14 +340,24 @@ def probe_source(path: Path) -> AudioInfo:
     length is used as is. The returned duration is always the decoded one.
     """
     path = Path(path)
+    limit = _max_duration(max_duration_s)
     data, warnings = _run_ffprobe(path)
     info = _info_from_probe(path, data, allow_unknown_duration=True)
-    report = check_decodes(path)
     # An estimated or missing header length (MP3 without Xing header, a browser-recorded
-    # WebM) proves nothing about truncation; the decoded length is the truth then. Unless
-    # the decoder also hit damaged data: a file size that promises minutes, of which a
-    # fraction of a second decodes among decoding errors, is a corrupt file, not a short one.
+    # WebM) proves nothing, neither truncation nor excess length (a VBR file's estimate
+    # can be off several times either way): the decode, capped at the limit and given
+    # the limit's timeout, decides then.
     estimated = _ESTIMATED_DURATION_WARNING in warnings or info.duration_s == 0.0
+    if info.duration_s > limit and not estimated:
+        raise SourceTooLongError(
+            f"{path.name} is {info.duration_s:.0f} s long; the limit is {limit:.0f} s "
+            "(AUDIOFLOW_MAX_DURATION_S)"
+        )
+    stated = None if estimated else info.duration_s
+    report = check_decodes(path, timeout_s=decode_timeout_s(stated, limit), max_duration_s=limit)
+    # With an estimated length the decoded one is the truth. Unless the decoder also hit
+    # damaged data: a file size that promises minutes, of which a fraction of a second
+    # decodes among decoding errors, is a corrupt file, not a short one.
     tolerance = max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * info.duration_s)
     if report.decoded_s < info.duration_s - tolerance:
         if not estimated:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import subprocess
 import tempfile
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from typing import IO, cast
 
 import numpy as np
 
+from flows.audio import limits
+from flows.audio.containers import input_args
+from flows.audio.tools import ffmpeg, media_url
 from flows.transcription.errors import TranscriptionInputError
 
 #: What both engines expect.
@@ -94,16 +98,18 @@ def _read_samples(stream: io.BufferedReader, count: int) -> np.ndarray:
     return np.frombuffer(buffer, dtype=np.float32, count=filled // _BYTES_PER_SAMPLE)
 
 
-def ffmpeg_command(path: Path) -> list[str]:
-    """ffmpeg decoding any input to raw 16 kHz mono float32 on stdout."""
+def ffmpeg_command(path: Path, max_duration_s: float) -> list[str]:
+    """ffmpeg decoding any allowed input to raw 16 kHz mono float32 on stdout, stopping just
+    past `max_duration_s`."""
     return [
-        "ffmpeg",
+        ffmpeg(),
         "-nostdin",
         "-hide_banner",
         "-loglevel",
         "error",
+        *input_args(),
         "-i",
-        str(path),
+        media_url(path),
         "-vn",
         "-f",
         "f32le",
@@ -111,6 +117,7 @@ def ffmpeg_command(path: Path) -> list[str]:
         "1",
         "-ar",
         str(SAMPLE_RATE),
+        *limits.duration_cap_args(max_duration_s),
         "-",
     ]
 
@@ -121,29 +128,49 @@ def stream_windows(
     """Yield the file's audio as consecutive windows of at most `window_s` seconds.
 
     Windows tile the audio exactly: each starts where the previous one was cut. Raises
-    `TranscriptionInputError` when the file is missing, ffmpeg cannot decode it, or it holds
-    no samples. ffmpeg is killed if the consumer stops early.
+    `TranscriptionInputError` when the file is missing, ffmpeg cannot decode it, it holds
+    no samples or more than `AUDIOFLOW_MAX_DURATION_S` of them, or ffmpeg takes longer than
+    `limits.decode_timeout_s(window_s)` to deliver one window (the engine's own time
+    between windows is not counted: ffmpeg just waits on the pipe then). ffmpeg is killed
+    if the consumer stops early.
     """
-    if not path.is_file():
+    if not path.exists():  # not is_file(): a FIFO is how the stall test feeds it
         raise TranscriptionInputError(f"audio file {path} does not exist")
     window = int(window_s * SAMPLE_RATE)
     if window < 2 * int(CUT_FRAME_S * SAMPLE_RATE):
         raise ValueError(f"window of {window_s} s is too short")
     search_s = min(CUT_SEARCH_S, window_s / 4)
+    max_duration_s = limits.max_duration_s()
+    read_timeout_s = limits.decode_timeout_s(window_s)
+    timed_out = threading.Event()
     # stderr goes to a file, not a pipe, so that a chatty ffmpeg can never block on it.
     with tempfile.TemporaryFile() as stderr_file:
         process = subprocess.Popen(
-            ffmpeg_command(path),
+            ffmpeg_command(path, max_duration_s),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr_file,
         )
         stdout = cast(io.BufferedReader, process.stdout)
+
+        def kill_stalled() -> None:
+            timed_out.set()
+            process.kill()
+
+        def read_window(count: int) -> np.ndarray:
+            watchdog = threading.Timer(read_timeout_s, kill_stalled)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                return _read_samples(stdout, count)
+            finally:
+                watchdog.cancel()
+
         try:
             carry = np.zeros(0, dtype=np.float32)
             offset = 0
             while True:
-                fresh = _read_samples(stdout, window - len(carry))
+                fresh = read_window(window - len(carry))
                 samples = np.concatenate((carry, fresh)) if len(carry) else fresh
                 if len(samples) < window:  # the stream ended: this is the last window
                     break
@@ -151,12 +178,22 @@ def stream_windows(
                 yield AudioWindow(offset / SAMPLE_RATE, samples[:cut])
                 carry, offset = samples[cut:], offset + cut
             returncode = process.wait()
+            if timed_out.is_set():
+                raise TranscriptionInputError(
+                    f"decoding {path.name} stalled: ffmpeg delivered no {window_s:.0f} s "
+                    f"of audio within {read_timeout_s:.0f} s and was stopped"
+                )
             if returncode != 0:
                 raise TranscriptionInputError(
                     f"cannot decode {path.name}: {_stderr_tail(stderr_file)}"
                 )
             if offset == 0 and len(samples) == 0:
                 raise TranscriptionInputError(f"{path.name} contains no audio samples")
+            if (offset + len(samples)) / SAMPLE_RATE > max_duration_s:
+                raise TranscriptionInputError(
+                    f"{path.name} is longer than the limit of {max_duration_s:.0f} s of "
+                    "audio (AUDIOFLOW_MAX_DURATION_S)"
+                )
             if len(samples):
                 yield AudioWindow(offset / SAMPLE_RATE, samples)
         finally:

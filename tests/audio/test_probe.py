@@ -17,6 +17,7 @@ from flows.audio.probe import (
     AudioInfo,
     BadAudioError,
     OutputCheckError,
+    UnsupportedContainerError,
     check_decodes,
     probe,
     probe_source,
@@ -62,8 +63,18 @@ def test_random_bytes(corrupt_mp3: Path) -> None:
         probe_source(corrupt_mp3)
 
 
-def test_no_audio_stream(image_png: Path) -> None:
+def test_no_audio_stream(make_audio: Callable[..., Path]) -> None:
+    silent_video = make_audio(
+        "video-only.mp4", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=5:duration=1",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p",
+    )  # fmt: skip
     with pytest.raises(BadAudioError, match=r"no audio stream \(it has video only\)"):
+        probe(silent_video)
+
+
+def test_an_image_is_refused_as_an_image(image_png: Path) -> None:
+    """A still image is opened by an image demuxer, which is not on the allow-list."""
+    with pytest.raises(UnsupportedContainerError, match=r"picture\.png is an image"):
         probe(image_png)
 
 

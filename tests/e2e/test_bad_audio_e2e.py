@@ -3,9 +3,11 @@
 Every case is submitted at once, then followed:
 
 * damaged sources (a valid MP3 start followed by random bytes, with and without a Xing
-  header; an MP3 cut in half; a zero-byte file; a text file named `.mp3`) end `failed`
-  with a reason a person can read, `errorKind: "permanent"`, and nothing stored under
-  the episode's keys;
+  header; an MP3 cut in half; a zero-byte file; a text file named `.mp3`), an HLS
+  playlist naming an MP3 on the worker's own disk (published as the episode before the
+  demuxer allow-list) and an MP3 whose header claims more than AUDIOFLOW_MAX_DURATION_S
+  end `failed` with a reason a person can read, `errorKind: "permanent"`, and nothing
+  stored under the episode's keys;
 * odd but valid sources work: a video with a soundtrack, half a second of audio, and
   ten seconds of digital silence (whose transcript has no segments);
 * none of it takes the worker down: it is still running afterwards and a good episode
@@ -28,6 +30,7 @@ from cli.stack import Stack
 from core.storage.s3 import S3Store
 from flows.audio.probe import probe
 from tests.e2e.conftest import create_task, follow
+from tests.support.hostile_media import hls_absolute, lying_mp3
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +49,8 @@ CASES = {
     "truncated": Case("truncated.mp3", False, "truncated"),
     "empty": Case("empty.mp3", False, "empty"),
     "text": Case("text.mp3", False, "not an audio or video file"),
+    "playlist": Case("episode.m3u8", False, "playlists and file lists are not accepted"),
+    "too-long": Case("too-long.mp3", False, "the limit is 21600 s (AUDIOFLOW_MAX_DURATION_S)"),
     "video": Case("video.mp4", False, None),
     "short": Case("short.mp3", True, None),
     "silent": Case("silent.mp3", True, None),
@@ -75,6 +80,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (folder / "truncated.mp3").write_bytes(with_xing[: len(with_xing) // 2])
     (folder / "empty.mp3").write_bytes(b"")
     (folder / "text.mp3").write_text("Show notes: this episode is about audio.\n" * 20)
+    hls_absolute(folder, folder / "good20.mp3")  # a file on the worker's disk
+    lying_mp3(folder, seconds=10, claimed_s=30_000).rename(folder / "too-long.mp3")
     _ffmpeg(
         "-f", "lavfi", "-i", "testsrc=duration=5:size=320x240:rate=10",
         "-f", "lavfi", "-i", "sine=duration=5",
@@ -115,7 +122,7 @@ def test_bad_audio_fails_cleanly_and_never_takes_the_worker_down(
         finals = dict(
             zip(
                 tasks,
-                pool.map(lambda t: follow(stack, t["id"], timeout_s=150)[-1], tasks.values()),
+                pool.map(lambda t: follow(stack, t["id"], timeout_s=300)[-1], tasks.values()),
                 strict=True,
             )
         )
