@@ -66,11 +66,11 @@ def current_completion(session: Session, episode_id: str) -> tuple[Task, Workflo
 def build_manifest(task: Task, workflow: Workflow, *, now: datetime) -> dict[str, Any]:
     """The manifest naming `task`'s result (every format it has, which after a reprocess
     that added formats spans several of its attempts) as of `workflow`'s completion."""
-    result = task.result or {}
+    result = task.result if isinstance(task.result, dict) else {}
     outputs = {
-        name: {"key": out["key"], "size": out.get("size")}
-        for name, out in (result.get("outputs") or {}).items()
-        if isinstance(out, dict) and "key" in out
+        str(name): {"key": out["key"], "size": out.get("size")}
+        for name, out in _mapping(result.get("outputs")).items()
+        if isinstance(out, dict) and isinstance(out.get("key"), str)
     }
     manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
@@ -82,21 +82,29 @@ def build_manifest(task: Task, workflow: Workflow, *, now: datetime) -> dict[str
         "publishedAt": now.isoformat(),
         "outputs": outputs,
     }
-    transcript = result.get("transcript")
-    if isinstance(transcript, dict) and transcript.get("keys"):
-        manifest["transcript"] = {
-            "language": transcript.get("language"),
-            "keys": dict(transcript["keys"]),
-        }
+    transcript = _mapping(result.get("transcript"))
+    transcript_keys = {
+        str(name): key
+        for name, key in _mapping(transcript.get("keys")).items()
+        if isinstance(key, str)
+    }
+    if transcript_keys:
+        manifest["transcript"] = {"language": transcript.get("language"), "keys": transcript_keys}
     return manifest
 
 
+def _mapping(value: Any) -> dict[Any, Any]:
+    """`value` if it is a JSON object, else an empty one: results and stored manifests are
+    data from outside (a flow's report, an object anyone with bucket access can replace)."""
+    return value if isinstance(value, dict) else {}
+
+
 def manifest_keys(manifest: dict[str, Any] | None) -> set[str]:
-    """Every object key a manifest names."""
-    if not manifest:
+    """Every object key a manifest names (whatever else a malformed one holds is ignored)."""
+    if not isinstance(manifest, dict):
         return set()
-    keys = {o["key"] for o in (manifest.get("outputs") or {}).values() if "key" in o}
-    keys |= set(((manifest.get("transcript") or {}).get("keys") or {}).values())
+    keys = {o.get("key") for o in _mapping(manifest.get("outputs")).values() if isinstance(o, dict)}
+    keys |= set(_mapping(_mapping(manifest.get("transcript")).get("keys")).values())
     return {k for k in keys if isinstance(k, str)}
 
 

@@ -78,7 +78,8 @@ class OutputHousekeeping:
             try:
                 if self.manifests.repair(episode_id):
                     report.manifests_written.append(episode_id)
-            except StorageError as exc:
+            except Exception as exc:  # one episode's trouble must not stop the pass
+                log.warning("manifest of %s not repaired: %s", episode_id, exc)
                 failed.add(episode_id)
                 report.skipped.append(f"manifest of {episode_id}: {exc}")
         if self.retention_days is None:
