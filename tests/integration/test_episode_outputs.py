@@ -468,3 +468,59 @@ def test_retention_removes_only_old_unnamed_versions(
     assert store.exists(legacy_key)  # old layout: never swept
     _assert_manifest_names(store, episode, b, tmp_path)
     assert housekeeping(8).run().removed == []  # idempotent
+
+
+def test_the_queries_agree_on_postgresql_and_sqlite(
+    factory: sessionmaker[Session], store: ObjectStore
+) -> None:
+    """Which completion is current, and which episodes can hold superseded versions, on
+    both databases (rows written directly: no API, no Prefect)."""
+    from db.models import Task, TaskStatus
+
+    now = utcnow()
+
+    def add(
+        session: Session, episode: str, statuses: list[WorkflowStatus], result: Any, age_s: int
+    ) -> Task:
+        task = Task(
+            type="audio_processing",
+            status=TaskStatus.DONE,
+            episode_id=episode,
+            payload={},
+            result=result,
+            attempts=len(statuses),
+        )
+        session.add(task)
+        session.flush()
+        for n, status in enumerate(statuses, start=1):
+            session.add(
+                Workflow(
+                    name="audio-processing",
+                    deployment_name="d",
+                    task_id=task.id,
+                    attempt=n,
+                    status=status,
+                    parameters={},
+                    corrections=[],
+                    completed_at=now - timedelta(seconds=age_s - n),
+                )
+            )
+        return task
+
+    done = WorkflowStatus.COMPLETED
+    result = {"outputs": {"mp3_64": {"key": "k", "size": 1}}}
+    with factory.begin() as session:
+        add(session, "ep-one", [done], result, 100)
+        older = add(session, "ep-two", [done], result, 100)
+        newer = add(session, "ep-two", [done], result, 50)
+        add(session, "ep-two", [done], None, 10)  # completed, result not yet there
+        add(session, "ep-failed", [WorkflowStatus.FAILED], None, 100)
+        add(session, "ep-retried", [WorkflowStatus.FAILED, done], result, 100)
+    with factory() as session:
+        current = current_completion(session, "ep-two")
+        assert current is not None and current[0].id == newer.id != older.id
+        assert current_completion(session, "ep-failed") is None
+    housekeeping = OutputHousekeeping(factory, store, 7)
+    assert housekeeping._with_superseded_versions() == ["ep-failed", "ep-retried", "ep-two"]
+    since = now - timedelta(hours=1)
+    assert housekeeping._recently_completed(since) == ["ep-one", "ep-retried", "ep-two"]
