@@ -81,7 +81,7 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.task_service = task_service
-    app.state.workflow_service = WorkflowService(session_factory)
+    app.state.workflow_service = WorkflowService(session_factory, store)
     app.state.upload_service = UploadService(
         store,
         settings.api.max_upload_bytes,

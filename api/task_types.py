@@ -40,9 +40,9 @@ class TaskType(Protocol):
         ...
 
     def flow_parameters(
-        self, task_id: str, workflow_id: str, payload: dict[str, Any]
+        self, task_id: str, workflow_id: str, payload: dict[str, Any], attempt: int
     ) -> dict[str, Any]:
-        """The flow run's parameters."""
+        """The flow run's parameters (`attempt`: the workflow's attempt number)."""
         ...
 
     def episode_id(self, payload: dict[str, Any]) -> str | None:
@@ -126,7 +126,7 @@ class AudioProcessing:
         return settings.prefect.audio_deployment
 
     def flow_parameters(
-        self, task_id: str, workflow_id: str, payload: dict[str, Any]
+        self, task_id: str, workflow_id: str, payload: dict[str, Any], attempt: int
     ) -> dict[str, Any]:
         return {
             "task_id": task_id,
@@ -136,6 +136,8 @@ class AudioProcessing:
             "encoding_formats": payload["encodingFormats"],
             "transcribe": payload["transcribe"],
             "language": payload["language"],
+            # Names the attempt's own output folder (core.keys.attempt_prefix).
+            "attempt": attempt,
         }
 
     def episode_id(self, payload: dict[str, Any]) -> str | None:

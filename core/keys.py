@@ -2,19 +2,27 @@
 
 Layout (keys are `/`-separated, relative, UTF-8, at most 1024 bytes)::
 
-    uploads/{uuid4 hex}/{sanitized filename}           a raw upload (POST /uploads)
-    episodes/{episode_id}/                             everything derived from one episode
-    episodes/{episode_id}/audio/{format}.{extension}   one encoded rendition per format
-    episodes/{episode_id}/transcript/transcript.{ext}  the transcript (json, vtt, srt, txt)
+    uploads/{uuid4 hex}/{sanitized filename}              a raw upload (POST /uploads)
+    episodes/{episode_id}/                                everything derived from one episode
+    episodes/{episode_id}/manifest.json                   the episode's current outputs
+    episodes/{episode_id}/tasks/{task_id}/a{attempt}/     everything one attempt wrote
+        .../audio/{format}.{extension}                    one encoded rendition per format
+        .../transcript/transcript.{ext}                   the transcript (json, vtt, srt, txt)
 
 Why this shape:
 
-* Output keys are a pure function of the episode id and the format (or transcript
-  extension), never of a run id or a timestamp. A rerun of an episode therefore writes the
-  very same keys: it overwrites its own earlier outputs and nothing else, and leaves no
-  orphans from the previous attempt. `episodes/{id}/` is the whole footprint of an episode,
-  so deleting an episode is `store.delete_prefix(output_prefix(id))`.
-* The prefix ends with `/`, so episode `abc` can never match the objects of `abcd`.
+* Every attempt of every task writes under a folder of its own, so nothing an attempt does
+  (overwrite, a failure halfway, the clean-up after a cancel) can touch what another task
+  or attempt wrote: cancelling task B of an episode cannot delete task A's published files.
+* Which version is current is said by one small object, the manifest, written last and
+  only when a task is done (`api.services.manifest`); readers follow it (or a task's own
+  result) instead of guessing keys.
+* Runs created before the attempt became a flow parameter use `w{workflow_id}` in place of
+  `a{attempt}`: still one folder per attempt, since a workflow row is one attempt.
+* Outputs written before this layout (`episodes/{id}/audio/...`) stay where they are and
+  are reached through the results that name them; `audio_output_key(output_prefix(id), f)`
+  still spells those keys.
+* Prefixes end with `/`, so episode `abc` can never match the objects of `abcd`.
 * Uploads get a fresh random folder each, so two uploads of `episode.mp3` never collide and
   the client's file name is kept (sanitized) for humans reading the bucket.
 
@@ -36,9 +44,13 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_KEY_BYTES",
     "InvalidKeyError",
+    "attempt_label",
+    "attempt_prefix",
     "audio_output_key",
+    "manifest_key",
     "output_prefix",
     "sanitize_filename",
+    "tasks_prefix",
     "transcript_key",
     "upload_key",
     "validate_episode_id",
@@ -128,17 +140,60 @@ def output_prefix(episode_id: str) -> str:
     return f"episodes/{validate_episode_id(episode_id)}/"
 
 
-def audio_output_key(episode_id: str, fmt: AudioFormat) -> str:
-    """`episodes/{id}/audio/{fmt.name}.{fmt.extension}`: one fixed key per format."""
-    return validate_key(f"{output_prefix(episode_id)}audio/{fmt.name}.{fmt.extension}")
+def tasks_prefix(episode_id: str) -> str:
+    """`episodes/{episode_id}/tasks/`: the folder holding every attempt's outputs."""
+    return f"{output_prefix(episode_id)}tasks/"
 
 
-def transcript_key(episode_id: str, extension: str) -> str:
-    """`episodes/{id}/transcript/transcript.{ext}`; a leading dot on `extension` is allowed."""
+def manifest_key(episode_id: str) -> str:
+    """`episodes/{episode_id}/manifest.json`: names the episode's current outputs."""
+    return validate_key(f"{output_prefix(episode_id)}manifest.json")
+
+
+def _canonical_uuid(value: object, what: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidKeyError(f"invalid {what} {value!r}: expected a UUID") from None
+
+
+def attempt_label(attempt: object = None, workflow_id: object = None) -> str:
+    """The attempt's folder name: `a{attempt}`, or `w{workflow_id}` when the run's
+    parameters carry no attempt number (runs created before it was a parameter)."""
+    if attempt is not None:
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise InvalidKeyError(f"invalid attempt {attempt!r}: expected a positive integer")
+        return f"a{attempt}"
+    if workflow_id is None:
+        raise InvalidKeyError("an attempt needs its number or its workflow id")
+    return f"w{_canonical_uuid(workflow_id, 'workflow id')}"
+
+
+def attempt_prefix(episode_id: str, task_id: object, label: str) -> str:
+    """`episodes/{id}/tasks/{task_id}/{label}/`: everything one attempt writes, and the
+    only folder its clean-up may delete. `label` comes from `attempt_label`."""
+    if not re.fullmatch(r"a[1-9][0-9]{0,8}|w[0-9a-f-]{36}", label or ""):
+        raise InvalidKeyError(f"invalid attempt label {label!r}")
+    task = _canonical_uuid(task_id, "task id")
+    return validate_prefix(f"{tasks_prefix(episode_id)}{task}/{label}/")
+
+
+def audio_output_key(prefix: str, fmt: AudioFormat) -> str:
+    """`{prefix}audio/{fmt.name}.{fmt.extension}`, under an attempt's prefix (or, for
+    outputs written before attempts had folders, the episode's)."""
+    if not prefix.endswith("/"):
+        raise InvalidKeyError(f"output prefix {prefix!r} must end with '/'")
+    return validate_key(f"{validate_prefix(prefix)}audio/{fmt.name}.{fmt.extension}")
+
+
+def transcript_key(prefix: str, extension: str) -> str:
+    """`{prefix}transcript/transcript.{ext}`; a leading dot on `extension` is allowed."""
     ext = extension[1:] if isinstance(extension, str) and extension.startswith(".") else extension
     if not isinstance(ext, str) or not _EXTENSION.fullmatch(ext):
         raise InvalidKeyError(f"invalid transcript extension {extension!r}")
-    return validate_key(f"{output_prefix(episode_id)}transcript/transcript.{ext.lower()}")
+    if not prefix.endswith("/"):
+        raise InvalidKeyError(f"output prefix {prefix!r} must end with '/'")
+    return validate_key(f"{validate_prefix(prefix)}transcript/transcript.{ext.lower()}")
 
 
 def sanitize_filename(filename: str) -> str:

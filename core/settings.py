@@ -176,6 +176,9 @@ class StorageSettings:
     region: str | None
     #: Objects larger than this go up in parts of this size (bytes).
     multipart_chunk_bytes: int = 16 * 1024 * 1024
+    #: Output versions no manifest names are removed by the reprocessing run once they are
+    #: this many days old; None (the default) keeps every version.
+    output_retention_days: float | None = None
 
     @classmethod
     def from_env(cls, home: Path) -> StorageSettings:
@@ -189,7 +192,20 @@ class StorageSettings:
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
             multipart_chunk_bytes=env_int("AUDIOFLOW_S3_PART_BYTES", 16 * 1024 * 1024),
+            output_retention_days=_retention_days(),
         )
+
+
+def _retention_days() -> float | None:
+    """`AUDIOFLOW_OUTPUT_RETENTION_DAYS`: unset keeps everything; else a positive number."""
+    if not os.environ.get("AUDIOFLOW_OUTPUT_RETENTION_DAYS"):
+        return None
+    days = _env_float("AUDIOFLOW_OUTPUT_RETENTION_DAYS", 0.0)
+    if not days > 0 or days == float("inf"):
+        raise SettingsError(
+            f"AUDIOFLOW_OUTPUT_RETENTION_DAYS must be a positive number, got {days}"
+        )
+    return days
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 
 from core.formats import get_format
-from core.keys import audio_output_key, transcript_key
+from core.keys import attempt_label, attempt_prefix, audio_output_key, transcript_key
 from core.settings import get_settings
 from core.storage import get_store
 from flows import hooks
@@ -51,6 +51,7 @@ def audio_processing(
     encoding_formats: list[str],
     transcribe: bool = True,
     language: str | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
     """Process one episode; the returned result is also posted to the workflow row.
 
@@ -60,16 +61,20 @@ def audio_processing(
     Args:
         task_id: The audioflow task (database row) this run serves.
         workflow_id: The workflow row of this attempt.
-        episode_id: Episode id; output keys derive from it.
+        episode_id: Episode id; output keys start with it.
         audio_key: Object key of the source audio.
         encoding_formats: Output formats, e.g. mp3_128, mp3_320, opus_64.
         transcribe: Also transcribe the speech.
         language: Spoken language code; empty detects it.
+        attempt: The task's attempt number; outputs go to this attempt's own folder
+            (runs created without it use the workflow id).
     """
     logger = get_run_logger()
     settings = get_settings()
     for name in encoding_formats:
         get_format(name)  # unknown names fail before any work, with the list of known ones
+    # Every object this run writes lives under its attempt's own folder (core.keys).
+    prefix = attempt_prefix(episode_id, task_id, attempt_label(attempt, workflow_id))
     plan = ProgressPlan.for_run(encoding_formats, transcribe)
     artifact_id = create_progress_artifact(0.0, description=f"Processing episode {episode_id}")
     reporter = WorkflowProgressReporter(
@@ -96,9 +101,9 @@ def audio_processing(
             if transcribe
             else None
         )
-        uploads = _plan_uploads(episode_id, encoded, transcript)
+        uploads = _plan_uploads(prefix, encoded, transcript)
         sizes = upload_outputs(uploads, reporter)
-        result = _result(episode_id, audio_key, source_info, encoded, transcript, sizes)
+        result = _result(episode_id, prefix, audio_key, source_info, encoded, transcript, sizes)
         # Post the result now: the completion hook then only has to make it final.
         reporter.report(step="finishing", message="outputs stored", result=result)
         _outputs_artifact(episode_id, result)
@@ -117,27 +122,24 @@ def _update_artifact(artifact_id: Any, percent: int) -> None:
 
 
 def _plan_uploads(
-    episode_id: str, encoded: list[EncodedOutput], transcript: TranscriptFiles | None
+    prefix: str, encoded: list[EncodedOutput], transcript: TranscriptFiles | None
 ) -> list[PlannedUpload]:
     uploads = []
     for output in encoded:
         fmt = get_format(output.format_name)
-        uploads.append(
-            PlannedUpload(audio_output_key(episode_id, fmt), output.path, fmt.content_type)
-        )
+        uploads.append(PlannedUpload(audio_output_key(prefix, fmt), output.path, fmt.content_type))
     if transcript is not None:
         for name, path in transcript.files.items():
             writer = WRITERS[name]
             uploads.append(
-                PlannedUpload(
-                    transcript_key(episode_id, writer.extension), path, writer.content_type
-                )
+                PlannedUpload(transcript_key(prefix, writer.extension), path, writer.content_type)
             )
     return uploads
 
 
 def _result(
     episode_id: str,
+    prefix: str,
     audio_key: str,
     source_info: Any,
     encoded: list[EncodedOutput],
@@ -146,7 +148,7 @@ def _result(
 ) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     for output in encoded:
-        key = audio_output_key(episode_id, get_format(output.format_name))
+        key = audio_output_key(prefix, get_format(output.format_name))
         outputs[output.format_name] = {
             "key": key,
             "size": sizes[key],
@@ -171,8 +173,7 @@ def _result(
             "language": transcript.language,
             "segments": transcript.segments,
             "keys": {
-                name: transcript_key(episode_id, WRITERS[name].extension)
-                for name in transcript.files
+                name: transcript_key(prefix, WRITERS[name].extension) for name in transcript.files
             },
             "firstLines": transcript.first_lines,
         }

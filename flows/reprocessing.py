@@ -1,5 +1,8 @@
 """The `reprocessing` flow: repair what fell through, retry what may pass, reprocess on demand.
 
+Each pass also rewrites episode manifests a store failure left missing or stale and, with
+`AUDIOFLOW_OUTPUT_RETENTION_DAYS` set, removes old output versions (`api.services.retention`).
+
 Scheduled every few minutes from `prefect.yaml` with default parameters (reconcile, retry,
 and sweep the temp folders that killed runs left on this worker); started by hand
 (`audioflow reprocess`, `POST /reprocess`, or the Prefect UI form)
@@ -18,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from api.services.reconciler import Reconciler, ReconcileReport
+from api.services.retention import HousekeepingReport, OutputHousekeeping
 from api.services.tasks import TaskService
 from core.errors import AudioflowError
 from core.formats import get_format
@@ -37,6 +41,11 @@ class ReprocessParameters(BaseModel):
     )
     retry_failed: bool = Field(
         default=True, description="Start a new attempt for tasks that failed transiently."
+    )
+    housekeeping: bool = Field(
+        default=True,
+        description="Rewrite missing or stale episode manifests; with "
+        "AUDIOFLOW_OUTPUT_RETENTION_DAYS set, remove old output versions no manifest names.",
     )
     task_ids: list[str] = Field(default_factory=list, description="Reprocess these tasks.")
     episode_ids: list[str] = Field(
@@ -95,6 +104,13 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
             if params.selects_tasks()
             else []
         )
+        housekeeping = (
+            OutputHousekeeping(session_factory, store, settings.storage.output_retention_days).run(
+                dry_run=params.dry_run
+            )
+            if params.housekeeping
+            else HousekeepingReport()
+        )
     finally:
         engine.dispose()
     swept = _sweep_temp(settings) if params.sweep_temp and not params.dry_run else []
@@ -104,16 +120,21 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
         "corrections": [c.__dict__ for c in report.corrections],
         "retries": [r.__dict__ for r in report.retries],
         "reprocessed": reprocessed,
-        "skipped": report.skipped,
+        "manifestsWritten": housekeeping.manifests_written,
+        "outputsRemoved": housekeeping.removed,
+        "skipped": report.skipped + housekeeping.skipped,
         "sweptTempFolders": swept,
     }
     logger.info(
-        "checked %d workflows: %d corrected, %d retried, %d reprocessed, %d skipped",
+        "checked %d workflows: %d corrected, %d retried, %d reprocessed, %d skipped; "
+        "%d manifests written, %d old outputs removed",
         report.checked,
         len(report.corrections),
         len(report.retries),
         len(reprocessed),
-        len(report.skipped),
+        len(report.skipped) + len(housekeeping.skipped),
+        len(housekeeping.manifests_written),
+        len(housekeeping.removed),
     )
     _summary_artifact(summary)
     return summary
@@ -186,6 +207,12 @@ def _summary_artifact(summary: dict[str, Any]) -> None:
         lines += ["", "| reprocessed task | episode | outcome |", "|---|---|---|"]
         lines += [
             f"| {r['taskId']} | {r['episodeId']} | {r['outcome']} |" for r in summary["reprocessed"]
+        ]
+    if summary["manifestsWritten"] or summary["outputsRemoved"]:
+        lines += [
+            "",
+            f"Manifests written: **{len(summary['manifestsWritten'])}**; old output versions "
+            f"removed: **{len(summary['outputsRemoved'])}**.",
         ]
     if summary["skipped"]:
         lines += ["", "Skipped:", *[f"- {s}" for s in summary["skipped"]]]

@@ -1,57 +1,135 @@
 """Which stored objects an attempt writes: used to clean up after a cancelled attempt and to
-check, before trusting Prefect's word that a run completed, that its outputs exist."""
+check, before trusting Prefect's word that a run completed, that its outputs exist.
+
+An attempt writes only under its own folder (`core.keys.attempt_prefix`), so its clean-up
+deletes that folder and nothing else: never an object another task or attempt wrote.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from core.formats import get_format
-from core.keys import audio_output_key, transcript_key
+from core.keys import (
+    InvalidKeyError,
+    attempt_label,
+    attempt_prefix,
+    audio_output_key,
+    output_prefix,
+    transcript_key,
+)
 from core.storage.base import ObjectStore
 from core.storage.errors import StorageError
 from flows.transcription.writers import WRITERS
 
 
+@dataclass(frozen=True)
+class ExpectedOutputs:
+    """The keys an attempt writes: format name -> key, transcript writer name -> key."""
+
+    audio: dict[str, str]
+    transcript: dict[str, str]
+
+    def all_keys(self) -> list[str]:
+        """Every key, audio first."""
+        return [*self.audio.values(), *self.transcript.values()]
+
+
+def attempt_prefix_of(parameters: dict[str, Any]) -> str | None:
+    """The folder an audio-processing attempt with these flow parameters writes to.
+
+    None when the parameters cannot name one (no task or episode id, or ids that are not
+    valid key parts): such a run writes nothing, so there is nothing to clean up.
+    """
+    episode_id, task_id = parameters.get("episode_id"), parameters.get("task_id")
+    if not episode_id or not task_id:
+        return None
+    try:
+        label = attempt_label(parameters.get("attempt"), parameters.get("workflow_id"))
+        return attempt_prefix(episode_id, task_id, label)
+    except InvalidKeyError:
+        return None
+
+
+def expected_outputs(parameters: dict[str, Any], *, legacy: bool = False) -> ExpectedOutputs:
+    """What an attempt with these flow parameters writes.
+
+    `legacy`: the keys of the layout before per-attempt folders (`episodes/{id}/audio/...`),
+    which a run created before the change may have written.
+    """
+    episode_id = parameters.get("episode_id")
+    prefix = output_prefix(episode_id) if legacy and episode_id else attempt_prefix_of(parameters)
+    if prefix is None:
+        return ExpectedOutputs({}, {})
+    audio = {
+        name: audio_output_key(prefix, get_format(name))
+        for name in parameters.get("encoding_formats", [])
+    }
+    transcript = (
+        {name: transcript_key(prefix, w.extension) for name, w in WRITERS.items()}
+        if parameters.get("transcribe")
+        else {}
+    )
+    return ExpectedOutputs(audio, transcript)
+
+
 def attempt_output_keys(parameters: dict[str, Any]) -> list[str]:
     """Every key an audio-processing attempt with these flow parameters writes."""
-    episode_id = parameters.get("episode_id")
-    if not episode_id:
-        return []
-    keys = [
-        audio_output_key(episode_id, get_format(name))
-        for name in parameters.get("encoding_formats", [])
-    ]
-    if parameters.get("transcribe"):
-        keys += [transcript_key(episode_id, w.extension) for w in WRITERS.values()]
-    return keys
+    return expected_outputs(parameters).all_keys()
 
 
 def result_keys(result: dict[str, Any] | None) -> set[str]:
     """Keys a stored result says exist (outputs and transcript files)."""
     if not result:
         return set()
-    keys = {o["key"] for o in result.get("outputs", {}).values() if "key" in o}
-    keys |= set((result.get("transcript") or {}).get("keys", {}).values())
+    keys = {o["key"] for o in (result.get("outputs") or {}).values() if "key" in o}
+    keys |= set(((result.get("transcript") or {}).get("keys") or {}).values())
     return keys
 
 
-def remove_partial_outputs(
+def remove_attempt_outputs(
     store: ObjectStore, parameters: dict[str, Any], keep: set[str]
 ) -> list[str]:
-    """Delete what a cancelled attempt may have written, except outputs an earlier attempt made."""
+    """Delete what a stopped attempt wrote under its own folder, except the keys in `keep`
+    (what the task's result names). Call only once the run has stopped: a live run could
+    upload again behind the clean-up. Objects outside the attempt's folder (other tasks,
+    other attempts, the old episode-level layout) are never touched."""
+    prefix = attempt_prefix_of(parameters)
+    if prefix is None:
+        return []
     removed = []
-    for key in attempt_output_keys(parameters):
+    try:
+        keys = store.list_keys(prefix)
+    except StorageError:
+        return []  # best effort: the retention pass finds what is left
+    for key in keys:
         if key in keep:
             continue
         try:
-            if store.exists(key):
-                store.delete(key)
-                removed.append(key)
+            store.delete(key)
+            removed.append(key)
         except StorageError:
-            continue  # best effort: the reconciler's next pass tries again
+            continue
     return removed
 
 
-def missing_outputs(store: ObjectStore, parameters: dict[str, Any]) -> list[str]:
-    """Keys an attempt should have written that are not in the store."""
-    return [key for key in attempt_output_keys(parameters) if not store.exists(key)]
+def missing_outputs(
+    store: ObjectStore, parameters: dict[str, Any], result: dict[str, Any] | None = None
+) -> list[str]:
+    """Keys an attempt should have written that are not in the store.
+
+    The attempt's own result, when it has one, names exactly what it wrote (in whatever
+    layout it used). Without one, the keys follow from the parameters; a run created before
+    the attempt was a flow parameter may have run the old code and written the old layout,
+    which then counts as well.
+    """
+    named = result_keys(result)
+    if named:
+        return sorted(key for key in named if not store.exists(key))
+    missing = [key for key in attempt_output_keys(parameters) if not store.exists(key)]
+    if missing and "attempt" not in parameters:
+        legacy = expected_outputs(parameters, legacy=True).all_keys()
+        if legacy and all(store.exists(key) for key in legacy):
+            return []
+    return missing

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
-from api.services.outputs import attempt_output_keys, missing_outputs
+from api.services.outputs import expected_outputs, missing_outputs
 from api.services.tasks import TaskService
 from api.services.workflows import WorkflowService
 from core.errors import AudioflowError, NotFoundError
@@ -118,7 +118,7 @@ class Reconciler:
         self.stale_after_s = stale_after_s
         self.lookback = lookback
         self.retry_base_s = settings.retry_backoff_s if retry_base_s is None else retry_base_s
-        self.workflows = WorkflowService(session_factory)
+        self.workflows = WorkflowService(session_factory, store)
         self.tasks = TaskService(session_factory, settings, store=store)
 
     # -- reconciliation ------------------------------------------------------------------
@@ -260,7 +260,7 @@ class Reconciler:
         self, workflow: Workflow
     ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
         try:
-            missing = missing_outputs(self.store, workflow.parameters)
+            missing = missing_outputs(self.store, workflow.parameters, workflow.result)
         except StorageError as exc:
             log.warning("cannot check outputs of %s: %s", workflow.id, exc)
             return None
@@ -280,24 +280,26 @@ class Reconciler:
         )
 
     def _result_from_store(self, workflow: Workflow) -> dict[str, Any]:
-        """A result rebuilt from the store when the flow's own report never arrived."""
+        """A result rebuilt from the store when the flow's own report never arrived.
+
+        `missing_outputs` found every key present, in the attempt's folder or (a run
+        created before attempts had folders) in the old episode-level layout.
+        """
         params = workflow.parameters
-        outputs = {}
-        for name, key in zip(
-            params.get("encoding_formats", []), attempt_output_keys(params), strict=False
-        ):
-            outputs[name] = {"key": key, "size": self.store.size(key)}
+        expected = expected_outputs(params)
+        if not all(self.store.exists(key) for key in expected.all_keys()):
+            expected = expected_outputs(params, legacy=True)
         result: dict[str, Any] = {
             "episodeId": params.get("episode_id"),
             "storage": self.store.describe(),
-            "outputs": outputs,
+            "outputs": {
+                name: {"key": key, "size": self.store.size(key)}
+                for name, key in expected.audio.items()
+            },
             "reconstructed": True,
         }
-        transcript_keys = attempt_output_keys(params)[len(outputs) :]
-        if transcript_keys:
-            result["transcript"] = {
-                "keys": {key.rsplit(".", 1)[-1]: key for key in transcript_keys}
-            }
+        if expected.transcript:
+            result["transcript"] = {"keys": dict(expected.transcript)}
         return result
 
     # -- retries -------------------------------------------------------------------------

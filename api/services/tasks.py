@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
 from api.services.dispatch import FlowRunDispatcher, FlowRunStarter
-from api.services.outputs import remove_partial_outputs, result_keys
+from api.services.outputs import remove_attempt_outputs, result_keys
 from api.services.workflows import ProgressUpdate, WorkflowService
 from api.task_types import get_task_type
 from core.errors import ConflictError, NotFoundError
@@ -160,7 +160,9 @@ class TaskService:
             )
         )
         workflow.parameters = {
-            **task_type.flow_parameters(str(task.id), str(workflow.id), task.payload),
+            **task_type.flow_parameters(
+                str(task.id), str(workflow.id), task.payload, workflow.attempt
+            ),
             **(parameters or {}),
         }
         task.workflow_id = workflow.id
@@ -222,8 +224,9 @@ class TaskService:
         """Cancel a pending or processing task: its flow run in Prefect, then both rows.
 
         Waits (bounded) for Prefect to stop the run before removing the attempt's partial
-        outputs, so that no late upload lands after the clean-up. Outputs of earlier
-        attempts are kept. A task that already ended is 409, also when it completed while
+        outputs (its own folder only, `remove_attempt_outputs`), so that no late upload
+        lands after the clean-up. Outputs of other attempts and other tasks are never
+        touched. A task that already ended is 409, also when it completed while
         the cancellation was on its way.
         """
         with self.session_factory() as session:
@@ -267,7 +270,7 @@ class TaskService:
                 self._cancel_flow_run(dispatched, wait_s)
         task = self.get(task_id)
         if self.store is not None:
-            removed = remove_partial_outputs(
+            removed = remove_attempt_outputs(
                 self.store, workflow.parameters, result_keys(task.result)
             )
             if removed:

@@ -12,7 +12,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.services.manifest import ManifestPublisher
 from core.errors import ConflictError, NotFoundError
+from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.engine import autocommit_engine
 from db.models import (
@@ -175,8 +177,12 @@ def mirror_on_task(task: Task, workflow: Workflow) -> None:
 class WorkflowService:
     """Tracks workflow instances; every write to a workflow row goes through here."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], store: ObjectStore | None = None
+    ) -> None:
         self.session_factory = session_factory
+        #: With a store, a task's completion also publishes its episode's manifest.
+        self.manifests = ManifestPublisher(session_factory, store) if store is not None else None
         bind = session_factory.kw.get("bind")
         #: On PostgreSQL, plain reports run as one autocommitted statement.
         self._autocommit = autocommit_engine(bind) if isinstance(bind, Engine) else None
@@ -236,7 +242,17 @@ class WorkflowService:
             if update.error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = update.error_kind
             session.flush()
-            return workflow, task
+        self._publish_if_done(workflow, task)
+        return workflow, task
+
+    def _publish_if_done(self, workflow: Workflow, task: Task) -> None:
+        """After a committed completion of the task's current workflow: the manifest."""
+        if (
+            self.manifests is not None
+            and workflow.status is WorkflowStatus.COMPLETED
+            and task.workflow_id == workflow.id
+        ):
+            self.manifests.publish_quietly(task.episode_id)
 
     def _apply_plain_progress(self, update: ProgressUpdate) -> tuple[Workflow, Task] | None:
         """The hot path: one `UPDATE ... RETURNING` per row, no read before the write.
@@ -364,7 +380,8 @@ class WorkflowService:
             if error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = error_kind
             session.flush()
-            return workflow, task
+        self._publish_if_done(workflow, task)
+        return workflow, task
 
     @staticmethod
     def _apply(workflow: Workflow, update: ProgressUpdate, new_status: WorkflowStatus) -> None:

@@ -19,10 +19,18 @@ from __future__ import annotations
 
 import mimetypes
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["DEFAULT_CONTENT_TYPE", "ObjectStore", "guess_content_type", "read_up_to"]
+__all__ = [
+    "DEFAULT_CONTENT_TYPE",
+    "ObjectInfo",
+    "ObjectStore",
+    "guess_content_type",
+    "read_up_to",
+]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -63,6 +71,16 @@ def read_up_to(stream: BinaryIO, size: int) -> bytes:
             break
         buf += chunk
     return bytes(buf)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: what the retention pass needs to judge its age."""
+
+    key: str
+    size: int
+    #: When the object was last written (timezone-aware, UTC).
+    modified: datetime
 
 
 class ObjectStore(ABC):
@@ -111,6 +129,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
         """Every key starting with `prefix`, sorted."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with `prefix`, sorted by key, with size and mtime."""
 
     @abstractmethod
     def presigned_put_url(self, key: str, expires_s: int = 3600) -> str:

@@ -20,11 +20,12 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from core.keys import InvalidKeyError, validate_key, validate_prefix
-from core.storage.base import ObjectStore
+from core.storage.base import ObjectInfo, ObjectStore
 from core.storage.errors import (
     NotSupportedError,
     ObjectNotFoundError,
@@ -208,6 +209,17 @@ class LocalStore(ObjectStore):
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        infos = []
+        for key in self.list_keys(prefix):
+            try:
+                stat = self._path(key).stat()
+            except FileNotFoundError:
+                continue  # deleted since it was listed
+            modified = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
+            infos.append(ObjectInfo(key, stat.st_size, modified))
+        return infos
 
     # -- deletes -----------------------------------------------------------------------
 

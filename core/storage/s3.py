@@ -46,7 +46,7 @@ from botocore.exceptions import (
 )
 
 from core.keys import validate_key, validate_prefix
-from core.storage.base import ObjectStore, guess_content_type, read_up_to
+from core.storage.base import ObjectInfo, ObjectStore, guess_content_type, read_up_to
 from core.storage.errors import (
     ObjectNotFoundError,
     ObjectTooLargeError,
@@ -352,6 +352,23 @@ class S3Store(ObjectStore):
             for page in pages:
                 keys.extend(obj["Key"] for obj in page.get("Contents", []) if "Key" in obj)
         return sorted(keys)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        validate_prefix(prefix)
+        infos: list[ObjectInfo] = []
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket,
+                Prefix=prefix,
+                PaginationConfig={"PageSize": self.list_page_size},
+            )
+            for page in pages:
+                infos.extend(
+                    ObjectInfo(obj["Key"], int(obj.get("Size", 0)), obj["LastModified"])
+                    for obj in page.get("Contents", [])
+                    if "Key" in obj and "LastModified" in obj
+                )
+        return sorted(infos, key=lambda info: info.key)
 
     # -- deletes -----------------------------------------------------------------------
 

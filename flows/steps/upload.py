@@ -1,4 +1,4 @@
-"""Upload a run's checked outputs to object storage under the episode's key layout."""
+"""Upload a run's checked outputs to object storage, under its attempt's own folder (core.keys)."""
 
 from __future__ import annotations
 

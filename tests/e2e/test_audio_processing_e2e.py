@@ -52,7 +52,7 @@ def test_episode_is_encoded_transcribed_and_stored(
     source_duration = result["source"]["durationS"]
     for name, expected_kbps in (("mp3_128", 128), ("mp3_320", 320)):
         out = result["outputs"][name]
-        assert out["key"] == f"episodes/ep-e2e/audio/{name}.mp3"
+        assert out["key"] == f"episodes/ep-e2e/tasks/{task['id']}/a1/audio/{name}.mp3"
         local = tmp_path / f"{name}.mp3"
         e2e_store.get_file(out["key"], local)
         info = probe(local)
@@ -105,7 +105,7 @@ def test_bad_sources_fail_clearly_while_a_good_one_completes(
         )
 
     assert finals["good"]["status"] == "done", finals["good"]
-    assert e2e_store.exists("episodes/ep-good/audio/mp3_64.mp3")
+    assert e2e_store.exists(finals["good"]["result"]["outputs"]["mp3_64"]["key"])
     expectations = {"corrupt": "not usable", "missing": "not found", "empty": "empty"}
     for name, needle in expectations.items():
         final = finals[name]

@@ -6,6 +6,7 @@ the tasks the fault did not touch are unchanged. Loopback only, bounded in time.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import time
@@ -335,6 +336,43 @@ def test_s3_outage_mid_run_is_carried_by_step_retries(
     assert_consistent(fstack, store, tmp_path)
 
 
+def test_store_cut_fails_a_second_task_and_the_first_stays_current(
+    fstack: Stack,
+    store: S3Store,
+    s3_proxy: TcpProxy,
+    long_source: Path,
+    speech_mp3: Path,
+    tmp_path: Path,
+) -> None:
+    """Issue 10: task B of an episode fails (the store is cut while it encodes, so its
+    uploads cannot land); task A's files and the manifest naming them stay as they were."""
+    episode = f"ep-cut-{uuid.uuid4().hex[:8]}"
+    a = submit(fstack, store, speech_mp3, ["mp3_64"], episode)
+    wait_for("A done", lambda: task_row(fstack, a["id"])["status"] == "done", 120)
+    a_row = task_row(fstack, a["id"])
+    manifest_path = tmp_path / "manifest.json"
+    b = submit(fstack, store, long_source, ["mp3_64", "aac_128"], episode)
+    mid_encode(fstack, b["id"])
+    s3_proxy.cut()
+    try:
+        final = wait_for(
+            "B to fail",
+            lambda: (row := task_row(fstack, b["id"]))["status"] in TERMINAL and row,
+            300,
+        )
+    finally:
+        s3_proxy.restore()
+    assert final["status"] == "failed" and final["errorKind"] == "transient", final
+    store.get_file(f"episodes/{episode}/manifest.json", manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    assert (manifest["taskId"], manifest["workflowId"]) == (a["id"], a["workflowId"])
+    assert {o["key"] for o in manifest["outputs"].values()} == {
+        o["key"] for o in a_row["result"]["outputs"].values()
+    }
+    assert task_row(fstack, a["id"]) == a_row
+    assert_consistent(fstack, store, tmp_path)  # A's outputs decode
+
+
 def test_postgres_restart_during_a_run(
     fstack: Stack, store: S3Store, long_source: Path, tmp_path: Path
 ) -> None:
@@ -383,12 +421,12 @@ def test_cancel_racing_the_end(
         60,
     )
     final = reprocess_until(fstack, [task["id"]])[task["id"]]
-    keys = [f"episodes/{final['episodeId']}/audio/{n}" for n in ("mp3_64.mp3", "opus_64.opus")]
     if final["status"] == "done":
-        assert all(store.exists(k) for k in keys)
+        assert all(store.exists(o["key"]) for o in final["result"]["outputs"].values())
     else:
         assert final["status"] == "cancelled", final
-        assert not any(store.exists(k) for k in keys), "a cancelled attempt left outputs behind"
+        left = store.list_keys(f"episodes/{final['episodeId']}/tasks/{task['id']}/")
+        assert left == [], "a cancelled attempt left outputs behind"
     assert_consistent(fstack, store, tmp_path)
 
 

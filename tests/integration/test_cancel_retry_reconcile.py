@@ -83,13 +83,16 @@ def test_cancel_stops_the_flow_run_and_ends_both_rows(
 def test_cancel_removes_partial_outputs_but_keeps_earlier_ones(
     client: TestClient, settings: Settings, tmp_path: Path
 ) -> None:
+    from api.services.outputs import attempt_output_keys
+
     store = build_store(settings.storage)
-    earlier_key = "episodes/ep-partial/audio/mp3_128.mp3"
+    earlier_key = "episodes/ep-partial/audio/mp3_64.mp3"  # the layout before attempt folders
     blob = tmp_path / "b"
     blob.write_bytes(b"earlier output")
     store.put_file(earlier_key, blob)
     task = _create(client, PAYLOAD | {"episodeId": "ep-partial", "encodingFormats": ["mp3_64"]})
-    partial_key = "episodes/ep-partial/audio/mp3_64.mp3"
+    workflow = client.get(f"/workflows/{task['workflowId']}").json()
+    partial_key = attempt_output_keys(workflow["parameters"])[0]  # its mp3_64
     store.put_file(partial_key, blob)  # as if the attempt had uploaded before being cancelled
     assert client.post(f"/tasks/{task['id']}/cancel").status_code == 200
     assert not store.exists(partial_key)
@@ -252,7 +255,8 @@ def test_completed_in_prefect_counts_only_with_all_outputs(
     assert [(c.from_status, c.to_status) for c in report.corrections] == [("failed", "completed")]
     row = client.get(f"/tasks/{task['id']}").json()
     assert row["status"] == "done" and row["error"] is None
-    assert row["result"]["outputs"]["mp3_64"]["key"] == "episodes/ep-complete/audio/mp3_64.mp3"
+    key = f"episodes/ep-complete/tasks/{task['id']}/a1/audio/mp3_64.mp3"
+    assert row["result"]["outputs"]["mp3_64"]["key"] == key
 
 
 def test_late_correction_crashed_then_completed(

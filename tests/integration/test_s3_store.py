@@ -159,6 +159,23 @@ def test_presigned_put_url_accepts_a_plain_http_put(s3_store: S3Store) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def test_list_objects_gives_sizes_and_modification_times(s3_store: S3Store) -> None:
+    from datetime import UTC, datetime
+
+    s3_store.put_stream("episodes/e1/a.mp3", io.BytesIO(b"abc"))
+    s3_store.put_stream("episodes/e1/b/c.txt", io.BytesIO(b"hello"))
+    s3_store.put_stream("episodes/e10/x.mp3", io.BytesIO(b"x"))
+    infos = s3_store.list_objects("episodes/e1/")
+    assert [(i.key, i.size) for i in infos] == [
+        ("episodes/e1/a.mp3", 3),
+        ("episodes/e1/b/c.txt", 5),
+    ]
+    for info in infos:
+        assert info.modified.tzinfo is not None
+        assert abs((datetime.now(UTC) - info.modified).total_seconds()) < 600
+    assert s3_store.list_objects("nothing/") == []
+
+
 def test_list_and_delete_prefix(s3_store: S3Store) -> None:
     keys = [
         "episodes/e1/audio/mp3_128.mp3",

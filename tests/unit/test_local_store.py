@@ -276,3 +276,25 @@ def test_get_store_is_cached_and_follows_settings(
     finally:
         get_settings.cache_clear()
         reset_store()
+
+
+def test_list_objects_gives_sizes_and_modification_times(store: LocalStore) -> None:
+    """What the retention pass judges age by: the file's mtime, as an aware UTC time."""
+    from datetime import UTC, datetime
+
+    store.put_stream("episodes/e1/a.mp3", io.BytesIO(b"abc"))
+    store.put_stream("episodes/e1/b/c.txt", io.BytesIO(b"hello"))
+    store.put_stream("episodes/e10/x.mp3", io.BytesIO(b"x"))
+    old = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    os.utime(store.root / "episodes/e1/a.mp3", (old.timestamp(), old.timestamp()))
+    infos = store.list_objects("episodes/e1/")
+    assert [(i.key, i.size) for i in infos] == [
+        ("episodes/e1/a.mp3", 3),
+        ("episodes/e1/b/c.txt", 5),
+    ]
+    assert infos[0].modified == old
+    assert infos[1].modified.tzinfo is not None
+    assert abs((datetime.now(UTC) - infos[1].modified).total_seconds()) < 600
+    assert store.list_objects("nothing/") == []
+    with pytest.raises(InvalidKeyError):
+        store.list_objects("../")
