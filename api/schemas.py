@@ -171,9 +171,9 @@ class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     #: Exact size of the file in bytes; signed into the URL (the store refuses any other).
     #: Over AUDIOFLOW_MAX_UPLOAD_BYTES is a 413.
     size: Annotated[int, msgspec.Meta(ge=1)]
-    #: Seconds the URL stays valid; over AUDIOFLOW_PRESIGN_MAX_EXPIRES_S (default 3600) is
-    #: a 422. The schema's bound is S3's own limit.
-    expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 3600
+    #: Seconds the URL stays valid; default and upper bound AUDIOFLOW_PRESIGN_MAX_EXPIRES_S
+    #: (3600 unless set; more is a 422). The schema's bound is S3's own limit.
+    expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] | None = None
 
 
 class PresignOut(msgspec.Struct, rename="camel"):

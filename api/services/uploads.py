@@ -107,13 +107,15 @@ class UploadService:
         finally:
             await anyio.to_thread.run_sync(functools.partial(spool.unlink, missing_ok=True))
 
-    def presign(self, filename: str, size: int, expires_s: int = 3600) -> PresignedUpload:
+    def presign(self, filename: str, size: int, expires_s: int | None = None) -> PresignedUpload:
         """A presigned PUT for a direct upload of exactly `size` bytes to the bucket.
 
         A URL is a bearer credential for its lifetime, so that is bounded
         (AUDIOFLOW_PRESIGN_MAX_EXPIRES_S); the size is signed into it, so a direct upload
         is held to AUDIOFLOW_MAX_UPLOAD_BYTES like one through the API.
         """
+        if expires_s is None:
+            expires_s = self.presign_max_expires_s
         if expires_s > self.presign_max_expires_s:
             raise InvalidInputError(
                 f"expiresIn: at most {self.presign_max_expires_s} s "
