@@ -17,13 +17,16 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.settings import SettingsError
+
 SECRETS_FILE = "secrets.json"
 #: The user name in the Prefect auth string (`user:password`, HTTP basic auth).
 PREFECT_USER = "audioflow"
 
 
-class SecretsFileError(RuntimeError):
-    """The secrets file exists but cannot be used; the message says what to do."""
+class SecretsFileError(SettingsError):
+    """The secrets file exists but cannot be used; the message says what to do (the CLI
+    shows it as a configuration error)."""
 
 
 @dataclass(frozen=True)
