@@ -55,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 )
             )
             print(f"API          {stack.api_url}   (docs: {stack.api_url}/schema/swagger)")
-            print(f"Prefect UI   {stack.prefect_url}")
+            print(f"Prefect UI   {stack.prefect_url}   (login: prefect_auth_string in secrets)")
             print(f"logs         {home / 'logs'}")
             print(f"secrets      {home / 'secrets.json'}   (API key for Swagger's Authorize)")
             print("Ctrl-C stops everything.", flush=True)
