@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from litestar import Litestar, Request
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import ValidationException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
@@ -14,6 +16,11 @@ from api.controllers import InternalController, TaskController, WorkflowControll
 from api.errors import EXCEPTION_HANDLERS
 from api.openapi_doc import publish_enforced_constraints
 from api.reprocess import ReprocessController
+from api.request_checks import (
+    AllowedHostsMiddleware,
+    document_json_only,
+    require_json_content_type,
+)
 from api.security import SECURITY_SCHEMES
 from api.services import TaskService, WorkflowService
 from api.services.dispatch import FlowRunStarter
@@ -33,6 +40,23 @@ def refuse_nul_in_headers(request: Request) -> None:
     for name, value in request.headers.items():
         if "\x00" in value:
             raise ValidationException(f"header {name!r} contains a NUL character")
+
+
+def check_request(request: Request) -> None:
+    """Every request's checks before its handler (one hook: Litestar runs only the last)."""
+    refuse_nul_in_headers(request)
+    require_json_content_type(request)
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """CORS only for the origins AUDIOFLOW_CORS_ORIGINS names; none: no CORS headers."""
+    if not settings.api.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.api.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", "X-API-Key", "Idempotency-Key"],
+    )
 
 
 def create_app(
@@ -63,7 +87,9 @@ def create_app(
             get_health,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        before_request=refuse_nul_in_headers,
+        before_request=check_request,
+        middleware=[DefineMiddleware(AllowedHostsMiddleware, allowed=settings.api.hosts_allowed())],
+        cors_config=cors_config(settings),
         # Zero-argument hooks: Litestar passes the app to hooks that take an argument.
         on_startup=[lambda: task_service.dispatcher.start()],
         on_shutdown=[lambda: task_service.dispatcher.stop(), prefect_gateway.close_clients],
@@ -78,6 +104,7 @@ def create_app(
         debug=False,
     )
     publish_enforced_constraints(app.openapi_schema)
+    document_json_only(app.openapi_schema)
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.task_service = task_service
@@ -88,5 +115,6 @@ def create_app(
         max_duration_s=settings.media.max_duration_s,
         checks=settings.api.upload_checks,
         spool_dir=settings.temp_dir,
+        presign_max_expires_s=settings.api.presign_max_expires_s,
     )
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
@@ -27,6 +27,7 @@ from api.schemas import (
 from api.security import (
     API_KEY_REQUIRED,
     INTERNAL_TOKEN_REQUIRED,
+    has_api_key,
     require_api_key,
     require_internal_token,
 )
@@ -194,8 +195,12 @@ class InternalController(Controller):
 
 
 @get("/health", tags=["health"], sync_to_thread=True)
-def get_health(state: State) -> Response[HealthOut]:
-    """Whether the database and Prefect answer (503 when either does not)."""
+def get_health(request: Request, state: State) -> Response[HealthOut]:
+    """Whether the database and Prefect answer (503 when either does not).
+
+    Open to load balancers, so anonymous callers learn only up or down: driver and client
+    exception text says what runs where. With the API key the body says what is down.
+    """
     try:
         with state.session_factory() as session:
             session.execute(text("SELECT 1"))
@@ -205,7 +210,10 @@ def get_health(state: State) -> Response[HealthOut]:
     prefect_problem = prefect_gateway.check_health(state.settings.prefect.api_url)
     prefect = "ok" if prefect_problem is None else f"unreachable: {prefect_problem}"
     healthy = database == "ok" and prefect == "ok"
+    body = HealthOut(status="ok" if healthy else "unavailable")
+    if has_api_key(request):
+        body = HealthOut(status=body.status, database=database, prefect=prefect)
     return Response(
-        HealthOut(status="ok" if healthy else "degraded", database=database, prefect=prefect),
+        body,
         status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE,
     )

@@ -143,12 +143,14 @@ class ProgressOut(msgspec.Struct, rename="camel"):
     task: TaskOut
 
 
-class HealthOut(msgspec.Struct, rename="camel"):
-    """`GET /health`."""
+class HealthOut(msgspec.Struct, rename="camel", omit_defaults=True):
+    """`GET /health`: up or down for anyone; what is down only for callers with the API key."""
 
-    status: Literal["ok", "degraded"]
-    database: str
-    prefect: str
+    status: Literal["ok", "unavailable"]
+    #: `ok` or why not (API key holders only).
+    database: str | None = None
+    #: `ok` or why not (API key holders only).
+    prefect: str | None = None
 
 
 class UploadOut(msgspec.Struct, rename="camel"):
@@ -166,16 +168,23 @@ class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     """`POST /uploads/presign` body."""
 
     filename: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-    expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 3600
+    #: Exact size of the file in bytes; signed into the URL (the store refuses any other).
+    #: Over AUDIOFLOW_MAX_UPLOAD_BYTES is a 413.
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    #: Seconds the URL stays valid; default and upper bound AUDIOFLOW_PRESIGN_MAX_EXPIRES_S
+    #: (3600 unless set; more is a 422). The schema's bound is S3's own limit.
+    expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] | None = None
 
 
 class PresignOut(msgspec.Struct, rename="camel"):
-    """A URL to PUT the file to directly; then create the task with `key`."""
+    """A URL to PUT the file to directly, sending `headers` as given (they are signed);
+    then create the task with `key`."""
 
     key: str
     url: str
     method: str
     expires_in: int
+    headers: dict[str, str]
 
 
 class ReprocessRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):

@@ -53,6 +53,14 @@ def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         raise NotAuthorizedException("invalid API key")
 
 
+def has_api_key(connection: ASGIConnection) -> bool:
+    """Whether the request carries the configured API key (False when none is configured):
+    for endpoints open to all that tell key holders more."""
+    expected = _settings(connection).api.api_key
+    given = connection.headers.get("x-api-key")
+    return bool(expected) and given is not None and _same(given, expected)
+
+
 def require_internal_token(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
     """The internal endpoint: `Authorization: Bearer <AUDIOFLOW_INTERNAL_TOKEN>`."""
     expected = _settings(connection).internal_token

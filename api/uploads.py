@@ -62,16 +62,17 @@ class UploadController(Controller):
         "/presign",
         status_code=HTTP_200_OK,
         sync_to_thread=False,
-        responses=error_responses(400, 401, 422),
+        responses=error_responses(400, 401, 413, 422),
     )
     def presign_upload(
         self, data: JSONBody[PresignRequest], upload_service: NamedDependency[UploadService]
     ) -> PresignOut:
-        """A presigned PUT URL for a direct upload to the bucket (S3 backends only)."""
-        presigned = upload_service.presign(data.filename, data.expires_in)
+        """A presigned PUT URL for a direct upload of `size` bytes (S3 backends only)."""
+        presigned = upload_service.presign(data.filename, data.size, data.expires_in)
         return PresignOut(
             key=presigned.key,
             url=presigned.url,
             method=presigned.method,
             expires_in=presigned.expires_in,
+            headers=presigned.headers,
         )

@@ -305,7 +305,10 @@ def bench_stack(home: Path) -> Iterator[BenchStack]:
         }
         with running_stack(home, env=env) as stack:
             api = httpx.Client(base_url=stack.api_url, headers=HEADERS, timeout=60)
-            prefect = httpx.Client(base_url=f"{stack.prefect_url}/api", timeout=60)
+            user, _, password = stack.env["PREFECT_API_AUTH_STRING"].partition(":")
+            prefect = httpx.Client(
+                base_url=f"{stack.prefect_url}/api", auth=(user, password), timeout=60
+            )
             bench = BenchStack(stack=stack, api=api, prefect=prefect)
             try:
                 bench.pause_schedule(REPROCESSING)

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from core.settings import audioflow_home
+from cli.stack_secrets import SecretsFileError, read_secrets
+from core.settings import LOOPBACK_HOSTS, audioflow_home
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
@@ -45,6 +47,27 @@ def resolve_api_url(flag: str | None) -> str:
     return DEFAULT_API_URL
 
 
+def resolve_api_key(flag: str | None, api_url: str) -> str | None:
+    """--api-key, else AUDIOFLOW_API_KEY, else the key `audioflow up` generated in
+    `$AUDIOFLOW_HOME/secrets.json`.
+
+    The generated key is only ever sent to a loopback URL (where `audioflow up` listens):
+    a local secret must not travel to whatever remote API `--api-url` names.
+    """
+    if flag:
+        return flag
+    if os.environ.get("AUDIOFLOW_API_KEY"):
+        return os.environ["AUDIOFLOW_API_KEY"]
+    host = (urlsplit(api_url).hostname or "").lower()
+    if host not in LOOPBACK_HOSTS:
+        return None
+    try:
+        stack_secrets = read_secrets(audioflow_home())
+    except SecretsFileError as exc:
+        raise CliError(str(exc)) from exc
+    return stack_secrets.api_key if stack_secrets else None
+
+
 class ApiClient:
     """Calls the REST API; every failure becomes a CliError with what to do about it."""
 
@@ -64,7 +87,10 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise CliError(f"request to {self.api_url}{path} failed: {exc}") from exc
         if response.status_code == 401:
-            raise CliError("the API refused the API key (set AUDIOFLOW_API_KEY or --api-key)")
+            raise CliError(
+                "the API refused the API key (set AUDIOFLOW_API_KEY or --api-key; "
+                "`audioflow up` keeps its key in $AUDIOFLOW_HOME/secrets.json)"
+            )
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)

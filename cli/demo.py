@@ -34,7 +34,7 @@ def run_demo(home: Path | None = None, sample: Path = SAMPLE) -> dict[str, Any]:
                 f"Prefect {stack.prefect_url}",
                 flush=True,
             )
-            client = ApiClient(stack.api_url)
+            client = ApiClient(stack.api_url, stack.env["AUDIOFLOW_API_KEY"])
             uploaded = client.upload(sample)
             print(f"  uploaded {sample.name} -> {uploaded['key']} ({uploaded['durationS']:.1f} s)")
             task = client.create_task(

@@ -11,7 +11,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cli.client import TERMINAL_STATUSES, ApiClient, CliError, resolve_api_url, stack_file
+from cli.client import (
+    TERMINAL_STATUSES,
+    ApiClient,
+    CliError,
+    resolve_api_key,
+    resolve_api_url,
+    stack_file,
+)
 from cli.render import ProgressBar, task_details, tasks_table
 from core.settings import SettingsError
 
@@ -20,9 +27,8 @@ EXIT_FOR_STATUS = {"done": 0, "failed": 1, "cancelled": 3}
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
-    return ApiClient(
-        resolve_api_url(args.api_url), args.api_key or os.environ.get("AUDIOFLOW_API_KEY")
-    )
+    api_url = resolve_api_url(args.api_url)
+    return ApiClient(api_url, resolve_api_key(args.api_key, api_url))
 
 
 def _print_json(value: Any) -> None:
@@ -49,8 +55,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 )
             )
             print(f"API          {stack.api_url}   (docs: {stack.api_url}/schema/swagger)")
-            print(f"Prefect UI   {stack.prefect_url}")
+            print(f"Prefect UI   {stack.prefect_url}   (login: prefect_auth_string in secrets)")
             print(f"logs         {home / 'logs'}")
+            print(f"secrets      {home / 'secrets.json'}   (API key for Swagger's Authorize)")
             print("Ctrl-C stops everything.", flush=True)
             while not stop.wait(1.0):
                 dead = [p.name for p in stack.processes if not p.alive()]
@@ -187,12 +194,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from cli.stack import StackError, deploy
+    from cli.stack_secrets import read_secrets
 
     env = dict(os.environ)
     if not env.get("PREFECT_API_URL"):
         path = stack_file()
         if path.exists():
             env["PREFECT_API_URL"] = json.loads(path.read_text())["prefect_url"] + "/api"
+            stack_secrets = read_secrets(path.parent)
+            if stack_secrets and not env.get("PREFECT_API_AUTH_STRING"):
+                env["PREFECT_API_AUTH_STRING"] = stack_secrets.prefect_auth_string
         else:
             raise CliError("PREFECT_API_URL is not set and no `audioflow up` is running")
     try:
@@ -209,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-url",
         help="API base URL (default: AUDIOFLOW_API_URL, a running `audioflow up`, or http://127.0.0.1:8000)",
     )
-    parser.add_argument("--api-key", help="API key (default: AUDIOFLOW_API_KEY)")
+    parser.add_argument(
+        "--api-key",
+        help="API key (default: AUDIOFLOW_API_KEY, or the key `audioflow up` generated)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run API, Prefect server and UI, and a worker in the foreground")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from cli.stack_secrets import ensure_secrets
 from core.settings import env_int
 
 #: The checkout this module belongs to; the worker runs flows from here.
@@ -118,17 +119,25 @@ def wait_http(process: ManagedProcess, url: str, timeout_s: float) -> None:
 
 
 def prefect_env(
-    home: Path, prefect_port: int, *, ui: bool = False, database_url: str | None = None
+    home: Path,
+    prefect_port: int,
+    *,
+    auth_string: str,
+    ui: bool = False,
+    database_url: str | None = None,
 ) -> dict[str, str]:
     """Environment for every Prefect process of an embedded stack rooted at `home`.
 
     The Prefect server keeps its own database: SQLite under `home` by default, or
     `database_url` (e.g. `postgresql+asyncpg://...`), which holds up far better when many
     runs start at once on a busy machine (SQLite answers 503 when it stays locked).
+    `auth_string` (`user:password`) is what every client sends; `start_prefect_server`
+    makes the server require it, so no other local process or web page can start runs.
     """
     prefect_db = home / "prefect" / "prefect.db"
     return {
         "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_API_AUTH_STRING": auth_string,
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{prefect_db}",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
@@ -150,12 +159,15 @@ def prefect_env(
 def start_prefect_server(
     env: Mapping[str, str], port: int, log_dir: Path, *, timeout_s: float = 120
 ) -> ManagedProcess:
-    """`prefect server start` on loopback; returns once `/api/health` answers."""
+    """`prefect server start` on loopback, requiring the clients' auth string; returns once
+    `/api/health` (which Prefect leaves open for probes) answers."""
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    if not env.get("PREFECT_API_AUTH_STRING"):
+        raise StackError("PREFECT_API_AUTH_STRING is not set: the Prefect server needs one")
     process = spawn(
         "prefect-server",
         [tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env,
+        {**env, "PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]},
         log_dir,
     )
     wait_http(process, f"http://127.0.0.1:{port}/api/health", timeout_s)
@@ -301,13 +313,26 @@ def embedded_env(
     ui: bool = False,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The whole environment of an embedded stack: SQLite, a local store, local Prefect."""
+    """The whole environment of an embedded stack: SQLite, a local store, local Prefect.
+
+    Secrets come from `$AUDIOFLOW_HOME/secrets.json` (generated on the first start); a
+    non-empty AUDIOFLOW_API_KEY, AUDIOFLOW_INTERNAL_TOKEN or PREFECT_API_AUTH_STRING in
+    `base` wins. AUDIOFLOW_ENV defaults to development (only the API key rule differs).
+    """
     env = dict(base if base is not None else os.environ)
+    for name, value in ensure_secrets(home).env().items():
+        if not env.get(name):
+            env[name] = value
     env.update(
         prefect_env(
-            home, prefect_port, ui=ui, database_url=env.get("AUDIOFLOW_PREFECT_DATABASE_URL")
+            home,
+            prefect_port,
+            auth_string=env["PREFECT_API_AUTH_STRING"],
+            ui=ui,
+            database_url=env.get("AUDIOFLOW_PREFECT_DATABASE_URL"),
         )
     )
+    env.setdefault("AUDIOFLOW_ENV", "development")
     env.setdefault("AUDIOFLOW_HOME", str(home))
     env.setdefault("DATABASE_URL", f"sqlite:///{home / 'audioflow.db'}")
     env.setdefault("AUDIOFLOW_STORAGE", "local")

@@ -1,9 +1,10 @@
 """Configuration read once from the environment, one small class per concern.
 
 Every variable is documented in the README's configuration table; the defaults are the
-embedded ones (SQLite, a local-folder object store, a local Prefect server) so that
-`make demo` runs with nothing set. `get_settings()` is cached: call it, don't build
-settings by hand, except in tests that pass their own values.
+embedded ones (SQLite, a local-folder object store, a local Prefect server), but no secret
+has a default: `audioflow up` and `make demo` generate them (`cli/stack_secrets.py`).
+`get_settings()` is cached: call it, don't build settings by hand, except in tests that
+pass their own values.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 Environment = Literal["development", "test", "production"]
-
-#: The token the embedded stack uses when none is set. Refused in production.
-DEVELOPMENT_TOKEN = "dev-internal-token"
 
 
 class SettingsError(RuntimeError):
@@ -66,6 +65,15 @@ def _env_bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated list from the environment, blanks dropped, lower-cased."""
+    return tuple(p.strip().lower() for p in os.environ.get(name, "").split(",") if p.strip())
+
+
+#: Loopback names, always allowed as `Host` when no allow-list is configured.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def audioflow_home() -> Path:
     """The one data folder of the embedded stack (`AUDIOFLOW_HOME`, default `./.audioflow`)."""
     return Path(_env("AUDIOFLOW_HOME", str(Path.cwd() / ".audioflow"))).resolve()
@@ -101,14 +109,22 @@ class ApiSettings:
 
     #: Base URL flows use to reach `POST /internal/workflow-progress`.
     public_url: str
-    #: Bearer token for the internal progress endpoint.
+    #: Bearer token for the internal progress endpoint; no default (required everywhere).
     internal_token: str
-    #: API key for the public endpoints (`X-API-Key`); empty means none is required.
+    #: API key for the public endpoints (`X-API-Key`); no default. Required in production;
+    #: outside it an empty key means none is required.
     api_key: str
-    #: Largest upload accepted by `POST /uploads`, in bytes.
+    #: Largest upload accepted by `POST /uploads` (and signed into presigned uploads), in bytes.
     max_upload_bytes: int
     #: Uploads checked (probed and decoded) at once per API process; past it, 503.
     upload_checks: int = 2
+    #: Longest validity a presigned upload may ask for, in seconds.
+    presign_max_expires_s: int = 3600
+    #: Host names the API answers to (`Host` header, any port); `*.example.com` covers
+    #: subdomains. Empty: loopback plus the host of `public_url`. Stops DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Origins a browser may call the API from (CORS); empty: no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -118,7 +134,18 @@ class ApiSettings:
             api_key=_env("AUDIOFLOW_API_KEY", ""),
             max_upload_bytes=env_int("AUDIOFLOW_MAX_UPLOAD_BYTES", 2 * 1024**3),
             upload_checks=env_int("AUDIOFLOW_UPLOAD_CHECKS", 2, minimum=1),
+            presign_max_expires_s=env_int("AUDIOFLOW_PRESIGN_MAX_EXPIRES_S", 3600, minimum=60),
+            allowed_hosts=_env_list("AUDIOFLOW_ALLOWED_HOSTS"),
+            cors_origins=_env_list("AUDIOFLOW_CORS_ORIGINS"),
         )
+
+    def hosts_allowed(self) -> tuple[str, ...]:
+        """The `Host` names in force: the configured list, else loopback and the host of
+        `AUDIOFLOW_API_URL` (what flows and remote workers call)."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        public = urlsplit(self.public_url).hostname
+        return tuple(dict.fromkeys([*LOOPBACK_HOSTS, *([public.lower()] if public else [])]))
 
 
 @dataclass(frozen=True)
@@ -277,25 +304,28 @@ class Settings:
 
     @property
     def internal_token(self) -> str:
-        """The token in force: the configured one, or the development token outside production."""
-        if self.api.internal_token:
-            return self.api.internal_token
-        if self.env == "production":
-            raise SettingsError("AUDIOFLOW_INTERNAL_TOKEN must be set in production")
-        return DEVELOPMENT_TOKEN
+        """The configured token; there is no fallback in any environment (a public default
+        would let anyone who reads the source report progress)."""
+        if not self.api.internal_token:
+            raise SettingsError(
+                "AUDIOFLOW_INTERNAL_TOKEN is not set; `audioflow up` generates one in "
+                "$AUDIOFLOW_HOME/secrets.json, otherwise set it to a long random string"
+            )
+        return self.api.internal_token
 
     def validate(self) -> None:
-        """Refuse to run production with development secrets."""
-        if self.env != "production":
-            return
-        if not self.api.internal_token or self.api.internal_token == DEVELOPMENT_TOKEN:
-            raise SettingsError("AUDIOFLOW_INTERNAL_TOKEN must be set to a secret in production")
-        if not self.api.api_key:
-            raise SettingsError("AUDIOFLOW_API_KEY must be set in production")
+        """Refuse to start without the secrets: the internal token always, the API key
+        unless AUDIOFLOW_ENV explicitly says development or test."""
+        _ = self.internal_token
+        if self.env == "production" and not self.api.api_key:
+            raise SettingsError(
+                "AUDIOFLOW_API_KEY must be set (production rules apply unless AUDIOFLOW_ENV "
+                "is development or test; `audioflow up` generates one)"
+            )
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = _env("AUDIOFLOW_ENV", "development")
+        env = _env("AUDIOFLOW_ENV", "production")
         if env not in ("development", "test", "production"):
             raise SettingsError(
                 f"AUDIOFLOW_ENV must be development, test or production, got {env!r}"

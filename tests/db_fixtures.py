@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,10 @@ from db.engine import build_engine, build_session_factory
 from tests.support.postgres import temporary_database
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-TEST_TOKEN = "test-internal-token-0123456789"
+#: Generated per run, like the secrets `audioflow up` generates: no test relies on a constant.
+TEST_TOKEN = secrets.token_urlsafe(24)
+#: The `Host` Litestar's TestClient sends (`http://testserver.local`).
+TEST_HOST = "testserver.local"
 
 
 def alembic_config(url: str) -> Config:
@@ -41,7 +45,7 @@ def base_settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
         settings,
         home=home,
         database=replace(settings.database, url=pg_url),
-        api=replace(settings.api, internal_token=TEST_TOKEN),
+        api=replace(settings.api, internal_token=TEST_TOKEN, allowed_hosts=(TEST_HOST,)),
         storage=replace(settings.storage, backend="local", local_dir=home / "storage"),
     )
 

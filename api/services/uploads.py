@@ -65,12 +65,14 @@ class UploadedAudio:
 
 @dataclass(frozen=True)
 class PresignedUpload:
-    """A URL a client can PUT the file to directly (S3 backends only)."""
+    """A URL a client can PUT the file to directly (S3 backends only), with the headers
+    that were signed into it and must be sent as they are."""
 
     key: str
     url: str
     method: str
     expires_in: int
+    headers: dict[str, str]
 
 
 @contextmanager
@@ -103,6 +105,7 @@ class UploadService:
         *,
         max_duration_s: float | None = None,
         checks: int = 2,
+        presign_max_expires_s: int = 3600,
     ) -> None:
         self.store = store
         self.max_bytes = max_bytes
@@ -113,6 +116,7 @@ class UploadService:
         #: which event loop or thread asks.
         self.check_slots = threading.BoundedSemaphore(checks)
         self.checks = checks
+        self.presign_max_expires_s = presign_max_expires_s
 
     async def receive(self, filename: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
         """Spool, check and store one upload; nothing is stored unless it is audio.
@@ -185,16 +189,38 @@ class UploadService:
         finally:
             await anyio.to_thread.run_sync(functools.partial(spool.unlink, missing_ok=True))
 
-    def presign(self, filename: str, expires_s: int = 3600) -> PresignedUpload:
-        """A presigned PUT for a direct upload to the bucket."""
+    def presign(self, filename: str, size: int, expires_s: int | None = None) -> PresignedUpload:
+        """A presigned PUT for a direct upload of exactly `size` bytes to the bucket.
+
+        A URL is a bearer credential for its lifetime, so that is bounded
+        (AUDIOFLOW_PRESIGN_MAX_EXPIRES_S); the size is signed into it, so a direct upload
+        is held to AUDIOFLOW_MAX_UPLOAD_BYTES like one through the API.
+        """
+        if expires_s is None:
+            expires_s = self.presign_max_expires_s
+        if expires_s > self.presign_max_expires_s:
+            raise InvalidInputError(
+                f"expiresIn: at most {self.presign_max_expires_s} s "
+                "(AUDIOFLOW_PRESIGN_MAX_EXPIRES_S)"
+            )
+        if size > self.max_bytes:
+            raise PayloadTooLargeError(
+                f"size: {size} bytes exceeds the limit of {self.max_bytes} bytes"
+            )
         try:
             key = upload_key(filename)
         except InvalidKeyError as exc:
             raise InvalidInputError(f"filename: {exc}") from exc
         try:
-            url = self.store.presigned_put_url(key, expires_s)
+            url = self.store.presigned_put_url(key, expires_s, content_length=size)
         except NotSupportedError as exc:
             raise InvalidInputError(
                 f"presigned uploads need an S3 backend; this API stores to {self.store.describe()}"
             ) from exc
-        return PresignedUpload(key=key, url=url, method="PUT", expires_in=expires_s)
+        return PresignedUpload(
+            key=key,
+            url=url,
+            method="PUT",
+            expires_in=expires_s,
+            headers={"Content-Length": str(size)},
+        )

@@ -135,8 +135,13 @@ class ObjectStore(ABC):
         """Every object whose key starts with `prefix`, sorted by key, with size and mtime."""
 
     @abstractmethod
-    def presigned_put_url(self, key: str, expires_s: int = 3600) -> str:
+    def presigned_put_url(
+        self, key: str, expires_s: int = 3600, content_length: int | None = None
+    ) -> str:
         """A URL a client can PUT the object's bytes to directly, valid `expires_s` seconds.
+
+        With `content_length`, the length is signed into the URL: the store refuses a PUT
+        whose `Content-Length` differs (the upload size limit holds for direct uploads).
 
         Raises `NotSupportedError` on backends without one (the local folder).
         """

@@ -240,7 +240,9 @@ class LocalStore(ObjectStore):
 
     # -- misc --------------------------------------------------------------------------
 
-    def presigned_put_url(self, key: str, expires_s: int = 3600) -> str:
+    def presigned_put_url(
+        self, key: str, expires_s: int = 3600, content_length: int | None = None
+    ) -> str:
         validate_key(key)
         raise NotSupportedError(
             "the local-folder store has no presigned URLs; upload through the API instead"

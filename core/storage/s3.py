@@ -407,11 +407,18 @@ class S3Store(ObjectStore):
     # -- misc --------------------------------------------------------------------------
 
     def presigned_put_url(
-        self, key: str, expires_s: int = 3600, content_type: str | None = None
+        self,
+        key: str,
+        expires_s: int = 3600,
+        content_length: int | None = None,
+        content_type: str | None = None,
     ) -> str:
-        """A presigned PUT URL; with `content_type`, the client must send that same header."""
+        """A presigned PUT URL; with `content_length` / `content_type`, those headers are
+        signed (`X-Amz-SignedHeaders`) and the client must send exactly those values."""
         validate_key(key)
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_length is not None:
+            params["ContentLength"] = int(content_length)
         if content_type:
             params["ContentType"] = content_type
         with self._errors(key):

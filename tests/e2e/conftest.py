@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,8 +21,10 @@ from tests.support.postgres import temporary_database
 from tests.support.waiting import wait_for
 
 BUCKET = "audioflow-e2e"
-TOKEN = "e2e-internal-token-abcdef"
-API_KEY = "e2e-api-key-123456"
+#: Generated per run and passed explicitly (an explicit secret wins over the stack's
+#: `secrets.json`); `test_up_and_large_uploads.py` covers the generated file itself.
+TOKEN = secrets.token_urlsafe(24)
+API_KEY = secrets.token_urlsafe(24)
 HEADERS = {"X-API-Key": API_KEY}
 SPOKEN = (
     "Welcome to the audioflow podcast. Today we talk about encoding and transcription. "

@@ -14,6 +14,7 @@ from core.storage.s3 import S3Store
 from flows.audio.probe import probe
 from flows.transcription.wer import wer
 from tests.e2e.conftest import SPOKEN, api_get, create_task, follow
+from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -120,7 +121,6 @@ def test_transcriptions_take_turns_while_runs_overlap(
 ) -> None:
     """Two episodes at once: the worker runs both flows (limit 2), but the transcription tag's
     Prefect limit (one slot, set by `audioflow deploy`) lets one `transcribe` run at a time."""
-    from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from core.concurrency import TRANSCRIPTION_TAG, tag_limit_name
@@ -143,7 +143,7 @@ def test_transcriptions_take_turns_while_runs_overlap(
         finals = list(pool.map(lambda t: follow(stack, t["id"])[-1], tasks))
     assert [f["status"] for f in finals] == ["done", "done"], finals
 
-    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+    with prefect_client(stack.env["PREFECT_API_URL"]) as client:
         limit = client.read_global_concurrency_limit_by_name(tag_limit_name(TRANSCRIPTION_TAG))
         assert limit.limit == 1 and limit.active
         runs = {
@@ -174,9 +174,8 @@ def test_a_run_started_by_hand_with_bad_parameters_fails_at_once(stack: Stack) -
     """The deployment does not enforce its parameter schema on creation (the API validates
     payloads itself): a run created straight in Prefect with bad parameters is accepted,
     and the engine fails it at start with a message, before any step runs."""
-    from prefect.client.orchestration import SyncPrefectClient
 
-    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+    with prefect_client(stack.env["PREFECT_API_URL"]) as client:
         deployment = client.read_deployment_by_name("audio-processing/audio-processing")
         run = client.create_flow_run_from_deployment(
             deployment.id,

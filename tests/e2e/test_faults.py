@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-from prefect.client.orchestration import SyncPrefectClient
 
 from cli.stack import Stack, running_stack, start_api, start_prefect_server, start_worker
 from core.storage.s3 import S3Store
 from flows.audio.probe import probe
 from tests.e2e.conftest import HEADERS, dispatched, stack_databases, stack_env
+from tests.prefect_fixtures import prefect_client
 from tests.support.processes import flow_run_pids, kill_tree
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 from tests.support.waiting import wait_for
@@ -166,7 +166,7 @@ def mid_encode(stack: Stack, task_id: str) -> dict[str, Any]:
 
 
 def prefect_state(stack: Stack, flow_run_id: str) -> str | None:
-    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+    with prefect_client(stack.env["PREFECT_API_URL"]) as client:
         state = client.read_flow_run(uuid.UUID(flow_run_id)).state
     return state.type.value if state is not None else None
 
@@ -308,7 +308,7 @@ def test_s3_outage_mid_run_is_carried_by_step_retries(
     try:
         # Hold the outage until the upload step has failed at least once and is waiting to retry.
         def upload_retrying() -> bool:
-            with SyncPrefectClient(fstack.env["PREFECT_API_URL"]) as client:
+            with prefect_client(fstack.env["PREFECT_API_URL"]) as client:
                 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
                 runs = client.read_task_runs(

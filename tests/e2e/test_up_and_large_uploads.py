@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,9 +54,39 @@ def test_up_serves_is_found_by_other_commands_and_stops_on_sigterm(tmp_path: Pat
             time.sleep(0.5)
         urls = json.loads(stack_file.read_text())
         assert urls["api_url"] == f"http://127.0.0.1:{api_port}"
-        assert httpx.get(f"{urls['api_url']}/health", timeout=10).json()["status"] == "ok"
+        assert httpx.get(f"{urls['api_url']}/health", timeout=10).json() == {"status": "ok"}
         ui = httpx.get(urls["prefect_url"], timeout=10)
         assert ui.status_code == 200 and "<html" in ui.text.lower()  # the Prefect UI is served
+
+        # Safe by default: generated secrets, private, and required (the old stack had no
+        # API key, the public `dev-internal-token`, and an open Prefect server).
+        secrets_file = home / "secrets.json"
+        assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+        generated = json.loads(secrets_file.read_text())
+        api = urls["api_url"]
+        assert httpx.get(f"{api}/tasks", timeout=10).status_code == 401
+        keyed = {"X-API-Key": generated["api_key"]}
+        assert httpx.get(f"{api}/tasks", headers=keyed, timeout=10).status_code == 200
+        evil_host = keyed | {"Host": "rebound.example:8000"}
+        assert httpx.get(f"{api}/tasks", headers=evil_host, timeout=10).status_code == 400
+        progress = httpx.post(
+            f"{api}/internal/workflow-progress",
+            json={"taskId": str(uuid.uuid4()), "workflowId": str(uuid.uuid4())},
+            headers={"Authorization": "Bearer dev-internal-token"},
+            timeout=10,
+        )
+        assert progress.status_code == 401
+        prefect_api = f"{urls['prefect_url']}/api"
+        anonymous = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10)
+        assert anonymous.status_code == 401
+        user, password = generated["prefect_auth_string"].split(":", 1)
+        authed = httpx.post(
+            f"{prefect_api}/deployments/filter", json={}, auth=(user, password), timeout=10
+        )
+        assert authed.status_code == 200 and {d["name"] for d in authed.json()} >= {
+            "audio-processing",
+            "reprocessing",
+        }
 
         # Another command in another shell finds the stack with no flags.
         listed = subprocess.run(

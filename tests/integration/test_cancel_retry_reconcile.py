@@ -23,6 +23,7 @@ from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
 from tests.integration.conftest import AUTH, create_task
+from tests.prefect_fixtures import prefect_client
 
 PAYLOAD = {"episodeId": "ep-rec", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
 PROGRESS = "/internal/workflow-progress"
@@ -30,7 +31,7 @@ PROGRESS = "/internal/workflow-progress"
 
 @pytest.fixture
 def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with SyncPrefectClient(settings.prefect.api_url) as client:
+    with prefect_client(settings.prefect.api_url) as client:
         yield client
 
 

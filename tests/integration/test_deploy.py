@@ -3,16 +3,14 @@ zombie-run automation, and can run again without changing anything."""
 
 from __future__ import annotations
 
-from prefect.client.orchestration import SyncPrefectClient
-
 from cli.automations import ZOMBIE_AUTOMATION, ZOMBIE_WINDOW_S
 from cli.stack import MAINTENANCE_POOL, WORK_POOL, deploy
-from tests.prefect_fixtures import PrefectServer
+from tests.prefect_fixtures import PrefectServer, prefect_client
 
 
 def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectServer) -> None:
     deploy(prefect_server.env)  # the fixture already deployed once: this is the second time
-    with SyncPrefectClient(prefect_server.url) as client:
+    with prefect_client(prefect_server.url) as client:
         audio = client.read_deployment_by_name("audio-processing/audio-processing")
         repro = client.read_deployment_by_name("reprocessing/reprocessing")
         assert audio.work_pool_name == WORK_POOL

@@ -29,6 +29,7 @@ from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import TaskStatus, Workflow, WorkflowStatus
+from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
 
 PAYLOAD = {"episodeId": "ep-dispatch", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
@@ -36,7 +37,7 @@ PAYLOAD = {"episodeId": "ep-dispatch", "audioKey": "uploads/ep.mp3", "encodingFo
 
 @pytest.fixture
 def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with SyncPrefectClient(settings.prefect.api_url) as client:
+    with prefect_client(settings.prefect.api_url) as client:
         yield client
 
 
