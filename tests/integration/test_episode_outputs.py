@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Completed
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +31,7 @@ from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.models import Workflow, WorkflowStatus
 from tests.integration.conftest import AUTH, create_task
+from tests.prefect_fixtures import prefect_client
 
 PROGRESS = "/internal/workflow-progress"
 
@@ -360,7 +360,7 @@ def test_reconciler_completion_checks_the_attempts_keys_and_writes_the_manifest(
     _report(client, task["id"], task["workflowId"], status="running")
     params = _parameters(client, task["workflowId"])
     _upload(store, params, b"R", tmp_path)
-    with SyncPrefectClient(settings.prefect.api_url) as prefect:
+    with prefect_client(settings.prefect.api_url) as prefect:
         prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Completed(), force=True)
     report = reconciler.reconcile()
     assert [c.to_status for c in report.corrections] == ["completed"]
@@ -393,7 +393,7 @@ def test_a_run_from_before_attempt_folders_is_checked_in_the_old_layout(
     blob.write_bytes(b"old layout")
     store.put_file(legacy_key, blob)
     _report(client, task["id"], task["workflowId"], status="running")
-    with SyncPrefectClient(settings.prefect.api_url) as prefect:
+    with prefect_client(settings.prefect.api_url) as prefect:
         prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Completed(), force=True)
     report = reconciler.reconcile()
     assert [c.to_status for c in report.corrections] == ["completed"]

@@ -9,7 +9,6 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, State
 
 from api import prefect_gateway
@@ -17,6 +16,7 @@ from cli.stack import free_port
 from core.settings import Settings
 from flows.reprocessing import _sweep_temp
 from flows.workspace import create_run_dir, prefect_run_state, sweep_run_dirs
+from tests.prefect_fixtures import prefect_client
 
 
 def _flow_run(settings: Settings, state: State) -> str:
@@ -36,7 +36,7 @@ def _flow_run(settings: Settings, state: State) -> str:
         name="sweep-test",
         tags=["test"],
     )
-    with SyncPrefectClient(settings.prefect.api_url) as client:
+    with prefect_client(settings.prefect.api_url) as client:
         if state.type.value != "SCHEDULED":
             client.set_flow_run_state(uuid.UUID(info.id), state, force=True)
     return info.id
