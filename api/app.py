@@ -17,6 +17,7 @@ from api.reprocess import ReprocessController
 from api.security import SECURITY_SCHEMES
 from api.services import TaskService, WorkflowService
 from api.services.dispatch import FlowRunStarter
+from api.services.reprocessing import ReprocessService
 from api.services.uploads import UploadService
 from api.uploads import UploadController
 from core.settings import Settings, get_settings
@@ -83,4 +84,5 @@ def create_app(
     app.state.task_service = task_service
     app.state.workflow_service = WorkflowService(session_factory)
     app.state.upload_service = UploadService(store, settings.api.max_upload_bytes)
+    app.state.reprocess_service = ReprocessService(settings)
     return app

@@ -14,6 +14,7 @@ from litestar.status_codes import (
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from sqlalchemy.exc import OperationalError
@@ -25,6 +26,7 @@ from core.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    QueueFullError,
     UnsupportedMediaError,
     UpstreamUnavailableError,
 )
@@ -39,6 +41,7 @@ STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
     UpstreamUnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
     PayloadTooLargeError: HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaError: HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    QueueFullError: HTTP_429_TOO_MANY_REQUESTS,
 }
 
 
@@ -51,6 +54,7 @@ ERROR_MEANINGS: dict[int, str] = {
     HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Upload larger than AUDIOFLOW_MAX_UPLOAD_BYTES",
     HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The upload is not decodable audio",
     HTTP_422_UNPROCESSABLE_ENTITY: "Well-formed but not acceptable (e.g. an unknown format)",
+    HTTP_429_TOO_MANY_REQUESTS: "Too much already queued; retry after `Retry-After` seconds",
     HTTP_503_SERVICE_UNAVAILABLE: "Prefect or storage cannot be reached; retry later",
 }
 
@@ -79,7 +83,10 @@ def domain_error_handler(_: Request, exc: AudioflowError) -> Response[dict[str, 
     body: dict[str, object] = {"status_code": code, "detail": exc.detail}
     if exc.extra:
         body["extra"] = exc.extra
-    return Response(body, status_code=code)
+    headers = (
+        {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFullError) else None
+    )
+    return Response(body, status_code=code, headers=headers)
 
 
 def settings_error_handler(_: Request, exc: SettingsError) -> Response[dict[str, object]]:

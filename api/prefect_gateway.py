@@ -287,15 +287,16 @@ def find_flow_run(
 
 
 def list_unstarted_flow_runs(
-    api_url: str, deployment_name: str, *, limit: int, timeout_s: float = 10.0
+    api_url: str, deployment_name: str, *, tag: str, limit: int, timeout_s: float = 10.0
 ) -> list[FlowRunInfo]:
-    """Runs of a deployment that no worker has started yet (Scheduled or Pending), oldest
-    first, at most `limit`."""
+    """Runs of a deployment with `tag` that no worker has started yet (Scheduled or
+    Pending), oldest first, at most `limit`."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterDeploymentId,
         FlowRunFilterState,
         FlowRunFilterStateType,
+        FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
@@ -306,6 +307,7 @@ def list_unstarted_flow_runs(
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
                     deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+                    tags=FlowRunFilterTags(all_=[tag]),
                     state=FlowRunFilterState(
                         type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
                     ),

@@ -36,3 +36,11 @@ class PayloadTooLargeError(AudioflowError):
 
 class UnsupportedMediaError(AudioflowError):
     """The content is not what the endpoint accepts (e.g. an upload that is not audio)."""
+
+
+class QueueFullError(AudioflowError):
+    """A bounded queue is full; the client may try again after `retry_after_s` (429)."""
+
+    def __init__(self, detail: str, *, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(detail, retryAfterS=retry_after_s, **extra)
+        self.retry_after_s = retry_after_s
