@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -30,6 +32,12 @@ FINAL_PREFECT_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 #: How long a cancel waits for Prefect to stop the run (README: "within ~15 s"), and how
 #: often it looks meanwhile.
 CANCEL_WAIT_S, CANCEL_POLL_S = 15.0, 0.5
+
+
+def request_digest(type_: str, canonical: dict[str, Any]) -> str:
+    """SHA-256 of a task request (type and validated payload), independent of key order."""
+    body = json.dumps({"type": type_, "payload": canonical}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,7 @@ class TaskService:
                         episode_id=task_type.episode_id(canonical),
                         payload=canonical,
                         idempotency_key=idempotency_key,
+                        request_digest=request_digest(type_, canonical),
                     )
                 )
                 self._new_workflow(session, task)
@@ -137,7 +146,14 @@ class TaskService:
             existing = TaskRepository(session).get_by_idempotency_key(key)
         if existing is None:
             return None
-        if existing.type != type_ or existing.payload != canonical:
+        # The request as first made: the payload itself may have changed since (reprocessing
+        # adds formats to it). Rows from before the digest was kept have only the payload.
+        same = (
+            existing.request_digest == request_digest(type_, canonical)
+            if existing.request_digest is not None
+            else existing.type == type_ and existing.payload == canonical
+        )
+        if not same:
             raise ConflictError(
                 "Idempotency-Key was already used for a different request", taskId=str(existing.id)
             )
