@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
-from api.services.dispatch import FlowRunDispatcher, FlowRunStarter
+from api.services.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher, FlowRunStarter
 from api.services.outputs import remove_partial_outputs, result_keys
 from api.services.workflows import ProgressUpdate, WorkflowService
 from api.task_types import get_task_type
@@ -28,7 +28,7 @@ from db.repositories import TaskRepository, WorkflowRepository
 log = logging.getLogger(__name__)
 
 #: Prefect state types after which a flow run does nothing more.
-FINAL_PREFECT_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+FINAL_PREFECT_STATES = ENDED_PREFECT_STATES
 #: How long a cancel waits for Prefect to stop the run (README: "within ~15 s"), and how
 #: often it looks meanwhile.
 CANCEL_WAIT_S, CANCEL_POLL_S = 15.0, 0.5
@@ -198,8 +198,22 @@ class TaskService:
         session.flush()
         return workflow
 
+    def _recover_lost_run(self, task_id: uuid.UUID) -> Task | None:
+        """The task with its current attempt's run found again (see `recover_lost_run`)."""
+        with self.session_factory() as session:
+            task = TaskRepository(session).get(task_id)
+            workflow_id = task.workflow_id if task is not None else None
+        return self.dispatcher.recover_lost_run(workflow_id) if workflow_id else None
+
     def retry(self, task_id: uuid.UUID) -> Task:
-        """A new attempt for a failed or cancelled task (409 for any other status)."""
+        """A new attempt for a failed or cancelled task (409 for any other status).
+
+        If the failed attempt's flow run exists after all (Prefect's answer to its creation
+        was lost), that run is the attempt's again and no new one is started.
+        """
+        recovered = self._recover_lost_run(task_id)
+        if recovered is not None:
+            return recovered
         with self.session_factory.begin() as session:
             task = TaskRepository(session).get(task_id, for_update=True)
             if task is None:
@@ -216,8 +230,10 @@ class TaskService:
         """A new attempt for a finished task; with `add_formats`, only those formats are made.
 
         The added formats join the task's payload, so the task's result ends up listing
-        every format it has.
+        every format it has. A task whose last attempt's run turns out to exist (its
+        creation answer was lost) gets that run back and is 409 until it ends.
         """
+        self._recover_lost_run(task_id)
         task_type = None
         with self.session_factory.begin() as session:
             task = TaskRepository(session).get(task_id, for_update=True)
