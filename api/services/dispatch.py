@@ -281,7 +281,7 @@ class FlowRunDispatcher:
                 task.error = None
                 task.error_kind = None
             session.flush()
-        log.info("recovered flow run %s of workflow %s by its idempotency key", info.id, workflow_id)
+        log.info("recovered flow run %s of workflow %s by its key", info.id, workflow_id)
         return task
 
     def _record(self, workflow_id: uuid.UUID, flow_run_id: str) -> Task:

@@ -52,6 +52,7 @@ def _failed_attempt(
 ) -> uuid.UUID:
     """A task whose first attempt ran and failed transiently (here and in Prefect)."""
     task = service.create_task("audio_processing", PAYLOAD).task
+    assert task.workflow_id is not None
     task = service.dispatcher.dispatch(task.workflow_id)
     assert task.workflow_instance_id and task.workflow_id
     prefect.set_flow_run_state(uuid.UUID(task.workflow_instance_id), Failed(), force=True)
