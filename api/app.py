@@ -24,6 +24,7 @@ from api.request_checks import (
 from api.security import SECURITY_SCHEMES
 from api.services import TaskService, WorkflowService
 from api.services.dispatch import FlowRunStarter
+from api.services.reprocessing import ReprocessService
 from api.services.uploads import UploadService
 from api.uploads import UploadController
 from core.settings import Settings, get_settings
@@ -117,4 +118,5 @@ def create_app(
         spool_dir=settings.temp_dir,
         presign_max_expires_s=settings.api.presign_max_expires_s,
     )
+    app.state.reprocess_service = ReprocessService(settings)
     return app

@@ -106,18 +106,19 @@ class TaskController(Controller):
 
     @post(
         "/{task_id:uuid}/cancel",
-        sync_to_thread=True,
         status_code=HTTP_200_OK,
         responses=error_responses(400, 401, 404, 409, 503),
     )
-    def cancel_task(
+    async def cancel_task(
         self, task_id: FromPath[uuid.UUID], task_service: NamedDependency[TaskService]
     ) -> TaskOut:
         """Cancel a pending or processing task: its flow run stops, partial outputs go.
 
         409 if the task already ended (also if it completed while being cancelled).
+        Answers once the run has stopped (at most ~15 s); concurrent cancels of one task
+        share that wait and get the same answer.
         """
-        return TaskOut.of(task_service.cancel(task_id))
+        return TaskOut.of(await task_service.cancel(task_id))
 
     @post(
         "/{task_id:uuid}/retry",

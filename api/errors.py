@@ -14,6 +14,7 @@ from litestar.status_codes import (
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_503_SERVICE_UNAVAILABLE,
     HTTP_507_INSUFFICIENT_STORAGE,
 )
@@ -28,6 +29,7 @@ from core.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    QueueFullError,
     UnsupportedMediaError,
     UpstreamUnavailableError,
 )
@@ -44,6 +46,7 @@ STATUS_FOR_ERROR: dict[type[AudioflowError], int] = {
     UnsupportedMediaError: HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     InsufficientStorageError: HTTP_507_INSUFFICIENT_STORAGE,
     BusyError: HTTP_503_SERVICE_UNAVAILABLE,
+    QueueFullError: HTTP_429_TOO_MANY_REQUESTS,
 }
 
 
@@ -56,6 +59,7 @@ ERROR_MEANINGS: dict[int, str] = {
     HTTP_413_REQUEST_ENTITY_TOO_LARGE: "Upload larger than AUDIOFLOW_MAX_UPLOAD_BYTES",
     HTTP_415_UNSUPPORTED_MEDIA_TYPE: "The upload is not decodable audio",
     HTTP_422_UNPROCESSABLE_ENTITY: "Well-formed but not acceptable (e.g. an unknown format)",
+    HTTP_429_TOO_MANY_REQUESTS: "Too much already queued; retry after `Retry-After` seconds",
     HTTP_503_SERVICE_UNAVAILABLE: "Prefect or storage cannot be reached, or the API is busy; "
     "retry later (after `Retry-After` seconds when given)",
     HTTP_507_INSUFFICIENT_STORAGE: "A disk of the server is full; nothing was stored, retry later",

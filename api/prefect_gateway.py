@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from core.concurrency import tag_limit_name
 from core.errors import NotFoundError, UpstreamUnavailableError
 
 
@@ -34,6 +35,7 @@ class FlowRunInfo:
     tags: list[str]
     #: When the run entered its current state (Prefect's clock).
     state_since: datetime | None = None
+    idempotency_key: str | None = None
 
 
 _deployment_ids: dict[str, uuid.UUID] = {}
@@ -153,6 +155,7 @@ def _info(flow_run: Any) -> FlowRunInfo:
         parameters=dict(flow_run.parameters or {}),
         tags=list(flow_run.tags or []),
         state_since=state.timestamp if state is not None else None,
+        idempotency_key=getattr(flow_run, "idempotency_key", None),
     )
 
 
@@ -256,6 +259,105 @@ def cancel_unstarted_flow_run(
 
     with _flow_run_call(api_url, flow_run_id, timeout_s) as client:
         client.set_flow_run_state(uuid.UUID(flow_run_id), Cancelled(message=message), force=True)
+
+
+def find_flow_run(
+    api_url: str, idempotency_key: str, *, timeout_s: float = 10.0
+) -> FlowRunInfo | None:
+    """The flow run created with this idempotency key, or None if Prefect has none.
+
+    How a caller finds a run whose creation answer was lost (a timeout or a dropped
+    connection after Prefect had created it): Prefect keeps the key on the run.
+    """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    try:
+        with _client(api_url, timeout_s) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    idempotency_key=FlowRunFilterIdempotencyKey(any_=[idempotency_key])
+                ),
+                limit=1,
+            )
+    except UpstreamUnavailableError:
+        raise
+    except Exception as exc:
+        raise _unavailable(exc) from exc
+    return _info(runs[0]) if runs else None
+
+
+def list_unstarted_flow_runs(
+    api_url: str, deployment_name: str, *, tag: str, limit: int, timeout_s: float = 10.0
+) -> list[FlowRunInfo]:
+    """Runs of a deployment with `tag` that no worker has started yet (Scheduled or
+    Pending), oldest first, at most `limit`."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    try:
+        with _client(api_url, timeout_s) as client:
+            deployment_id = _deployment_id(client, deployment_name)
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+                    tags=FlowRunFilterTags(all_=[tag]),
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
+                    ),
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=limit,
+            )
+    except UpstreamUnavailableError:
+        raise
+    except Exception as exc:
+        raise _unavailable(exc) from exc
+    return [_info(run) for run in runs]
+
+
+def waits_for_slot(api_url: str, flow_run_id: str, tag: str, *, timeout_s: float = 10.0) -> bool:
+    """True when the run is waiting for a slot of the tag's concurrency limit.
+
+    Prefect holds such a task run before it starts (Pending, or Scheduled with the name
+    AwaitingConcurrencySlot) while every slot of `tag:<tag>` is taken; the flow run stays
+    Running and reports nothing meanwhile. A full limit is required too: a task run left
+    Pending by a dead process holds no slot, so it does not count as waiting for long.
+    """
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+        TaskRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    with _flow_run_call(api_url, flow_run_id, timeout_s) as client:
+        held = client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]),
+                tags=TaskRunFilterTags(all_=[tag]),
+                state=TaskRunFilterState(
+                    type=TaskRunFilterStateType(any_=[StateType.PENDING, StateType.SCHEDULED])
+                ),
+            ),
+            limit=1,
+        )
+        if not held:
+            return False
+        try:
+            limit = client.read_global_concurrency_limit_by_name(tag_limit_name(tag))
+        except ObjectNotFound:
+            return False  # no limit: nothing to wait for
+    return bool(limit.active) and limit.active_slots >= limit.limit
 
 
 def check_health(api_url: str, *, timeout_s: float = 3.0) -> str | None:

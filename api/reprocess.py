@@ -1,22 +1,22 @@
-"""`POST /reprocess`: start a run of the reprocessing deployment with the given selection."""
+"""`POST /reprocess`: start a run of the reprocessing deployment with the given selection
+(or return the queued run with the same selection; see `api.services.reprocessing`)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from litestar import Controller, post
+from litestar import Controller, Response, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from api import prefect_gateway
 from api.errors import error_responses
 from api.schemas import ReprocessOut, ReprocessRequest
 from api.security import API_KEY_REQUIRED, require_api_key
+from api.services.reprocessing import ReprocessService
 from core.errors import InvalidInputError
 from core.formats import FORMATS
-from core.settings import Settings
 
 
 class ReprocessController(Controller):
@@ -31,11 +31,23 @@ class ReprocessController(Controller):
         "/",
         sync_to_thread=True,
         status_code=HTTP_201_CREATED,
-        responses=error_responses(400, 401, 422, 503),
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=ReprocessOut,
+                description="A run with the same parameters is queued already: that run",
+                generate_examples=False,
+            ),
+            **error_responses(400, 401, 422, 429, 503),
+        },
     )
-    def start_reprocessing(self, data: JSONBody[ReprocessRequest], state: State) -> ReprocessOut:
-        """Start a reprocessing run; `dryRun` only lists what it would do (in its artifact)."""
-        settings: Settings = state.settings
+    def start_reprocessing(
+        self, data: JSONBody[ReprocessRequest], state: State
+    ) -> Response[ReprocessOut]:
+        """Start a reprocessing run; `dryRun` only lists what it would do (in its artifact).
+
+        The same parameters as a run that has not started yet return that run (200);
+        past `AUDIOFLOW_REPROCESS_QUEUE_MAX` runs waiting to start, 429 with `Retry-After`.
+        """
         unknown = [f for f in data.add_formats if f not in FORMATS]
         if unknown:
             raise InvalidInputError(
@@ -54,14 +66,9 @@ class ReprocessController(Controller):
             "limit": data.limit,
             "stale_after_s": data.stale_after_s,
         }
-        run_key = uuid.uuid4().hex
-        info = prefect_gateway.start_flow_run(
-            settings.prefect.api_url,
-            settings.prefect.reprocess_deployment,
-            {"params": params},
-            idempotency_key=f"{settings.prefect.reprocess_deployment}:{run_key}",
-            name=f"reprocess-{'dry-' if data.dry_run else ''}{run_key[:8]}",
-            tags=["reprocessing", "on-demand"],
-            timeout_s=settings.prefect.trigger_timeout_s,
+        service: ReprocessService = state.reprocess_service
+        run = service.start(params, name_prefix=f"reprocess-{'dry-' if data.dry_run else ''}")
+        return Response(
+            ReprocessOut(flow_run_id=run.info.id, flow_run_name=run.info.name, parameters=params),
+            status_code=HTTP_201_CREATED if run.created else HTTP_200_OK,
         )
-        return ReprocessOut(flow_run_id=info.id, flow_run_name=info.name, parameters=params)

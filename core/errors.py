@@ -52,3 +52,8 @@ class BusyError(AudioflowError):
     def __init__(self, detail: str, *, retry_after_s: int, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after_s = retry_after_s
+
+
+class QueueFullError(BusyError):
+    """A bounded queue is full (429 rather than the 503 of a busy process); the client may
+    try again after `retry_after_s`."""

@@ -165,6 +165,9 @@ class PrefectSettings:
     dispatch_deadline_s: float = 60.0
     #: Threads per API process that create flow runs for new tasks (the outbox dispatcher).
     dispatch_threads: int = 4
+    #: On-demand reprocessing runs that may wait to start at once; `POST /reprocess` past
+    #: it is 429 (a repeat of a queued run's parameters returns that run instead).
+    reprocess_queue_max: int = 10
 
     @classmethod
     def from_env(cls) -> PrefectSettings:
@@ -179,6 +182,7 @@ class PrefectSettings:
             ),
             dispatch_deadline_s=_env_float("AUDIOFLOW_DISPATCH_DEADLINE_S", 60.0),
             dispatch_threads=env_int("AUDIOFLOW_DISPATCH_THREADS", 4, minimum=1),
+            reprocess_queue_max=env_int("AUDIOFLOW_REPROCESS_QUEUE_MAX", 10, minimum=1),
         )
 
 

@@ -108,6 +108,10 @@ class Task(TimestampMixin, Base):
     current_step: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    #: SHA-256 of the request as first made (type and validated payload): what a repeat
+    #: with the same `Idempotency-Key` is compared with, since reprocessing may change
+    #: the payload. None on rows made before it was kept.
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     workflow_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid(),
         ForeignKey("workflows.id", use_alter=True, ondelete="SET NULL"),

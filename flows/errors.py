@@ -18,6 +18,18 @@ class ProcessingError(Exception):
         self.kind = kind
 
 
+class WorkflowEndedError(ProcessingError):
+    """The API refused a report because the workflow is already terminal (cancelled, or
+    declared crashed by the reconciler): nobody wants this run's work any more, so it stops.
+
+    Permanent, so no step retries it; the run ends failed, and the API keeps the row as it is
+    (the final hook's report is refused like the others).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "permanent")
+
+
 def _permanent_types() -> tuple[type[BaseException], ...]:
     from core.keys import InvalidKeyError
     from core.storage.errors import StorageError

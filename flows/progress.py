@@ -5,7 +5,10 @@ real measures (ffmpeg's `out_time`, the end time of each transcribed segment, by
 moved), so the bar moves as the work does. Reports go to
 `POST /internal/workflow-progress`, throttled to about one a second per workflow; a lost
 report is logged and forgotten (the next one carries the same information), so the flow
-never fails because the API was briefly away.
+never fails because the API was briefly away. A report refused because the workflow is
+already terminal (409: cancelled, or declared crashed) is different: the database has given
+up on this run, so the reporter raises `WorkflowEndedError` from then on, which stops the
+step that reported (an ffmpeg child is killed by its progress callback raising).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from flows.errors import WorkflowEndedError
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +75,43 @@ class ProgressPlan:
 Sender = Callable[[dict[str, Any]], None]
 
 
+#: Workflow statuses after which the API refuses every report (its 409 names the status).
+TERMINAL_WORKFLOW_STATUSES = frozenset({"completed", "failed", "crashed", "cancelled"})
+
+
 class ReportRefusedError(RuntimeError):
-    """The API answered 4xx: retrying the same report cannot help."""
+    """The API answered 4xx: retrying the same report cannot help.
+
+    `workflow_status` is the status a 409 names (`extra.status`), when it names one.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int = 0, workflow_status: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.workflow_status = workflow_status
+
+    @property
+    def workflow_ended(self) -> bool:
+        """True when the refusal says the workflow is terminal: the run must stop."""
+        return self.status_code == 409 and self.workflow_status in TERMINAL_WORKFLOW_STATUSES
+
+
+def _refusal(response: httpx.Response) -> ReportRefusedError:
+    workflow_status = None
+    try:
+        body = response.json()
+        extra = body.get("extra") if isinstance(body, dict) else None
+        if isinstance(extra, dict) and isinstance(extra.get("status"), str):
+            workflow_status = extra["status"]
+    except ValueError:
+        pass
+    return ReportRefusedError(
+        f"progress endpoint answered {response.status_code}: {response.text[:300]}",
+        status_code=response.status_code,
+        workflow_status=workflow_status,
+    )
 
 
 class HttpSender:
@@ -104,9 +144,7 @@ class HttpSender:
                 if response.status_code < 400:
                     return
                 if response.status_code < 500 and response.status_code != 429:
-                    raise ReportRefusedError(
-                        f"progress endpoint answered {response.status_code}: {response.text[:300]}"
-                    )
+                    raise _refusal(response)
                 problem = f"HTTP {response.status_code}"
             if attempt == self.attempts:
                 raise ConnectionError(
@@ -124,6 +162,9 @@ class WorkflowProgressReporter:
 
     Thread-safe: the flow's steps run side by side and each reports its own fraction.
     `update()` is throttled; `report()` always sends (status changes, step ends).
+    Once a report was refused because the workflow is terminal, `update()`,
+    `finish_step()` and `checkpoint()` raise `WorkflowEndedError` (every step stops at
+    its next report); `report()`, used by the state hooks, only returns False.
     """
 
     def __init__(
@@ -148,9 +189,26 @@ class WorkflowProgressReporter:
         self._last_sent = float("-inf")
         self._last_percent = -1
         self._refused = False
+        self._ended: str | None = None
+
+    def raise_if_ended(self) -> None:
+        """Raise WorkflowEndedError if the API has said the workflow is terminal."""
+        if self._ended is not None:
+            raise WorkflowEndedError(self._ended)
+
+    def checkpoint(self, step: str, message: str | None = None) -> None:
+        """Report now (not throttled) and raise WorkflowEndedError if the workflow ended.
+
+        Called before work that must not happen for a workflow the API has given up on
+        (each upload). An unreachable API does not stop the run: only a refusal does.
+        """
+        self.raise_if_ended()
+        self._post(step=step, message=message)
+        self.raise_if_ended()
 
     def update(self, step: str, fraction: float, message: str | None = None) -> None:
         """Record a step's fraction; send at most once per interval."""
+        self.raise_if_ended()
         with self._lock:
             self.plan.set(step, fraction)
             now = self.clock()
@@ -160,6 +218,7 @@ class WorkflowProgressReporter:
                 return
             self._last_sent = now
         self._post(step=step, message=message)
+        self.raise_if_ended()
 
     def finish_step(self, step: str, message: str | None = None) -> None:
         """Mark a step done and report it now."""
@@ -167,6 +226,7 @@ class WorkflowProgressReporter:
             self.plan.set(step, 1.0)
             self._last_sent = self.clock()
         self._post(step=step, message=message)
+        self.raise_if_ended()
 
     def report(self, **fields: Any) -> bool:
         """Send a report now (status changes, results); False if it was not delivered."""
@@ -188,6 +248,11 @@ class WorkflowProgressReporter:
             # Typically 409: the workflow is already terminal (cancelled, reconciled).
             log.warning("progress report refused, stopping reports: %s", exc)
             self._refused = True
+            if exc.workflow_ended:
+                self._ended = (
+                    f"stopped: workflow {self.workflow_id} is already {exc.workflow_status} "
+                    "in the database (cancelled or given up on), so this run's work is not wanted"
+                )
             return False
         except Exception as exc:
             log.warning("progress report lost: %s", exc)

@@ -19,7 +19,11 @@ flow runs behind it, in the order the workflows were created, and writes their i
   Prefect straight away, so it never starts.
 
 Retry, reprocess and the reconciler dispatch their one workflow synchronously with the
-same code (`dispatch`): their callers want the flow run's id in the answer.
+same code (`dispatch`): their callers want the flow run's id in the answer. If Prefect
+created the run but its answer was lost (every try of the client timed out or lost its
+connection), the attempt failed "could not start" while its run exists; before a new
+attempt, `recover_lost_run` looks that run up by its idempotency key and makes it the
+attempt's again, instead of starting a second run for the task.
 """
 
 from __future__ import annotations
@@ -63,6 +67,20 @@ POLL_S = 1.0
 def idempotency_key_for(deployment: str, task_id: uuid.UUID, attempt: int) -> str:
     """Prefect's key for one attempt: unique per deployment, task and attempt."""
     return f"{deployment}:{task_id}:{attempt}"
+
+
+#: Prefect state types after which a flow run does nothing more.
+ENDED_PREFECT_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+#: How `_fail_to_start` begins its error: the attempt has no flow run that we know of.
+FAILED_TO_START = "could not start the flow run"
+
+
+def _failed_to_start(workflow: Workflow) -> bool:
+    return (
+        workflow.instance_id is None
+        and workflow.status is WorkflowStatus.FAILED
+        and (workflow.error or "").startswith(FAILED_TO_START)
+    )
 
 
 def _locked_rows(session: Session, workflow_id: uuid.UUID) -> tuple[Workflow, Task]:
@@ -217,6 +235,55 @@ class FlowRunDispatcher:
             return self._back_off(workflow.id, age, exc.detail)
         return self._record(workflow.id, info.id)
 
+    def recover_lost_run(self, workflow_id: uuid.UUID) -> Task | None:
+        """The task again with its attempt's flow run, if that attempt failed to start only
+        because Prefect's answer was lost; None when there is nothing to recover.
+
+        Raises UpstreamUnavailableError when Prefect cannot be asked: the caller must not
+        start another attempt then (it could be the task's second live run).
+        """
+        with self.session_factory() as session:
+            workflow = WorkflowRepository(session).get(workflow_id)
+            task = TaskRepository(session).get(workflow.task_id) if workflow else None
+        if workflow is None or task is None or not _failed_to_start(workflow):
+            return None
+        key = idempotency_key_for(workflow.deployment_name, task.id, workflow.attempt)
+        info = prefect_gateway.find_flow_run(
+            self.settings.prefect.api_url, key, timeout_s=self.settings.prefect.trigger_timeout_s
+        )
+        if info is None or info.state_type in ENDED_PREFECT_STATES:
+            return None  # never created, or over: a new attempt is right
+        with self.session_factory.begin() as session:
+            workflow, task = _locked_rows(session, workflow_id)
+            if not _failed_to_start(workflow):
+                return None  # changed meanwhile (another caller recovered it)
+            now = utcnow()
+            workflow.corrections = [
+                *workflow.corrections,
+                {
+                    "at": now.isoformat(),
+                    "from": workflow.status.value,
+                    "to": WorkflowStatus.QUEUED.value,
+                    "reason": f"its flow run {info.id} was found by its idempotency key "
+                    "(Prefect's answer to the creation had been lost)",
+                },
+            ]
+            workflow.status = WorkflowStatus.QUEUED
+            workflow.instance_id = info.id
+            workflow.error = None
+            workflow.completed_at = None
+            workflow.dispatch_after = None
+            workflow.message = f"flow run {info.id} recovered by its idempotency key"
+            workflow.updated_at = now
+            mirror_on_task(task, workflow)
+            if task.workflow_id == workflow.id:
+                task.workflow_instance_id = info.id
+                task.error = None
+                task.error_kind = None
+            session.flush()
+        log.info("recovered flow run %s of workflow %s by its key", info.id, workflow_id)
+        return task
+
     def _record(self, workflow_id: uuid.UUID, flow_run_id: str) -> Task:
         """Write the flow run's id on both rows; cancel the run if the workflow ended meanwhile."""
         with self.session_factory.begin() as session:
@@ -256,7 +323,7 @@ class FlowRunDispatcher:
             workflow, task = _locked_rows(session, workflow_id)
             if workflow.instance_id is None and workflow.status is WorkflowStatus.QUEUED:
                 workflow.status = WorkflowStatus.FAILED
-                workflow.error = f"could not start the flow run: {reason}"
+                workflow.error = f"{FAILED_TO_START}: {reason}"
                 workflow.completed_at = utcnow()
                 workflow.dispatch_after = None
                 mirror_on_task(task, workflow)

@@ -7,8 +7,13 @@ Prefect's state as the truth:
 
 * a run Prefect no longer has, one that has been Running with no progress for longer
   than `stale_after_s`, or one that has been Pending (claimed by a worker, never started)
-  that long, becomes **crashed**; the last is also marked Crashed in Prefect, since a
-  worker that died between claiming and starting a run leaves it Pending forever;
+  that long, becomes **crashed**. The last two are first marked Crashed in Prefect too:
+  the run is ended there *before* the row says crashed, so the retry that a crashed row
+  earns can never run beside it (if Prefect cannot be told, the row is left as it is and
+  the next pass tries again). A flow process that is in fact alive learns it at its next
+  progress report (409) and stops; see `flows.progress`;
+* a Running run that is waiting for a transcription slot (a task run held by the
+  `audioflow-transcription` limit, every slot taken) is waiting, not stale;
 * Completed becomes **completed** only if every output is in the store (otherwise failed,
   transient); Prefect's late corrections (Crashed, then Completed) are followed too;
 * Failed, Crashed and Cancelled are copied over with Prefect's message.
@@ -33,6 +38,7 @@ from api import prefect_gateway
 from api.services.outputs import expected_outputs, missing_outputs
 from api.services.tasks import TaskService
 from api.services.workflows import WorkflowService
+from core.concurrency import TRANSCRIPTION_TAG
 from core.errors import AudioflowError, NotFoundError
 from core.settings import Settings
 from core.storage.base import ObjectStore
@@ -44,6 +50,8 @@ from db.repositories import WorkflowRepository
 log = logging.getLogger(__name__)
 
 FlowRunReader = Callable[[str, str], prefect_gateway.FlowRunInfo]
+#: (api_url, flow_run_id, tag) -> whether the run waits for a slot of the tag's limit.
+SlotWaitReader = Callable[[str, str, str], bool]
 
 #: Prefect state type -> the workflow status it means.
 STATUS_FOR_PREFECT_STATE: dict[str, WorkflowStatus] = {
@@ -105,6 +113,7 @@ class Reconciler:
         store: ObjectStore,
         *,
         read_flow_run: FlowRunReader | None = None,
+        waits_for_slot: SlotWaitReader | None = None,
         stale_after_s: float = 600.0,
         lookback: timedelta = timedelta(hours=24),
         retry_base_s: float | None = None,
@@ -114,6 +123,9 @@ class Reconciler:
         self.store = store
         self.read_flow_run = read_flow_run or (
             lambda api_url, run_id: prefect_gateway.read_flow_run(api_url, run_id)
+        )
+        self.waits_for_slot = waits_for_slot or (
+            lambda api_url, run_id, tag: prefect_gateway.waits_for_slot(api_url, run_id, tag)
         )
         self.stale_after_s = stale_after_s
         self.lookback = lookback
@@ -155,13 +167,21 @@ class Reconciler:
                 str(workflow.task_id), str(workflow.id), workflow.status.value, status.value, reason
             )
             if not dry_run:
+                if crash_in_prefect and workflow.instance_id is not None:
+                    # Prefect first: a crashed row may be retried at once, and its old run
+                    # must not be live beside the new one.
+                    problem = self._crash_in_prefect(workflow.instance_id, reason)
+                    if problem is not None:
+                        report.skipped.append(
+                            f"{workflow.id}: could not end its flow run in Prefect ({problem}); "
+                            "left as it is until the next pass"
+                        )
+                        continue
                 applied = self.workflows.correct(
                     workflow.id, status, reason, expected=workflow.status, **extra
                 )
                 if applied is None:
                     continue  # a hook landed meanwhile; the next pass looks again
-                if crash_in_prefect and workflow.instance_id is not None:
-                    self._crash_in_prefect(workflow.instance_id, reason)
             report.corrections.append(correction)
         return report
 
@@ -198,7 +218,7 @@ class Reconciler:
         if target is workflow.status is WorkflowStatus.COMPLETED and workflow.result is None:
             return self._decide_completed(workflow)  # completed, but its result never arrived
         if target is WorkflowStatus.RUNNING:
-            return self._decide_running(workflow, now)
+            return self._decide_running(workflow, info, now)
         if target is workflow.status:
             return None
         if target is WorkflowStatus.COMPLETED:
@@ -233,23 +253,33 @@ class Reconciler:
             },
         )
 
-    def _crash_in_prefect(self, flow_run_id: str, reason: str) -> None:
+    def _crash_in_prefect(self, flow_run_id: str, reason: str) -> str | None:
+        """End the run in Prefect (forced Crashed); None when done, else why it failed."""
         try:
             prefect_gateway.crash_flow_run(self.settings.prefect.api_url, flow_run_id, reason)
-        except AudioflowError as exc:  # the row is right already; the UI can lag behind
+        except NotFoundError:
+            return None  # nothing left to end
+        except AudioflowError as exc:
             log.warning("could not mark flow run %s Crashed in Prefect: %s", flow_run_id, exc)
+            return exc.detail
+        return None
 
     def _decide_running(
-        self, workflow: Workflow, now: datetime
+        self, workflow: Workflow, info: prefect_gateway.FlowRunInfo, now: datetime
     ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
         idle = (now - workflow.updated_at).total_seconds()
         if idle > self.stale_after_s:
+            if self.waits_for_slot(
+                self.settings.prefect.api_url, info.id, TRANSCRIPTION_TAG
+            ):
+                return None  # queued behind other transcriptions: silent, not dead
             return (
                 WorkflowStatus.CRASHED,
                 f"Running in Prefect but no progress for {idle:.0f} s",
                 {
                     "error": f"no progress for {idle:.0f} s; presumed dead",
                     "error_kind": "transient",
+                    CRASH_IN_PREFECT: True,
                 },
             )
         if workflow.status is WorkflowStatus.QUEUED:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -12,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import prefect_gateway
-from api.services.dispatch import FlowRunDispatcher, FlowRunStarter
+from api.services.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher, FlowRunStarter
 from api.services.outputs import remove_attempt_outputs, result_keys
 from api.services.workflows import ProgressUpdate, WorkflowService
 from api.task_types import get_task_type
@@ -25,7 +28,16 @@ from db.repositories import TaskRepository, WorkflowRepository
 log = logging.getLogger(__name__)
 
 #: Prefect state types after which a flow run does nothing more.
-FINAL_PREFECT_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+FINAL_PREFECT_STATES = ENDED_PREFECT_STATES
+#: How long a cancel waits for Prefect to stop the run (README: "within ~15 s"), and how
+#: often it looks meanwhile.
+CANCEL_WAIT_S, CANCEL_POLL_S = 15.0, 0.5
+
+
+def request_digest(type_: str, canonical: dict[str, Any]) -> str:
+    """SHA-256 of a task request (type and validated payload), independent of key order."""
+    body = json.dumps({"type": type_, "payload": canonical}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,8 @@ class TaskService:
         self.settings = settings
         self.store = store
         self.dispatcher = FlowRunDispatcher(session_factory, settings, start_flow_run)
+        #: Cancellations in progress in this process (one event loop), by task.
+        self._cancels: dict[uuid.UUID, asyncio.Task[Task]] = {}
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -112,6 +126,7 @@ class TaskService:
                         episode_id=task_type.episode_id(canonical),
                         payload=canonical,
                         idempotency_key=idempotency_key,
+                        request_digest=request_digest(type_, canonical),
                     )
                 )
                 self._new_workflow(session, task)
@@ -131,7 +146,14 @@ class TaskService:
             existing = TaskRepository(session).get_by_idempotency_key(key)
         if existing is None:
             return None
-        if existing.type != type_ or existing.payload != canonical:
+        # The request as first made: the payload itself may have changed since (reprocessing
+        # adds formats to it). Rows from before the digest was kept have only the payload.
+        same = (
+            existing.request_digest == request_digest(type_, canonical)
+            if existing.request_digest is not None
+            else existing.type == type_ and existing.payload == canonical
+        )
+        if not same:
             raise ConflictError(
                 "Idempotency-Key was already used for a different request", taskId=str(existing.id)
             )
@@ -178,8 +200,22 @@ class TaskService:
         session.flush()
         return workflow
 
+    def _recover_lost_run(self, task_id: uuid.UUID) -> Task | None:
+        """The task with its current attempt's run found again (see `recover_lost_run`)."""
+        with self.session_factory() as session:
+            task = TaskRepository(session).get(task_id)
+            workflow_id = task.workflow_id if task is not None else None
+        return self.dispatcher.recover_lost_run(workflow_id) if workflow_id else None
+
     def retry(self, task_id: uuid.UUID) -> Task:
-        """A new attempt for a failed or cancelled task (409 for any other status)."""
+        """A new attempt for a failed or cancelled task (409 for any other status).
+
+        If the failed attempt's flow run exists after all (Prefect's answer to its creation
+        was lost), that run is the attempt's again and no new one is started.
+        """
+        recovered = self._recover_lost_run(task_id)
+        if recovered is not None:
+            return recovered
         with self.session_factory.begin() as session:
             task = TaskRepository(session).get(task_id, for_update=True)
             if task is None:
@@ -196,8 +232,10 @@ class TaskService:
         """A new attempt for a finished task; with `add_formats`, only those formats are made.
 
         The added formats join the task's payload, so the task's result ends up listing
-        every format it has.
+        every format it has. A task whose last attempt's run turns out to exist (its
+        creation answer was lost) gets that run back and is 409 until it ends.
         """
+        self._recover_lost_run(task_id)
         task_type = None
         with self.session_factory.begin() as session:
             task = TaskRepository(session).get(task_id, for_update=True)
@@ -220,7 +258,7 @@ class TaskService:
             workflow = self._new_workflow(session, task, overrides)
         return self.dispatcher.dispatch(workflow.id)
 
-    def cancel(self, task_id: uuid.UUID, *, wait_s: float = 15.0) -> Task:
+    async def cancel(self, task_id: uuid.UUID, *, wait_s: float = CANCEL_WAIT_S) -> Task:
         """Cancel a pending or processing task: its flow run in Prefect, then both rows.
 
         Waits (bounded) for Prefect to stop the run before removing the attempt's partial
@@ -228,7 +266,39 @@ class TaskService:
         lands after the clean-up. Outputs of other attempts and other tasks are never
         touched. A task that already ended is 409, also when it completed while
         the cancellation was on its way.
+
+        Async so that the wait holds no worker thread: database and Prefect calls run in
+        threads one at a time, and the wait between them is an `asyncio.sleep`. Concurrent
+        cancels of one task in this process share one cancellation (one Prefect call, one
+        wait) and all get its outcome.
         """
+        loop = asyncio.get_running_loop()
+        shared = self._cancels.get(task_id)
+        if shared is None or shared.get_loop() is not loop:
+            shared = loop.create_task(self._cancel(task_id, wait_s))
+            self._cancels[task_id] = shared
+            shared.add_done_callback(lambda done: self._forget_cancel(task_id, done))
+        # Shielded: a client that hangs up does not abort the cancellation the others await.
+        return await asyncio.shield(shared)
+
+    def _forget_cancel(self, task_id: uuid.UUID, done: asyncio.Task[Task]) -> None:
+        if self._cancels.get(task_id) is done:
+            del self._cancels[task_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: every awaiter got it already
+
+    async def _cancel(self, task_id: uuid.UUID, wait_s: float) -> Task:
+        workflow = await asyncio.to_thread(self._cancellable_workflow, task_id)
+        if workflow.instance_id:
+            final = await self._stop_flow_run(workflow.instance_id, wait_s)
+            if final == "COMPLETED":
+                raise ConflictError(f"task {task_id} completed before it could be cancelled")
+        dispatched = await asyncio.to_thread(self._mark_cancelled, task_id, workflow)
+        if dispatched is not None:
+            await self._stop_flow_run(dispatched, wait_s)
+        return await asyncio.to_thread(self._remove_partial_outputs, task_id, workflow)
+
+    def _cancellable_workflow(self, task_id: uuid.UUID) -> Workflow:
         with self.session_factory() as session:
             task = TaskRepository(session).get(task_id)
             if task is None:
@@ -243,10 +313,10 @@ class TaskService:
             )
         if workflow is None:
             raise ConflictError(f"task {task_id} has no workflow to cancel")
-        if workflow.instance_id:
-            final = self._cancel_flow_run(workflow.instance_id, wait_s)
-            if final == "COMPLETED":
-                raise ConflictError(f"task {task_id} completed before it could be cancelled")
+        return workflow
+
+    def _mark_cancelled(self, task_id: uuid.UUID, workflow: Workflow) -> str | None:
+        """Both rows cancelled; returns a flow run recorded meanwhile that is ours to stop."""
         workflows = WorkflowService(self.session_factory)
         try:
             workflows.apply_progress(
@@ -265,9 +335,10 @@ class TaskService:
         if workflow.instance_id is None:
             # Not dispatched when we looked. If the dispatcher recorded a run before our
             # update landed, it is ours to stop; if after, the dispatcher stops it itself.
-            dispatched = workflows.get(workflow.id).instance_id
-            if dispatched is not None:
-                self._cancel_flow_run(dispatched, wait_s)
+            return workflows.get(workflow.id).instance_id
+        return None
+
+    def _remove_partial_outputs(self, task_id: uuid.UUID, workflow: Workflow) -> Task:
         task = self.get(task_id)
         if self.store is not None:
             removed = remove_attempt_outputs(
@@ -277,21 +348,21 @@ class TaskService:
                 log.info("cancelled task %s: removed partial outputs %s", task_id, removed)
         return task
 
-    def _cancel_flow_run(self, flow_run_id: str, wait_s: float) -> str | None:
+    async def _stop_flow_run(self, flow_run_id: str, wait_s: float) -> str | None:
         """Ask Prefect to cancel; return the final state type it reached within `wait_s`."""
         api_url = self.settings.prefect.api_url
         try:
-            prefect_gateway.cancel_flow_run(api_url, flow_run_id)
+            await asyncio.to_thread(prefect_gateway.cancel_flow_run, api_url, flow_run_id)
         except NotFoundError:
             return None  # nothing left to stop
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
-                state = prefect_gateway.read_flow_run(api_url, flow_run_id).state_type
+                info = await asyncio.to_thread(prefect_gateway.read_flow_run, api_url, flow_run_id)
             except NotFoundError:
                 return None
-            if state in FINAL_PREFECT_STATES:
-                return state
-            time.sleep(0.5)
+            if info.state_type in FINAL_PREFECT_STATES:
+                return info.state_type
+            await asyncio.sleep(CANCEL_POLL_S)
         log.warning("flow run %s still not cancelled after %.0f s", flow_run_id, wait_s)
         return None

@@ -35,12 +35,15 @@ def upload_outputs(
     """Put every file (multipart for large ones); returns key -> size.
 
     A retry re-puts every file: puts are idempotent overwrites of the run's own keys.
+    Before each object the API is asked whether the workflow is still live
+    (`reporter.checkpoint`): once it is terminal, nothing more is uploaded.
     """
     store = get_store()
     sizes: dict[str, int] = {}
     total = sum(u.path.stat().st_size for u in uploads) or 1
     done = 0
     for upload in uploads:
+        reporter.checkpoint("upload", f"uploading {upload.key}")
         sizes[upload.key] = store.put_file(upload.key, upload.path, upload.content_type)
         done += sizes[upload.key]
         reporter.update("upload", done / total, f"uploaded {upload.key}")

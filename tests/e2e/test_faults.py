@@ -256,6 +256,53 @@ def test_sigkill_of_the_flow_process_mid_encode(
     assert_consistent(fstack, store, tmp_path, bystander)
 
 
+def _commands(pids: list[int]) -> list[str]:
+    names = []
+    for pid in pids:
+        try:
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            continue  # gone already
+    return names
+
+
+def test_a_run_the_database_gave_up_on_stops_and_uploads_nothing(
+    fstack: Stack, store: S3Store, long_source: Path
+) -> None:
+    """Issue 10: the workflow is made terminal in the database while Prefect is not told
+    (a cancel while Prefect was unreachable, or the reconciler's correction). The flow
+    learns it at its next report: its ffmpeg children stop and nothing is uploaded."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from api.services.workflows import WorkflowService
+    from db.models import WorkflowStatus
+
+    task = submit(fstack, store, long_source, ["aac_128", "mp3_320"])
+    run_id = task["workflowInstanceId"]
+    mid_encode(fstack, task["id"])
+    assert "ffmpeg" in _commands(flow_run_pids(run_id)), "no encode to stop"
+
+    engine = create_engine(fstack.env["DATABASE_URL"])
+    try:
+        corrected = WorkflowService(sessionmaker(engine)).correct(
+            uuid.UUID(task["workflowId"]),
+            WorkflowStatus.CANCELLED,
+            "cancelled while Prefect was unreachable",
+            error="cancelled by request",
+        )
+    finally:
+        engine.dispose()
+    assert corrected is not None
+
+    wait_for("the run to stop", _run_ended(fstack, run_id), 90, poll_s=0.5)
+    assert prefect_state(fstack, run_id) == "FAILED"
+    wait_for("its processes to exit", lambda: not flow_run_pids(run_id), 60, poll_s=0.5)
+    assert store.list_keys(f"episodes/{task['episodeId']}/") == []
+    row = task_row(fstack, task["id"])
+    assert row["status"] == "cancelled" and row["error"] == "cancelled by request", row
+
+
 def test_sigkill_of_the_whole_worker(
     fstack: Stack, store: S3Store, long_source: Path, speech_mp3: Path, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ task is cancelled before or while its run is created.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -150,7 +151,7 @@ def test_cancelled_before_dispatch_never_gets_a_run(
 ) -> None:
     service = _service(factory, settings)
     task_id = _create(service)
-    assert service.cancel(task_id).status is TaskStatus.CANCELLED
+    assert asyncio.run(service.cancel(task_id)).status is TaskStatus.CANCELLED
     assert not service.dispatcher.dispatch_due()
     assert _runs_for(prefect, task_id) == []
 
@@ -163,7 +164,7 @@ def test_cancelled_while_its_run_is_created_the_run_is_cancelled(
 
     def cancel_meanwhile(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
         info = prefect_gateway.start_flow_run(*args, **kwargs)
-        holder["service"].cancel(uuid.UUID(args[2]["task_id"]))  # lands before we record
+        asyncio.run(holder["service"].cancel(uuid.UUID(args[2]["task_id"])))  # lands first
         return info
 
     service = holder["service"] = _service(factory, settings, start_flow_run=cancel_meanwhile)

@@ -24,6 +24,7 @@ operation is driven through its public Hypothesis strategy (`APIOperation.as_str
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import struct
@@ -198,7 +199,7 @@ def _known_ids(app: Litestar, *, cancelled: bool) -> dict[str, str]:
     task = service.dispatcher.dispatch(task.workflow_id)  # what the app's dispatcher does
     assert task.workflow_instance_id, "the seed task has no flow run"
     if cancelled:
-        task = service.cancel(task.id)
+        task = asyncio.run(service.cancel(task.id))
     return {"task_id": str(task.id), "workflow_id": str(task.workflow_id)}
 
 

@@ -1,7 +1,10 @@
 """A loopback TCP proxy that a test can cut and restore, to simulate a service outage.
 
 While cut, new connections are refused (the listening socket is closed) and open ones are
-dropped, as when a server goes away; `restore()` listens again on the same port.
+dropped, as when a server goes away; `restore()` listens again on the same port. With
+`lose_answers` set, requests still reach the server but its answers never come back (the
+connection is dropped instead), as when a timeout or a network fault hits after the
+server has acted.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        #: While True, whatever the server sends is dropped along with the connection.
+        self.lose_answers = False
         self.restore()
 
     @property
@@ -68,13 +73,16 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pipe, args=(src, dst, answers), daemon=True
+                ).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
         try:
             while data := src.recv(65536):
+                if answers and self.lose_answers:
+                    break  # the server acted; its answer is lost with the connection
                 dst.sendall(data)
         except OSError:
             pass
