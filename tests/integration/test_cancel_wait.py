@@ -20,6 +20,7 @@ from prefect.states import Cancelled, Running
 from api import prefect_gateway
 from core.settings import Settings
 from tests.integration.conftest import create_task
+from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
 
 PAYLOAD = {"episodeId": "ep-cancel", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
@@ -27,7 +28,7 @@ PAYLOAD = {"episodeId": "ep-cancel", "audioKey": "uploads/ep.mp3", "encodingForm
 
 @pytest.fixture
 def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with SyncPrefectClient(settings.prefect.api_url) as client:
+    with prefect_client(settings.prefect.api_url) as client:
         yield client
 
 

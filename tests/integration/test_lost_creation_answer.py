@@ -21,6 +21,7 @@ from api.services.workflows import ProgressUpdate, WorkflowService
 from core.settings import Settings
 from core.storage import build_store
 from db.models import TaskStatus, WorkflowStatus
+from tests.prefect_fixtures import prefect_client
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 PAYLOAD = {"episodeId": "ep-lost", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
@@ -36,7 +37,7 @@ def proxy(settings: Settings) -> Iterator[TcpProxy]:
 
 @pytest.fixture
 def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with SyncPrefectClient(settings.prefect.api_url) as client:
+    with prefect_client(settings.prefect.api_url) as client:
         yield client
 
 

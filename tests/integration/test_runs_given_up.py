@@ -25,6 +25,7 @@ from db.base import utcnow
 from db.models import Workflow
 from flows.steps.transcription import transcribe_source
 from tests.integration.conftest import AUTH, create_task
+from tests.prefect_fixtures import prefect_client
 
 PAYLOAD = {"episodeId": "ep-given-up", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
 LIVE = {"SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"}
@@ -32,7 +33,7 @@ LIVE = {"SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"}
 
 @pytest.fixture
 def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with SyncPrefectClient(settings.prefect.api_url) as client:
+    with prefect_client(settings.prefect.api_url) as client:
         yield client
 
 
