@@ -289,13 +289,20 @@ class TaskService:
 
     async def _cancel(self, task_id: uuid.UUID, wait_s: float) -> Task:
         workflow = await asyncio.to_thread(self._cancellable_workflow, task_id)
+        stopped = True
         if workflow.instance_id:
-            final = await self._stop_flow_run(workflow.instance_id, wait_s)
+            stopped, final = await self._stop_flow_run(workflow.instance_id, wait_s)
             if final == "COMPLETED":
                 raise ConflictError(f"task {task_id} completed before it could be cancelled")
         dispatched = await asyncio.to_thread(self._mark_cancelled, task_id, workflow)
         if dispatched is not None:
-            await self._stop_flow_run(dispatched, wait_s)
+            stopped, _ = await self._stop_flow_run(dispatched, wait_s)
+        if not stopped:
+            # A live run could still upload behind a clean-up: leave its folder. The run
+            # stops at its next report or upload check (the workflow is terminal now), and
+            # the retention pass removes what it left.
+            log.warning("task %s cancelled; its run had not stopped, outputs left", task_id)
+            return await asyncio.to_thread(self.get, task_id)
         return await asyncio.to_thread(self._remove_partial_outputs, task_id, workflow)
 
     def _cancellable_workflow(self, task_id: uuid.UUID) -> Workflow:
@@ -348,21 +355,22 @@ class TaskService:
                 log.info("cancelled task %s: removed partial outputs %s", task_id, removed)
         return task
 
-    async def _stop_flow_run(self, flow_run_id: str, wait_s: float) -> str | None:
-        """Ask Prefect to cancel; return the final state type it reached within `wait_s`."""
+    async def _stop_flow_run(self, flow_run_id: str, wait_s: float) -> tuple[bool, str | None]:
+        """Ask Prefect to cancel; return whether the run stopped within `wait_s` (or is
+        gone) and the final state type it reached."""
         api_url = self.settings.prefect.api_url
         try:
             await asyncio.to_thread(prefect_gateway.cancel_flow_run, api_url, flow_run_id)
         except NotFoundError:
-            return None  # nothing left to stop
+            return True, None  # nothing left to stop
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
                 info = await asyncio.to_thread(prefect_gateway.read_flow_run, api_url, flow_run_id)
             except NotFoundError:
-                return None
+                return True, None
             if info.state_type in FINAL_PREFECT_STATES:
-                return info.state_type
+                return True, info.state_type
             await asyncio.sleep(CANCEL_POLL_S)
         log.warning("flow run %s still not cancelled after %.0f s", flow_run_id, wait_s)
-        return None
+        return False, None

@@ -5,9 +5,11 @@ that stops the run."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,12 +20,16 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Running
 
 from api import prefect_gateway
+from core.keys import attempt_prefix
 from core.settings import Settings
+from core.storage import build_store
+from db.models import TaskStatus
 from tests.integration.conftest import create_task
 from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
 
-PAYLOAD = {"episodeId": "ep-cancel", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
+EPISODE = "ep-cancel"
+PAYLOAD = {"episodeId": EPISODE, "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
 
 
 @pytest.fixture
@@ -112,3 +118,36 @@ def test_waiting_cancels_hold_no_worker_thread(
             _stop_like_a_worker(prefect, t["workflowInstanceId"])
         wait(cancels)
     assert [f.result().json()["status"] for f in cancels] == ["cancelled"] * 3
+
+
+def test_cancel_removes_the_attempts_folder_only_once_its_run_stopped(
+    client: TestClient, prefect: SyncPrefectClient, settings: Settings, tmp_path: Path
+) -> None:
+    store = build_store(settings.storage)
+    blob = tmp_path / "partial.mp3"
+    blob.write_bytes(b"partial output")
+
+    def partial_output(task: dict[str, Any]) -> str:
+        key = f"{attempt_prefix(EPISODE, task['id'], 'a1')}audio/mp3_64.mp3"
+        store.put_file(key, blob)
+        return key
+
+    # No worker ever stops this run: the cancel answers after its wait and leaves the
+    # folder, which a live run could still be writing to.
+    stuck = _running_task(client, prefect)
+    stuck_key = partial_output(stuck)
+    service = client.app.state.task_service
+    cancelled = asyncio.run(service.cancel(uuid.UUID(stuck["id"]), wait_s=1.0))
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert _state(prefect, stuck["workflowInstanceId"]) == "CANCELLING"
+    assert store.exists(stuck_key)
+
+    # A run that stops: its attempt's folder is removed, the other task's stays.
+    stopped = _running_task(client, prefect)
+    stopped_key = partial_output(stopped)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(client.post, f"/tasks/{stopped['id']}/cancel")
+        _stop_like_a_worker(prefect, stopped["workflowInstanceId"])
+        assert answer.result().status_code == 200, answer.result().text
+    assert not store.exists(stopped_key)
+    assert store.exists(stuck_key)
