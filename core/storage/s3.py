@@ -341,17 +341,7 @@ class S3Store(ObjectStore):
         return int(head["ContentLength"])
 
     def list_keys(self, prefix: str) -> list[str]:
-        validate_prefix(prefix)
-        keys: list[str] = []
-        with self._errors(prefix):
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket,
-                Prefix=prefix,
-                PaginationConfig={"PageSize": self.list_page_size},
-            )
-            for page in pages:
-                keys.extend(obj["Key"] for obj in page.get("Contents", []) if "Key" in obj)
-        return sorted(keys)
+        return [info.key for info in self.list_objects(prefix)]
 
     def list_objects(self, prefix: str) -> list[ObjectInfo]:
         validate_prefix(prefix)

@@ -34,7 +34,8 @@ from flows.audio.probe import (
 )
 from flows.transcription.audio import stream_windows
 from flows.transcription.errors import TranscriptionInputError
-from tests.support.hostile_media import HOSTILE, ffmpeg, lying_mp3
+from tests.support.audio_files import ffmpeg
+from tests.support.hostile_media import HOSTILE, lying_mp3
 
 
 def _ffprobe(path: Path) -> dict[str, str]:

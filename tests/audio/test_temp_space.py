@@ -26,6 +26,7 @@ from flows.progress import ProgressPlan, WorkflowProgressReporter
 from flows.steps.source import fetch_source
 from flows.workspace import create_run_dir, ensure_room_for_outputs, outputs_estimate
 from tests.audio.conftest import MakeAudio
+from tests.support.audio_files import lavfi_mp3
 from tests.support.small_disk import free_bytes, small_disk
 
 MiB = 1024 * 1024
@@ -43,28 +44,8 @@ def small_temp(tmp_path: Path) -> Iterator[Path]:
 def noisy_stereo_mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 s of pink noise, stereo 44.1 kHz, 128 kbit/s CBR: 960 kB; its WAV would be 10.6 MB."""
     path = tmp_path_factory.mktemp("noisy") / "noise.mp3"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "anoisesrc=duration=60:color=pink:sample_rate=44100:amplitude=0.3:seed=3",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    source = "anoisesrc=duration=60:color=pink:sample_rate=44100:amplitude=0.3:seed=3"
+    return lavfi_mp3(path, source, channels=2)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ and free bytes, and leaves no folder behind; a run that fits on the same disk co
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from cli.stack import Stack, running_stack
 from core.storage.s3 import S3Store
 from flows.audio.probe import probe
 from tests.e2e.conftest import BUCKET, create_task, follow, stack_databases, stack_env
+from tests.support.audio_files import lavfi_mp3
 from tests.support.small_disk import small_disk
 
 pytestmark = pytest.mark.slow
@@ -43,28 +43,8 @@ def small_temp_stack(
 def thirty_seconds_stereo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 s of 44.1 kHz stereo noise at 128 kbit/s: 480 kB; as WAV it would be 5.3 MB."""
     path = tmp_path_factory.mktemp("src") / "noise.mp3"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "anoisesrc=duration=30:color=pink:sample_rate=44100:amplitude=0.3:seed=5",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    source = "anoisesrc=duration=30:color=pink:sample_rate=44100:amplitude=0.3:seed=5"
+    return lavfi_mp3(path, source, channels=2)
 
 
 def test_a_run_that_does_not_fit_fails_transient_one_that_fits_completes(

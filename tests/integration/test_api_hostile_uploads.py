@@ -20,7 +20,8 @@ from api.app import create_app
 from api.services.uploads import UploadedAudio, UploadService
 from core.settings import MediaSettings, Settings
 from core.storage import build_store
-from tests.support.hostile_media import HOSTILE, ffmpeg, lying_mp3
+from tests.support.audio_files import ffmpeg
+from tests.support.hostile_media import HOSTILE, lying_mp3
 
 
 @pytest.fixture(scope="module")

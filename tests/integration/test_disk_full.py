@@ -8,7 +8,6 @@ refuses the writes with ENOSPC, nothing is mocked.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.settings import Settings
+from tests.support.audio_files import lavfi_mp3
 from tests.support.small_disk import free_bytes, small_disk
 
 MiB = 1024 * 1024
@@ -26,27 +26,7 @@ MiB = 1024 * 1024
 
 def _mp3(path: Path, seconds: float) -> Path:
     """A 128 kbit/s CBR mp3: 16 000 bytes per second."""
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=330:duration={seconds}",
-            "-ac",
-            "1",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    return lavfi_mp3(path, f"sine=frequency=330:duration={seconds}")
 
 
 def _all_files(root: Path) -> list[Path]:

@@ -7,7 +7,6 @@ does when its drives pass their free-space threshold; botocore parses its real a
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,6 +22,7 @@ from core.settings import Settings
 from core.storage.errors import StorageFullError
 from core.storage.s3 import S3Store
 from flows.errors import classify
+from tests.support.audio_files import lavfi_mp3
 from tests.support.moto_server import fake_aws_env
 from tests.support.small_disk import small_disk
 
@@ -70,25 +70,7 @@ def full_minio() -> Iterator[str]:
 @pytest.fixture
 def mp3(tmp_path: Path) -> Path:
     path = tmp_path / "a.mp3"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=duration=3",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "64k",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    return lavfi_mp3(path, "sine=duration=3", bitrate="64k")
 
 
 def test_full_s3_store_is_storage_full_and_transient(full_minio: str, mp3: Path) -> None:

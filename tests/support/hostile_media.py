@@ -11,21 +11,12 @@ audio, and ffmpeg encodes the target's audio from it (the case of issue 10).
 from __future__ import annotations
 
 import struct
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tests.support.audio_files import ffmpeg
+
 HostileBuilder = Callable[[Path, Path], Path]
-
-
-def ffmpeg(*args: str) -> None:
-    """Run ffmpeg quietly to make a test file (not the code under test)."""
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *args],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def hls_absolute(folder: Path, target: Path) -> Path:
