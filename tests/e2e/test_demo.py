@@ -8,6 +8,7 @@ minutes), with PYTHONPATH pointing at the clone so its code, not this checkout's
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -56,14 +57,18 @@ def test_make_demo_processes_the_sample_and_can_run_again(tmp_path: Path) -> Non
     assert re.search(r"\(done, 100%", out), out
     assert "mp3_128" in out and "mp3_320" in out and "language en" in out
 
+    # The episode's manifest names the task's outputs, each under that task's own attempt.
     storage = home / "storage"
+    manifest = json.loads((storage / "episodes" / "sample-episode" / "manifest.json").read_text())
+    prefix = f"episodes/sample-episode/tasks/{manifest['taskId']}/a1/"
     for name, kbps in (("mp3_128", 128), ("mp3_320", 320)):
-        path = storage / "episodes" / "sample-episode" / "audio" / f"{name}.mp3"
-        info = probe(path)
+        key = manifest["outputs"][name]["key"]
+        assert key == f"{prefix}audio/{name}.mp3"
+        info = probe(storage / key)
         assert info.codec == "mp3" and abs(info.duration_s - 23.0) < 0.5
         assert info.bitrate_kbps is not None and abs(info.bitrate_kbps - kbps) < 8
-    transcript = storage / "episodes" / "sample-episode" / "transcript" / "transcript.txt"
-    assert wer(SAMPLE_TEXT, transcript.read_text()) < 0.35
+    (text_key,) = [k for k in manifest["transcript"]["keys"].values() if k.endswith(".txt")]
+    assert wer(SAMPLE_TEXT, (storage / text_key).read_text()) < 0.35
 
     # Python cached what it imported beside the sources it imported: the clone's.
     assert list((clone / "cli" / "__pycache__").glob("demo*.pyc")), "the clone's code did not run"
