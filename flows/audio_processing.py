@@ -84,7 +84,9 @@ def audio_processing(
         HttpSender(settings.api.public_url, settings.internal_token),
         on_report=lambda percent, _step: _update_artifact(artifact_id, percent),
     )
-    workdir = create_run_dir(settings.temp_dir, flow_run.id, episode_id)
+    workdir = create_run_dir(
+        settings.temp_dir, flow_run.id, episode_id, settings.prefect.api_url
+    )
     try:
         source, source_info = fetch_source(audio_key, workdir, reporter)
         logger.info("source: %.1f s of %s", source_info.duration_s, source_info.codec)

@@ -145,7 +145,8 @@ def _sweep_temp(settings: Any) -> list[str]:
     `flows.workspace`); a sweep that cannot ask Prefect keeps everything."""
     if not settings.prefect.api_url:
         return []
-    report = sweep_run_dirs(settings.temp_dir, prefect_run_state(settings.prefect.api_url))
+    api_url = settings.prefect.api_url
+    report = sweep_run_dirs(settings.temp_dir, prefect_run_state(api_url), api_url)
     for error in report.errors:
         get_run_logger().warning("temp folder kept, its run's state is unknown: %s", error)
     return report.removed

@@ -1,12 +1,18 @@
 """The flows' temporary folders: one root, one folder per run named after it, room checked
 before the work, and the leftovers of dead runs swept.
 
-Every run of `audio-processing` works in `{AUDIOFLOW_TEMP_DIR}/run-{flow run id}-{episode}-xxxx`
-and removes it when it ends. A worker killed with SIGKILL (or a machine that lost power)
-cannot, so the reprocessing flow sweeps the folders whose run Prefect no longer counts as
-live (`sweep_run_dirs`). Liveness is Prefect's state of the run named in the folder, not an
-age or a process id: an age bound would remove the folder of a long episode still encoding,
-and a process id means nothing on another machine or after a restart (ids are reused).
+Every run of `audio-processing` works in
+`{AUDIOFLOW_TEMP_DIR}/run-{server tag}-{flow run id}-{episode}-xxxx` and removes it when it
+ends. A worker killed with SIGKILL (or a machine that lost power) cannot, so the
+reprocessing flow sweeps the folders whose run Prefect no longer counts as live
+(`sweep_run_dirs`). Liveness is Prefect's state of the run named in the folder, not an age
+or a process id: an age bound would remove the folder of a long episode still encoding, and
+a process id means nothing on another machine or after a restart (ids are reused).
+
+The server tag names the Prefect server the run belongs to (`server_tag`), and a sweep only
+judges the folders of its own server: to another server's sweep a live run is "a run I do
+not have", which must not read as "gone" (two stacks on one machine, staging beside
+production, a test suite's several servers share the default temp root).
 
 Before encoding, the run checks that its folder's disk has room for what the requested
 formats will need (`ensure_room_for_outputs`); a full disk there is transient, as it may
@@ -15,6 +21,7 @@ have room later or on another worker.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -32,10 +39,11 @@ from flows.errors import ProcessingError
 
 log = logging.getLogger(__name__)
 
-#: Run folders start with this, then the flow run's id.
+#: Run folders start with this, then their Prefect server's tag and the flow run's id.
 RUN_DIR_PREFIX = "run-"
 _RUN_DIR = re.compile(
-    rf"^{RUN_DIR_PREFIX}([0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}})-"
+    rf"^{RUN_DIR_PREFIX}([0-9a-f]{{8}})-"
+    r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-"
 )
 #: Prefect state types after which a run never touches its folder again.
 FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
@@ -47,7 +55,14 @@ STALE_SPOOL_AGE_S = 24 * 3600
 TRANSCRIPT_BYTES_PER_S = 400
 
 
-def create_run_dir(root: Path, flow_run_id: str | None, episode_id: str) -> Path:
+def server_tag(prefect_api_url: str) -> str:
+    """Eight hex digits naming a Prefect server (from its API URL) in run folder names."""
+    return hashlib.sha256(prefect_api_url.rstrip("/").encode()).hexdigest()[:8]
+
+
+def create_run_dir(
+    root: Path, flow_run_id: str | None, episode_id: str, prefect_api_url: str
+) -> Path:
     """A new, private folder for one run under `root` (created if missing).
 
     Without a flow run (a test calling the flow's function directly) the folder is named
@@ -56,14 +71,19 @@ def create_run_dir(root: Path, flow_run_id: str | None, episode_id: str) -> Path
     """
     private_temp_root(root)
     label = re.sub(r"[^A-Za-z0-9._-]", "_", episode_id)[:40]
-    prefix = f"{RUN_DIR_PREFIX}{flow_run_id}-" if flow_run_id else "local-"
+    prefix = (
+        f"{RUN_DIR_PREFIX}{server_tag(prefect_api_url)}-{flow_run_id}-" if flow_run_id else "local-"
+    )
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{label}-", dir=root))
 
 
-def run_id_of(folder: Path) -> str | None:
-    """The flow run id in a run folder's name; None for anything else."""
+def run_id_of(folder: Path, prefect_api_url: str) -> str | None:
+    """The flow run id in the name of a run folder of this Prefect server; None for
+    anything else (another server's run folders included)."""
     match = _RUN_DIR.match(folder.name)
-    return match.group(1) if match else None
+    if match is None or match.group(1) != server_tag(prefect_api_url):
+        return None
+    return match.group(2)
 
 
 # -- room before the work ------------------------------------------------------------------
@@ -123,9 +143,10 @@ class SweepReport:
     errors: list[str] = field(default_factory=list)
 
 
-def sweep_run_dirs(root: Path, read_state: RunStateReader) -> SweepReport:
-    """Remove the run folders under `root` whose run has finished or no longer exists,
-    and upload spool files left by an API process that died (untouched for a day).
+def sweep_run_dirs(root: Path, read_state: RunStateReader, prefect_api_url: str) -> SweepReport:
+    """Remove the run folders of the Prefect server at `prefect_api_url` under `root` whose
+    run has finished or no longer exists, and upload spool files left by an API process
+    that died (untouched for a day). Other servers' run folders are not looked at.
 
     A folder is removed only on a definite answer: a finished state, or "no such run".
     When Prefect cannot be asked, or answers anything else (running, pending, scheduled,
@@ -138,7 +159,7 @@ def sweep_run_dirs(root: Path, read_state: RunStateReader) -> SweepReport:
         if folder.name.startswith(UPLOAD_SPOOL_PREFIX):
             _sweep_stale_spool_file(folder, report)
             continue
-        run_id = run_id_of(folder)
+        run_id = run_id_of(folder, prefect_api_url)
         if run_id is None or folder.is_symlink() or not folder.is_dir():
             continue
         try:

@@ -31,6 +31,7 @@ from tests.support.small_disk import free_bytes, small_disk
 
 MiB = 1024 * 1024
 _RUN_ID = "0b5f3c1e-8d2a-4c55-9a57-3f1e2d4c5b6a"
+_PREFECT = "http://127.0.0.1:4200/api"
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_source_bigger_than_the_temp_disk_fails_before_download_as_transient(
     )
     store.put_file("uploads/big.mp3", big)
     with small_disk(tmp_path / "temp", 1 * MiB) as temp:
-        workdir = create_run_dir(temp, _RUN_ID, "ep-1")
+        workdir = create_run_dir(temp, _RUN_ID, "ep-1", _PREFECT)
         with pytest.raises(ProcessingError) as raised:
             fetch_source.fn("uploads/big.mp3", workdir, _reporter())
         assert raised.value.kind == "transient", raised.value.reason
@@ -117,7 +118,7 @@ def test_room_for_the_requested_formats_is_checked_before_encoding(
     small_temp: Path, noisy_stereo_mp3: Path, store: LocalStore
 ) -> None:
     store.put_file("uploads/noise.mp3", noisy_stereo_mp3)
-    workdir = create_run_dir(small_temp, _RUN_ID, "ep-1")
+    workdir = create_run_dir(small_temp, _RUN_ID, "ep-1", _PREFECT)
     source, info = fetch_source.fn("uploads/noise.mp3", workdir, _reporter())
     free = free_bytes(small_temp)
 
