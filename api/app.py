@@ -11,7 +11,6 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
 from api.controllers import InternalController, TaskController, WorkflowController, get_health
 from api.errors import EXCEPTION_HANDLERS
 from api.openapi_doc import publish_enforced_constraints
@@ -22,14 +21,16 @@ from api.request_checks import (
     require_json_content_type,
 )
 from api.security import SECURITY_SCHEMES
-from api.services import TaskService, WorkflowService
-from api.services.dispatch import FlowRunStarter
-from api.services.reprocessing import ReprocessService
-from api.services.uploads import UploadService
 from api.uploads import UploadController
 from core.settings import Settings, get_settings
 from core.storage import build_store
 from db.engine import build_engine, build_session_factory
+from domain import prefect_gateway
+from domain.dispatch import FlowRunStarter
+from domain.reprocessing import ReprocessService
+from domain.tasks import TaskService
+from domain.uploads import UploadService
+from domain.workflows import WorkflowService
 
 
 def refuse_nul_in_headers(request: Request) -> None:

@@ -12,7 +12,6 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import text
 
-from api import prefect_gateway
 from api.deps import provide_task_service, provide_workflow_service
 from api.errors import error_responses
 from api.schemas import (
@@ -31,9 +30,11 @@ from api.security import (
     require_api_key,
     require_internal_token,
 )
-from api.services import ProgressUpdate, TaskService, WorkflowService
 from core.errors import UpstreamUnavailableError
 from db.models import TaskStatus, WorkflowStatus
+from domain import prefect_gateway
+from domain.tasks import TaskService
+from domain.workflows import ProgressUpdate, WorkflowService
 
 _DEPS = {
     "task_service": Provide(provide_task_service, sync_to_thread=False),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from litestar.datastructures import State
 
-from api.services import TaskService, WorkflowService
-from api.services.uploads import UploadService
+from domain.tasks import TaskService
+from domain.uploads import UploadService
+from domain.workflows import WorkflowService
 
 
 def provide_task_service(state: State) -> TaskService:

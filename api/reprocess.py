@@ -1,5 +1,5 @@
 """`POST /reprocess`: start a run of the reprocessing deployment with the given selection
-(or return the queued run with the same selection; see `api.services.reprocessing`)."""
+(or return the queued run with the same selection; see `domain.reprocessing`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from api.errors import error_responses
 from api.schemas import ReprocessOut, ReprocessRequest
 from api.security import API_KEY_REQUIRED, require_api_key
-from api.services.reprocessing import ReprocessService
 from core.errors import InvalidInputError
 from core.formats import FORMATS
+from domain.reprocessing import ReprocessService
 
 
 class ReprocessController(Controller):

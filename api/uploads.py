@@ -13,8 +13,8 @@ from api.deps import provide_upload_service
 from api.errors import error_responses
 from api.schemas import PresignOut, PresignRequest, UploadOut
 from api.security import API_KEY_REQUIRED, require_api_key
-from api.services.uploads import UploadService
 from core.errors import PayloadTooLargeError
+from domain.uploads import UploadService
 
 
 class UploadController(Controller):

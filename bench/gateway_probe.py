@@ -1,6 +1,6 @@
 """How much of `POST /tasks` is the API's Prefect client itself: `python -m bench.gateway_probe N`.
 
-`api.prefect_gateway` keeps one `SyncPrefectClient` per process; it used to build one per
+`domain.prefect_gateway` keeps one `SyncPrefectClient` per process; it used to build one per
 call, and building one creates an SSL context (loading the CA bundle) even for a plain-HTTP
 URL. This probe, run with the stack's environment while nothing else loads it, times N calls
 each of: building a client; creating a flow run with a new client per call (the old way,
@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from api import prefect_gateway
+from domain import prefect_gateway
 
 DEPLOYMENT = "audio-processing/audio-processing"
 

@@ -49,7 +49,7 @@ class AudioFormat:
     """One output rendition: what ffmpeg is asked for and what the result must look like.
 
     The descriptive fields (`codec`, `bitrate_kbps`, `channels`, `sample_rate`) are what
-    `flows.audio.probe.verify_output` checks the encoded file against; `ffmpeg_args` are
+    `media.probe.verify_output` checks the encoded file against; `ffmpeg_args` are
     the output options that produce it. Both are built from the same values by `_format`
     below, so they cannot disagree.
     """

@@ -29,8 +29,8 @@ from flows.steps.encoding import EncodedOutput, encode_format
 from flows.steps.source import fetch_source
 from flows.steps.transcription import TranscriptFiles, transcribe_source
 from flows.steps.upload import PlannedUpload, upload_outputs
-from flows.transcription.writers import WRITERS
 from flows.workspace import create_run_dir, ensure_room_for_outputs
+from transcription.writers import WRITERS
 
 
 @flow(

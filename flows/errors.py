@@ -33,10 +33,10 @@ class WorkflowEndedError(ProcessingError):
 def _permanent_types() -> tuple[type[BaseException], ...]:
     from core.keys import InvalidKeyError
     from core.storage.errors import StorageError
-    from flows.audio.encode import EncodeError
-    from flows.audio.probe import BadAudioError, OutputCheckError
-    from flows.audio.tools import ToolMissingError
-    from flows.transcription.errors import ModelNotAvailableError, TranscriptionInputError
+    from media.encode import EncodeError
+    from media.probe import BadAudioError, OutputCheckError
+    from media.tools import ToolMissingError
+    from transcription.errors import ModelNotAvailableError, TranscriptionInputError
 
     return (
         BadAudioError,

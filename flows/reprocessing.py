@@ -1,7 +1,7 @@
 """The `reprocessing` flow: repair what fell through, retry what may pass, reprocess on demand.
 
 Each pass also rewrites episode manifests a store failure left missing or stale and, with
-`AUDIOFLOW_OUTPUT_RETENTION_DAYS` set, removes old output versions (`api.services.retention`).
+`AUDIOFLOW_OUTPUT_RETENTION_DAYS` set, removes old output versions (`domain.retention`).
 
 Scheduled every few minutes from `prefect.yaml` with default parameters (reconcile, retry,
 and sweep the temp folders that killed runs left on this worker); started by hand
@@ -20,9 +20,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from api.services.reconciler import Reconciler, ReconcileReport
-from api.services.retention import HousekeepingReport, OutputHousekeeping
-from api.services.tasks import TaskService
 from core.errors import AudioflowError
 from core.formats import get_format
 from core.settings import get_settings
@@ -30,6 +27,9 @@ from core.storage import get_store
 from db.engine import build_engine, build_session_factory
 from db.models import TaskStatus
 from db.repositories import TaskRepository
+from domain.reconciler import Reconciler, ReconcileReport
+from domain.retention import HousekeepingReport, OutputHousekeeping
+from domain.tasks import TaskService
 from flows.workspace import prefect_run_state, sweep_run_dirs
 
 

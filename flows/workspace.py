@@ -34,8 +34,8 @@ from pathlib import Path
 
 from core.formats import get_format
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
-from flows.audio.probe import AudioInfo
 from flows.errors import ProcessingError
+from media.probe import AudioInfo
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def _sweep_stale_spool_file(path: Path, report: SweepReport, now: float | None =
 
 def prefect_run_state(api_url: str) -> RunStateReader:
     """A `RunStateReader` that asks the Prefect server through the API's gateway."""
-    from api import prefect_gateway
     from core.errors import NotFoundError
+    from domain import prefect_gateway
 
     def read(run_id: str) -> str | None:
         try:

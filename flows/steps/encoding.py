@@ -9,10 +9,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core.formats import get_format
-from flows.audio.encode import encode
-from flows.audio.probe import AudioInfo, verify_output
 from flows.progress import WorkflowProgressReporter
 from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+from media.encode import encode
+from media.probe import AudioInfo, verify_output
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from prefect.cache_policies import NO_CACHE
 
 from core.storage import get_store
 from core.storage.errors import ObjectNotFoundError
-from flows.audio.probe import AudioInfo, BadAudioError, probe_source
 from flows.errors import ProcessingError
 from flows.progress import WorkflowProgressReporter
 from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
 from flows.workspace import ensure_free_space
+from media.probe import AudioInfo, BadAudioError, probe_source
 
 
 @task(

@@ -10,12 +10,12 @@ from prefect.cache_policies import NO_CACHE
 
 from core.concurrency import TRANSCRIPTION_TAG
 from core.settings import get_settings
-from flows.audio.probe import AudioInfo
 from flows.progress import WorkflowProgressReporter
 from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
-from flows.transcription.engines import get_engine
-from flows.transcription.types import Segment
-from flows.transcription.writers import WRITERS
+from media.probe import AudioInfo
+from transcription.engines import get_engine
+from transcription.types import Segment
+from transcription.writers import WRITERS
 
 
 @dataclass(frozen=True)

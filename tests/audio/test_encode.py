@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.formats import FORMATS, AudioFormat, get_format
-from flows.audio.encode import EncodeError, _Progress, encode
-from flows.audio.probe import (
+from media.encode import EncodeError, _Progress, encode
+from media.probe import (
     AudioInfo,
     OutputCheckError,
     check_decodes,

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from api import prefect_gateway
 from cli.stack import Stack
 from core.storage.s3 import S3Store
-from flows.audio.probe import probe
-from flows.transcription.wer import wer
+from domain import prefect_gateway
+from media.probe import probe
 from tests.e2e.conftest import SPOKEN, api_get, create_task, follow
 from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
+from transcription.wer import wer
 
 pytestmark = pytest.mark.slow
 

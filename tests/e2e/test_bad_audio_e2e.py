@@ -28,7 +28,7 @@ import pytest
 
 from cli.stack import Stack
 from core.storage.s3 import S3Store
-from flows.audio.probe import probe
+from media.probe import probe
 from tests.e2e.conftest import create_task, follow
 from tests.support.hostile_media import hls_absolute, lying_mp3
 

@@ -58,7 +58,7 @@ def factory(
 def create_task(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:
     """POST an audio_processing task (201) and return it once its flow run exists.
 
-    `POST /tasks` answers before Prefect has the run (see `api.services.dispatch`); the
+    `POST /tasks` answers before Prefect has the run (see `domain.dispatch`); the
     app's dispatcher thread records the run's id a moment later.
     """
     response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})

@@ -17,9 +17,9 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.services.uploads import UploadedAudio, UploadService
 from core.settings import MediaSettings, Settings
 from core.storage import build_store
+from domain.uploads import UploadedAudio, UploadService
 from tests.support.audio_files import ffmpeg
 from tests.support.hostile_media import HOSTILE, lying_mp3
 

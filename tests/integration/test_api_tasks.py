@@ -9,10 +9,10 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
 from api.app import create_app
 from core.settings import Settings
 from db.models import Task, Workflow
+from domain import prefect_gateway
 from tests.integration.conftest import create_task
 from tests.support.waiting import wait_for
 

@@ -16,12 +16,12 @@ from prefect.states import Completed, Crashed, Failed, Pending, Running
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.reconciler import Reconciler
-from api.services.tasks import TaskService
 from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
+from domain.reconciler import Reconciler
+from domain.tasks import TaskService
 from tests.integration.conftest import AUTH, create_task
 from tests.prefect_fixtures import prefect_client
 
@@ -53,7 +53,7 @@ def _report(client: TestClient, task: dict[str, Any], **fields: Any) -> None:
 
 
 def _put_outputs(settings: Settings, parameters: dict[str, Any], tmp_path: Path) -> None:
-    from api.services.outputs import attempt_output_keys
+    from domain.outputs import attempt_output_keys
 
     store = build_store(settings.storage)
     blob = tmp_path / "blob"
@@ -84,7 +84,7 @@ def test_cancel_stops_the_flow_run_and_ends_both_rows(
 def test_cancel_removes_partial_outputs_but_keeps_earlier_ones(
     client: TestClient, settings: Settings, tmp_path: Path
 ) -> None:
-    from api.services.outputs import attempt_output_keys
+    from domain.outputs import attempt_output_keys
 
     store = build_store(settings.storage)
     earlier_key = "episodes/ep-partial/audio/mp3_64.mp3"  # the layout before attempt folders

@@ -19,11 +19,11 @@ from litestar.testing import TestClient
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Running
 
-from api import prefect_gateway
 from core.keys import attempt_prefix
 from core.settings import Settings
 from core.storage import build_store
 from db.models import TaskStatus
+from domain import prefect_gateway
 from tests.integration.conftest import create_task
 from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for

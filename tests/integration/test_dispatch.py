@@ -1,4 +1,4 @@
-"""The flow-run outbox (`api.services.dispatch`), on PostgreSQL and SQLite, against real Prefect.
+"""The flow-run outbox (`domain.dispatch`), on PostgreSQL and SQLite, against real Prefect.
 
 `POST /tasks` only commits rows; these tests drive the dispatcher that creates the flow
 runs behind it: in order, once each, through a Prefect outage, after a crash, and when a
@@ -22,14 +22,14 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
-from api.services.dispatch import FlowRunDispatcher
-from api.services.tasks import TaskService
 from core.errors import UpstreamUnavailableError
 from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import TaskStatus, Workflow, WorkflowStatus
+from domain import prefect_gateway
+from domain.dispatch import FlowRunDispatcher
+from domain.tasks import TaskService
 from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
 

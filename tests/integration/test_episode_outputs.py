@@ -18,18 +18,18 @@ from prefect.states import Completed
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.manifest import current_completion, manifest_keys, read_manifest
-from api.services.outputs import attempt_output_keys, expected_outputs
-from api.services.reconciler import Reconciler
-from api.services.retention import OutputHousekeeping
-from api.services.tasks import TaskService
-from api.services.workflows import ProgressUpdate, WorkflowService
 from core.keys import manifest_key
 from core.settings import Settings
 from core.storage import build_store
 from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.models import Workflow, WorkflowStatus
+from domain.manifest import current_completion, manifest_keys, read_manifest
+from domain.outputs import attempt_output_keys, expected_outputs
+from domain.reconciler import Reconciler
+from domain.retention import OutputHousekeeping
+from domain.tasks import TaskService
+from domain.workflows import ProgressUpdate, WorkflowService
 from tests.integration.conftest import AUTH, create_task
 from tests.prefect_fixtures import prefect_client
 

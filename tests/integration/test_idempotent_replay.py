@@ -8,9 +8,9 @@ import uuid
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.tasks import TaskService
 from core.settings import Settings
 from core.storage import build_store
+from domain.tasks import TaskService
 from tests.integration.conftest import AUTH
 
 PAYLOAD = {"episodeId": "ep-replay", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_128"]}

@@ -14,13 +14,13 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.states import Failed
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.dispatch import idempotency_key_for
-from api.services.reconciler import Reconciler
-from api.services.tasks import TaskService
-from api.services.workflows import ProgressUpdate, WorkflowService
 from core.settings import Settings
 from core.storage import build_store
 from db.models import TaskStatus, WorkflowStatus
+from domain.dispatch import idempotency_key_for
+from domain.reconciler import Reconciler
+from domain.tasks import TaskService
+from domain.workflows import ProgressUpdate, WorkflowService
 from tests.prefect_fixtures import prefect_client
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 

@@ -15,10 +15,10 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from api.services import ProgressUpdate, WorkflowService
 from core.errors import ConflictError, NotFoundError
 from db.engine import autocommit_engine
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from domain.workflows import ProgressUpdate, WorkflowService
 
 
 def _task_with_attempts(

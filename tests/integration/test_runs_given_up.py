@@ -16,13 +16,13 @@ from prefect.states import Pending, Running
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
-from api.services.reconciler import Reconciler
 from core.concurrency import TRANSCRIPTION_TAG, tag_limit_name
 from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
+from domain import prefect_gateway
+from domain.reconciler import Reconciler
 from flows.steps.transcription import transcribe_source
 from tests.integration.conftest import AUTH, create_task
 from tests.prefect_fixtures import prefect_client

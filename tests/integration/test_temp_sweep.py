@@ -11,9 +11,9 @@ from pathlib import Path
 
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, State
 
-from api import prefect_gateway
 from cli.stack import free_port
 from core.settings import Settings
+from domain import prefect_gateway
 from flows.reprocessing import _sweep_temp
 from flows.workspace import create_run_dir, prefect_run_state, server_tag, sweep_run_dirs
 from tests.prefect_fixtures import prefect_client

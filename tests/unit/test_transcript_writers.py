@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from flows.transcription.errors import UnknownWriterError
-from flows.transcription.types import Segment, Transcript
-from flows.transcription.writers import (
+from transcription.errors import UnknownWriterError
+from transcription.types import Segment, Transcript
+from transcription.writers import (
     MAX_LINE_CHARS,
     MAX_LINES,
     WRITERS,

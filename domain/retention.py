@@ -25,18 +25,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.manifest import (
+from core.keys import attempt_label, tasks_prefix
+from core.storage.base import ObjectStore
+from core.storage.errors import StorageError
+from db.base import utcnow
+from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from domain.manifest import (
     ManifestPublisher,
     build_manifest,
     current_completion,
     manifest_keys,
     read_manifest,
 )
-from core.keys import attempt_label, tasks_prefix
-from core.storage.base import ObjectStore
-from core.storage.errors import StorageError
-from db.base import utcnow
-from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 
 log = logging.getLogger(__name__)
 

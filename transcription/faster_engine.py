@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from flows.transcription.base import TranscriptionEngine, WindowResult
-from flows.transcription.models import ResolvedModel
+from transcription.base import TranscriptionEngine, WindowResult
+from transcription.models import ResolvedModel
 
 
 def usable_cpus() -> int:

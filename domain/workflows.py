@@ -12,7 +12,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.manifest import ManifestPublisher
 from core.errors import ConflictError, NotFoundError
 from core.storage.base import ObjectStore
 from db.base import utcnow
@@ -26,6 +25,7 @@ from db.models import (
     without_nul,
 )
 from db.repositories import TaskRepository, WorkflowRepository
+from domain.manifest import ManifestPublisher
 
 
 @dataclass(frozen=True)

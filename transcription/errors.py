@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class TranscriptionError(Exception):
-    """Base of every error raised on purpose by `flows.transcription`."""
+    """Base of every error raised on purpose by `transcription`."""
 
 
 class ModelNotAvailableError(TranscriptionError, LookupError):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 
 from core.settings import WhisperSettings
-from flows.transcription.base import SegmentCallback, TranscriptionEngine
-from flows.transcription.errors import UnknownEngineError
-from flows.transcription.faster_engine import FasterWhisperEngine
-from flows.transcription.openai_engine import OpenAIWhisperEngine
+from transcription.base import SegmentCallback, TranscriptionEngine
+from transcription.errors import UnknownEngineError
+from transcription.faster_engine import FasterWhisperEngine
+from transcription.openai_engine import OpenAIWhisperEngine
 
 __all__ = ["ENGINES", "SegmentCallback", "TranscriptionEngine", "clear_engine_cache", "get_engine"]
 

@@ -5,8 +5,8 @@ and renders the result with `get_writer(name).render(transcript)`. Importing thi
 cheap; torch and the engines' libraries load with the first model.
 """
 
-from flows.transcription.engines import ENGINES, TranscriptionEngine, get_engine
-from flows.transcription.errors import (
+from transcription.engines import ENGINES, TranscriptionEngine, get_engine
+from transcription.errors import (
     ModelConversionError,
     ModelNotAvailableError,
     TranscriptionError,
@@ -14,10 +14,10 @@ from flows.transcription.errors import (
     UnknownEngineError,
     UnknownWriterError,
 )
-from flows.transcription.models import ResolvedModel, available_models, resolve_model
-from flows.transcription.types import Segment, Transcript
-from flows.transcription.wer import wer, word_errors
-from flows.transcription.writers import WRITERS, TranscriptWriter, get_writer
+from transcription.models import ResolvedModel, available_models, resolve_model
+from transcription.types import Segment, Transcript
+from transcription.wer import wer, word_errors
+from transcription.writers import WRITERS, TranscriptWriter, get_writer
 
 __all__ = [
     "ENGINES",

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.formats import AudioFormat
-from flows.audio import limits
-from flows.audio.containers import input_args
-from flows.audio.tools import ToolMissingError, ffmpeg, media_url, read_tail
+from media import limits
+from media.containers import input_args
+from media.tools import ToolMissingError, ffmpeg, media_url, read_tail
 
 __all__ = ["EncodeError", "build_command", "encode"]
 
@@ -66,7 +66,7 @@ def build_command(
 ) -> list[str]:
     """The ffmpeg command line that encodes `source` into `dest` as `fmt`.
 
-    The source is opened with the container allow-list (`flows.audio.containers`) and the
+    The source is opened with the container allow-list (`media.containers`) and the
     output stops just past `max_duration_s` (default `AUDIOFLOW_MAX_DURATION_S`): sources
     are checked before they are encoded, this is the bound if a check was skipped.
     """
@@ -137,7 +137,7 @@ def _explain(stderr_tail: str) -> str:
 
 def _source_duration(source: Path) -> float | None:
     """The source's duration for progress fractions when the caller did not pass one."""
-    from flows.audio.probe import BadAudioError, probe
+    from media.probe import BadAudioError, probe
 
     try:
         return probe(source).duration_s
@@ -167,7 +167,7 @@ def encode(
     fraction passed to `on_progress`; without it the source is probed first when a callback
     is given. `on_progress` is called from this thread with rising values in (0, 1], ending
     with 1.0 on success. `timeout_s` bounds the whole encode; by default it scales with
-    `duration_s` (see `flows.audio.limits`; unknown: with `AUDIOFLOW_MAX_DURATION_S`).
+    `duration_s` (see `media.limits`; unknown: with `AUDIOFLOW_MAX_DURATION_S`).
 
     Raises EncodeError (with ffmpeg's last messages) if ffmpeg fails or times out;
     `dest` is then untouched. Any exception raised while waiting, including one from

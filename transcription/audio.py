@@ -22,10 +22,10 @@ from typing import IO, cast
 
 import numpy as np
 
-from flows.audio import limits
-from flows.audio.containers import input_args
-from flows.audio.tools import ffmpeg, media_url
-from flows.transcription.errors import TranscriptionInputError
+from media import limits
+from media.containers import input_args
+from media.tools import ffmpeg, media_url
+from transcription.errors import TranscriptionInputError
 
 #: What both engines expect.
 SAMPLE_RATE = 16_000

@@ -21,7 +21,7 @@ from core.keys import (
 )
 from core.storage.base import ObjectStore
 from core.storage.errors import StorageError
-from flows.transcription.writers import WRITERS
+from transcription.writers import WRITERS
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
-from api.services.outputs import expected_outputs, missing_outputs
-from api.services.tasks import TaskService
-from api.services.workflows import WorkflowService
 from core.concurrency import TRANSCRIPTION_TAG
 from core.errors import AudioflowError, NotFoundError
 from core.settings import Settings
@@ -46,6 +42,10 @@ from core.storage.errors import StorageError
 from db.base import utcnow
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import WorkflowRepository
+from domain import prefect_gateway
+from domain.outputs import expected_outputs, missing_outputs
+from domain.tasks import TaskService
+from domain.workflows import WorkflowService
 
 log = logging.getLogger(__name__)
 

@@ -39,13 +39,13 @@ from sqlalchemy import Table, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
-from api.services.workflows import mirror_on_task
 from core.errors import AudioflowError, NotFoundError, UpstreamUnavailableError
 from core.settings import Settings
 from db.base import utcnow
 from db.models import Task, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
+from domain import prefect_gateway
+from domain.workflows import mirror_on_task
 
 log = logging.getLogger(__name__)
 

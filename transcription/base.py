@@ -21,9 +21,9 @@ from typing import ClassVar
 import numpy as np
 
 from core.settings import WhisperSettings
-from flows.transcription.audio import DEFAULT_WINDOW_S, AudioWindow, stream_windows
-from flows.transcription.models import ResolvedModel, resolve_model
-from flows.transcription.types import Segment, Transcript
+from transcription.audio import DEFAULT_WINDOW_S, AudioWindow, stream_windows
+from transcription.models import ResolvedModel, resolve_model
+from transcription.types import Segment, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class TranscriptionEngine(ABC):
 
     def __init__(self, settings: WhisperSettings, *, window_s: float = DEFAULT_WINDOW_S) -> None:
         self.settings = settings
-        #: Length of the audio windows fed to the model; see `flows.transcription.audio`.
+        #: Length of the audio windows fed to the model; see `transcription.audio`.
         self.window_s = window_s
         self.model: ResolvedModel | None = None
         self._lock = threading.Lock()

@@ -18,8 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from flows.transcription.errors import UnknownWriterError
-from flows.transcription.types import Segment, Transcript
+from transcription.errors import UnknownWriterError
+from transcription.types import Segment, Transcript
 
 #: Caption line length: the common broadcast guideline, readable on small screens.
 MAX_LINE_CHARS = 42

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.transcription.errors import ModelConversionError
+from transcription.errors import ModelConversionError
 
 #: The only binary version read; older files are refused rather than misread.
 SUPPORTED_BINARY_VERSION = 6

@@ -37,7 +37,7 @@ from core.keys import InvalidKeyError, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
-from flows.audio.probe import (
+from media.probe import (
     BadAudioError,
     SourceTooLongError,
     UnsupportedContainerError,

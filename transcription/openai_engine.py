@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from core.settings import WhisperSettings
-from flows.transcription.audio import DEFAULT_WINDOW_S
-from flows.transcription.base import TranscriptionEngine, WindowResult
-from flows.transcription.models import ResolvedModel
+from transcription.audio import DEFAULT_WINDOW_S
+from transcription.base import TranscriptionEngine, WindowResult
+from transcription.models import ResolvedModel
 
 
 class OpenAIWhisperEngine(TranscriptionEngine):
@@ -38,7 +38,7 @@ class OpenAIWhisperEngine(TranscriptionEngine):
         import torch
         from whisper.model import ModelDimensions, Whisper
 
-        from flows.transcription.convert import apply_alignment_heads
+        from transcription.convert import apply_alignment_heads
 
         if self.settings.threads > 0:
             torch.set_num_threads(self.settings.threads)

@@ -7,8 +7,8 @@ length of an episode.
 
 from __future__ import annotations
 
-from flows.audio.encode import EncodeError, encode
-from flows.audio.probe import (
+from media.encode import EncodeError, encode
+from media.probe import (
     AudioInfo,
     BadAudioError,
     DecodeReport,
@@ -20,7 +20,7 @@ from flows.audio.probe import (
     probe_source,
     verify_output,
 )
-from flows.audio.tools import ToolMissingError
+from media.tools import ToolMissingError
 
 __all__ = [
     "AudioInfo",

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from flows.transcription.ct2 import Ct2Weights, read_model_bin
-from flows.transcription.errors import ModelConversionError
+from transcription.ct2 import Ct2Weights, read_model_bin
+from transcription.errors import ModelConversionError
 
 if TYPE_CHECKING:
     from whisper.model import Whisper

@@ -14,16 +14,16 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
-from api.services.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher, FlowRunStarter
-from api.services.outputs import remove_attempt_outputs, result_keys
-from api.services.workflows import ProgressUpdate, WorkflowService
-from api.task_types import get_task_type
 from core.errors import ConflictError, NotFoundError
 from core.settings import Settings
 from core.storage.base import ObjectStore
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
+from domain import prefect_gateway
+from domain.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher, FlowRunStarter
+from domain.outputs import remove_attempt_outputs, result_keys
+from domain.task_types import get_task_type
+from domain.workflows import ProgressUpdate, WorkflowService
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class TaskService:
 
         Answers as soon as both rows are committed (the task is `pending` and its
         `workflow_instance_id` empty until Prefect has accepted the run): see
-        `api.services.dispatch` for why. With an idempotency key, a repeat of the same
+        `domain.dispatch` for why. With an idempotency key, a repeat of the same
         request returns the first task; the same key with a different request is a conflict.
         """
         task_type = get_task_type(type_)

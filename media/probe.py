@@ -16,9 +16,9 @@ Three checks, from cheap to thorough:
   than its header promises (truncated or damaged upload) and returns the *decoded* duration,
   the length every encoder will actually produce, which `verify_output` then compares with.
   It also refuses a source longer than `AUDIOFLOW_MAX_DURATION_S`, from the header first
-  and again while decoding (see `flows.audio.limits`).
+  and again while decoding (see `media.limits`).
 
-Every run reads exactly one file with an allowed demuxer (`flows.audio.containers`): a
+Every run reads exactly one file with an allowed demuxer (`media.containers`): a
 playlist, a concat list or an image sequence is refused (UnsupportedContainerError).
 
 `verify_output(path, fmt, source)` checks an encoded file against its `AudioFormat`.
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from core.formats import AudioFormat
-from flows.audio import limits
-from flows.audio.containers import input_args, refused_demuxer, what_it_is
-from flows.audio.limits import PROBE_TIMEOUT_S, decode_timeout_s, duration_cap_args
-from flows.audio.tools import ffmpeg, ffprobe, media_url, read_tail
+from media import limits
+from media.containers import input_args, refused_demuxer, what_it_is
+from media.limits import PROBE_TIMEOUT_S, decode_timeout_s, duration_cap_args
+from media.tools import ffmpeg, ffprobe, media_url, read_tail
 
 __all__ = [
     "DURATION_TOLERANCE_S",
@@ -79,7 +79,7 @@ class BadAudioError(ValueError):
 
 class UnsupportedContainerError(BadAudioError):
     """The file is media of a kind we refuse to open (a playlist, a file list, an image
-    sequence, a stream description: see `flows.audio.containers`)."""
+    sequence, a stream description: see `media.containers`)."""
 
 
 class SourceTooLongError(BadAudioError):

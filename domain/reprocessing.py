@@ -24,9 +24,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from api import prefect_gateway
 from core.errors import QueueFullError
 from core.settings import Settings
+from domain import prefect_gateway
 
 #: Tag on runs started through the API (and only those count against the bound).
 ON_DEMAND_TAG = "on-demand"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.settings import audioflow_home
-from flows.transcription.errors import ModelNotAvailableError, UnknownEngineError
+from transcription.errors import ModelNotAvailableError, UnknownEngineError
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _cache_prefix(model_dir: Path) -> str:
 
 
 def _cache_path(model_dir: Path) -> Path:
-    from flows.transcription.convert import CONVERTER_VERSION
+    from transcription.convert import CONVERTER_VERSION
 
     stat = (model_dir / "model.bin").stat()
     version = f"v{CONVERTER_VERSION}-{stat.st_size}-{stat.st_mtime_ns}"
@@ -216,7 +216,7 @@ def converted_checkpoint(model_dir: Path) -> Path:
     """
     import torch
 
-    from flows.transcription.convert import convert_ct2_model
+    from transcription.convert import convert_ct2_model
 
     target = _cache_path(model_dir)
     if target.is_file():
