@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from core.storage import get_store
 from core.storage.errors import ObjectNotFoundError
 from flows.errors import ProcessingError
 from flows.progress import WorkflowProgressReporter
-from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+from flows.steps.options import step
 from flows.workspace import ensure_free_space
 from media.probe import AudioInfo, BadAudioError, probe_source
 
 
-@task(
-    name="download-source",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@step("download-source")
 def fetch_source(
     audio_key: str, workdir: Path, reporter: WorkflowProgressReporter
 ) -> tuple[Path, AudioInfo]:
