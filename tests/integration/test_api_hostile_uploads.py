@@ -20,7 +20,7 @@ from api.app import create_app
 from core.settings import MediaSettings, Settings
 from core.storage import build_store
 from domain.uploads import UploadedAudio, UploadService
-from tests.support.audio_files import ffmpeg
+from tests.support.audio_files import ffmpeg, lavfi
 from tests.support.hostile_media import HOSTILE, lying_mp3
 
 
@@ -32,8 +32,7 @@ def secret_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tone(path: Path, seconds: float, *codec: str) -> Path:
-    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", *codec, str(path))
-    return path
+    return lavfi(path, f"sine=frequency=440:duration={seconds}", *codec)
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,17 +21,9 @@ from db.base import utcnow
 from db.models import Workflow
 from domain.reconciler import Reconciler
 from domain.tasks import TaskService
-from tests.integration.conftest import AUTH, create_task
-from tests.prefect_fixtures import prefect_client
+from tests.integration.conftest import AUTH, PROGRESS, create_task, report_progress
 
 PAYLOAD = {"episodeId": "ep-rec", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-PROGRESS = "/internal/workflow-progress"
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
 
 
 @pytest.fixture
@@ -44,12 +35,6 @@ def reconciler(settings: Settings, session_factory: sessionmaker[Session]) -> Re
 
 def _create(client: TestClient, payload: dict[str, Any] = PAYLOAD) -> dict[str, Any]:
     return create_task(client, payload)
-
-
-def _report(client: TestClient, task: dict[str, Any], **fields: Any) -> None:
-    body = {"taskId": task["id"], "workflowId": task["workflowId"], **fields}
-    response = client.post(PROGRESS, json=body, headers=AUTH)
-    assert response.status_code == 200, response.text
 
 
 def _put_outputs(settings: Settings, parameters: dict[str, Any], tmp_path: Path) -> None:
@@ -102,8 +87,8 @@ def test_cancel_removes_partial_outputs_but_keeps_earlier_ones(
 
 def test_finished_tasks_cannot_be_cancelled(client: TestClient) -> None:
     task = _create(client)
-    _report(client, task, status="running")
-    _report(client, task, status="completed", result={"outputs": {}})
+    report_progress(client, task, status="running")
+    report_progress(client, task, status="completed", result={"outputs": {}})
     response = client.post(f"/tasks/{task['id']}/cancel")
     assert response.status_code == 409
     assert client.get(f"/tasks/{task['id']}").json()["status"] == "done"
@@ -117,7 +102,7 @@ def test_retry_makes_a_new_attempt_with_its_own_flow_run(
     client: TestClient, prefect: SyncPrefectClient
 ) -> None:
     task = _create(client)
-    _report(client, task, status="failed", error="storage down", errorKind="transient")
+    report_progress(client, task, status="failed", error="storage down", errorKind="transient")
     retried = client.post(f"/tasks/{task['id']}/retry")
     assert retried.status_code == 201, retried.text
     body = retried.json()
@@ -143,9 +128,9 @@ def test_retry_makes_a_new_attempt_with_its_own_flow_run(
 
 def test_done_and_running_tasks_cannot_be_retried(client: TestClient) -> None:
     task = _create(client)
-    _report(client, task, status="running")
+    report_progress(client, task, status="running")
     assert client.post(f"/tasks/{task['id']}/retry").status_code == 409
-    _report(client, task, status="completed")
+    report_progress(client, task, status="completed")
     response = client.post(f"/tasks/{task['id']}/retry")
     assert response.status_code == 409 and "done" in response.json()["detail"]
 
@@ -157,7 +142,7 @@ def test_prefect_crash_without_hook_becomes_crashed(
     client: TestClient, prefect: SyncPrefectClient, reconciler: Reconciler
 ) -> None:
     task = _create(client)
-    _report(client, task, status="running", progress=30)
+    report_progress(client, task, status="running", progress=30)
     run_id = uuid.UUID(task["workflowInstanceId"])
     prefect.set_flow_run_state(run_id, Running(), force=True)
     prefect.set_flow_run_state(run_id, Crashed(message="process killed"), force=True)
@@ -190,7 +175,7 @@ def test_running_without_progress_past_the_window_becomes_crashed(
     session_factory: sessionmaker[Session],
 ) -> None:
     task = _create(client)
-    _report(client, task, status="running")
+    report_progress(client, task, status="running")
     prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Running(), force=True)
     assert reconciler.reconcile().corrections == []  # fresh: left alone
     with session_factory.begin() as session:
@@ -241,7 +226,7 @@ def test_completed_in_prefect_counts_only_with_all_outputs(
     tmp_path: Path,
 ) -> None:
     task = _create(client, PAYLOAD | {"episodeId": "ep-complete"})
-    _report(client, task, status="running")
+    report_progress(client, task, status="running")
     run_id = uuid.UUID(task["workflowInstanceId"])
     prefect.set_flow_run_state(run_id, Completed(), force=True)
     # Outputs missing: not trusted.
@@ -268,7 +253,7 @@ def test_late_correction_crashed_then_completed(
     tmp_path: Path,
 ) -> None:
     task = _create(client, PAYLOAD | {"episodeId": "ep-late"})
-    _report(client, task, status="crashed", error="heartbeat lost", errorKind="transient")
+    report_progress(client, task, status="crashed", error="heartbeat lost", errorKind="transient")
     workflow = client.get(f"/workflows/{task['workflowId']}").json()
     _put_outputs(settings, workflow["parameters"], tmp_path)
     prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Completed(), force=True)
@@ -309,9 +294,9 @@ def test_transient_failures_are_retried_until_the_budget_is_spent(
     client: TestClient, reconciler: Reconciler, settings: Settings
 ) -> None:
     transient = _create(client, PAYLOAD | {"episodeId": "ep-transient"})
-    _report(client, transient, status="failed", error="storage down", errorKind="transient")
+    report_progress(client, transient, status="failed", error="storage down", errorKind="transient")
     permanent = _create(client, PAYLOAD | {"episodeId": "ep-permanent"})
-    _report(client, permanent, status="failed", error="not audio", errorKind="permanent")
+    report_progress(client, permanent, status="failed", error="not audio", errorKind="permanent")
 
     report = reconciler.retry_transient_failures()
     assert [r.task_id for r in report.retries] == [transient["id"]]
@@ -321,7 +306,9 @@ def test_transient_failures_are_retried_until_the_budget_is_spent(
         row = client.get(f"/tasks/{transient['id']}").json()
         if row["status"] == "pending":
             current = {"id": row["id"], "workflowId": row["workflowId"]}
-            _report(client, current, status="failed", error="storage down", errorKind="transient")
+            report_progress(
+                client, current, status="failed", error="storage down", errorKind="transient"
+            )
         reconciler.retry_transient_failures()
     row = client.get(f"/tasks/{transient['id']}").json()
     assert row["attempts"] == settings.max_attempts
@@ -332,7 +319,7 @@ def test_backoff_delays_the_retry(
     client: TestClient, settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
     task = _create(client)
-    _report(client, task, status="failed", error="storage down", errorKind="transient")
+    report_progress(client, task, status="failed", error="storage down", errorKind="transient")
     patient = Reconciler(
         session_factory, settings, build_store(settings.storage), retry_base_s=3600
     )
@@ -350,7 +337,7 @@ def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
         "outputs": {"mp3_128": {"key": "episodes/ep-add/audio/mp3_128.mp3"}},
         "transcript": {"language": "en", "keys": {}},
     }
-    _report(client, task, status="completed", result=first)
+    report_progress(client, task, status="completed", result=first)
 
     service = TaskService(session_factory, settings, store=build_store(settings.storage))
     updated = service.reprocess(uuid.UUID(task["id"]), ["opus_64"])
@@ -362,7 +349,7 @@ def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
 
     second = {"outputs": {"opus_64": {"key": "episodes/ep-add/audio/opus_64.opus"}}}
     current = {"id": task["id"], "workflowId": str(updated.workflow_id)}
-    _report(client, current, status="completed", result=second)
+    report_progress(client, current, status="completed", result=second)
     result = client.get(f"/tasks/{task['id']}").json()["result"]
     assert set(result["outputs"]) == {"mp3_128", "opus_64"}
     assert result["transcript"]["language"] == "en"

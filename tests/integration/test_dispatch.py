@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from sqlalchemy import update
@@ -30,16 +28,9 @@ from db.models import TaskStatus, Workflow, WorkflowStatus
 from domain import prefect_gateway
 from domain.dispatch import FlowRunDispatcher
 from domain.tasks import TaskService
-from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
 
 PAYLOAD = {"episodeId": "ep-dispatch", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
 
 
 def _service(factory: sessionmaker[Session], settings: Settings, **kwargs: Any) -> TaskService:

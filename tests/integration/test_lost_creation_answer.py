@@ -21,11 +21,10 @@ from domain.dispatch import idempotency_key_for
 from domain.reconciler import Reconciler
 from domain.tasks import TaskService
 from domain.workflows import ProgressUpdate, WorkflowService
-from tests.prefect_fixtures import prefect_client
+from tests.support.prefect_runs import live_runs
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 PAYLOAD = {"episodeId": "ep-lost", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-LIVE = {"SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"}
 
 
 @pytest.fixture
@@ -33,19 +32,6 @@ def proxy(settings: Settings) -> Iterator[TcpProxy]:
     base = settings.prefect.api_url.rsplit("/api", 1)[0]
     with tcp_proxy(base) as running:
         yield running
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
-
-
-def _live_runs(prefect: SyncPrefectClient, task_id: uuid.UUID) -> list[str]:
-    runs = prefect.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"task:{task_id}"]))
-    )
-    return [str(r.id) for r in runs if r.state is not None and r.state.type.value in LIVE]
 
 
 def _failed_attempt(
@@ -104,4 +90,4 @@ def test_a_retry_whose_answer_was_lost_is_found_not_started_twice(
     assert again.attempts == 2, "a second run was started instead of finding the first"
     assert again.status is TaskStatus.PENDING
     assert again.workflow_instance_id == str(orphan.id)
-    assert _live_runs(prefect, task_id) == [str(orphan.id)]
+    assert live_runs(prefect, task_id) == [str(orphan.id)]
