@@ -7,12 +7,12 @@ Scheduled every few minutes from `prefect.yaml` with default parameters (reconci
 and sweep the temp folders that killed runs left on this worker); started by hand
 (`audioflow reprocess`, `POST /reprocess`, or the Prefect UI form)
 to reprocess selected tasks, for example to add `opus_64` to the whole back catalogue.
-It writes through the same services as the API, and a summary artifact per run.
+Each pass is a Prefect task (`flows.steps.passes`) that calls the domain, the same services
+as the API; the run writes a summary artifact.
 """
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,17 +20,19 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from core.errors import AudioflowError
 from core.formats import get_format
 from core.settings import get_settings
 from core.storage import get_store
 from db.engine import build_engine, build_session_factory
-from db.models import TaskStatus
-from db.repositories import TaskRepository
 from domain.reconciler import Reconciler, ReconcileReport
-from domain.retention import HousekeepingReport, OutputHousekeeping
-from domain.tasks import TaskService
-from flows.workspace import prefect_run_state, sweep_run_dirs
+from domain.retention import HousekeepingReport
+from flows.steps.passes import (
+    housekeep_outputs,
+    reconcile_workflows,
+    reprocess_selection,
+    retry_failed_tasks,
+    sweep_temp_folders,
+)
 
 
 class ReprocessParameters(BaseModel):
@@ -83,7 +85,7 @@ class ReprocessParameters(BaseModel):
 
 @flow(name="reprocessing", description=__doc__, persist_result=False)
 def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
-    """One pass: reconcile, retry, then reprocess the selection (if any)."""
+    """One pass: reconcile, retry, then reprocess the selection (if any); each a task."""
     params = params or ReprocessParameters()
     logger = get_run_logger()
     for name in params.add_formats:
@@ -93,95 +95,57 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
     session_factory = build_session_factory(engine)
     store = get_store()
     reconciler = Reconciler(session_factory, settings, store, stale_after_s=params.stale_after_s)
-    report = ReconcileReport()
     try:
-        if params.reconcile:
-            reconciler.reconcile(dry_run=params.dry_run, report=report)
-        if params.retry_failed:
-            reconciler.retry_transient_failures(dry_run=params.dry_run, report=report)
+        reconciled = (
+            reconcile_workflows(reconciler, params.dry_run)
+            if params.reconcile
+            else ReconcileReport()
+        )
+        retried = (
+            retry_failed_tasks(reconciler, params.dry_run)
+            if params.retry_failed
+            else ReconcileReport()
+        )
         reprocessed = (
-            _reprocess_selection(session_factory, settings, store, params)
+            reprocess_selection(session_factory, settings, store, params)
             if params.selects_tasks()
             else []
         )
         housekeeping = (
-            OutputHousekeeping(session_factory, store, settings.storage.output_retention_days).run(
-                dry_run=params.dry_run
+            housekeep_outputs(
+                session_factory, store, settings.storage.output_retention_days, params.dry_run
             )
             if params.housekeeping
             else HousekeepingReport()
         )
     finally:
         engine.dispose()
-    swept = _sweep_temp(settings) if params.sweep_temp and not params.dry_run else []
+    swept = sweep_temp_folders(settings) if params.sweep_temp and not params.dry_run else []
+    skipped = reconciled.skipped + retried.skipped + housekeeping.skipped
     summary = {
         "dryRun": params.dry_run,
-        "checked": report.checked,
-        "corrections": [c.__dict__ for c in report.corrections],
-        "retries": [r.__dict__ for r in report.retries],
+        "checked": reconciled.checked,
+        "corrections": [c.__dict__ for c in reconciled.corrections],
+        "retries": [r.__dict__ for r in retried.retries],
         "reprocessed": reprocessed,
         "manifestsWritten": housekeeping.manifests_written,
         "outputsRemoved": housekeeping.removed,
-        "skipped": report.skipped + housekeeping.skipped,
+        "skipped": skipped,
         "sweptTempFolders": swept,
     }
     logger.info(
         "checked %d workflows: %d corrected, %d retried, %d reprocessed, %d skipped; "
         "%d manifests written, %d old outputs removed",
-        report.checked,
-        len(report.corrections),
-        len(report.retries),
+        reconciled.checked,
+        len(reconciled.corrections),
+        len(retried.retries),
         len(reprocessed),
-        len(report.skipped) + len(housekeeping.skipped),
+        len(skipped),
         len(housekeeping.manifests_written),
         len(housekeeping.removed),
     )
     _summary_artifact(summary)
     return summary
-
-
-def _sweep_temp(settings: Any) -> list[str]:
-    """Remove the run folders of dead runs under this worker's temp root (see
-    `flows.workspace`); a sweep that cannot ask Prefect keeps everything."""
-    if not settings.prefect.api_url:
-        return []
-    api_url = settings.prefect.api_url
-    report = sweep_run_dirs(settings.temp_dir, prefect_run_state(api_url), api_url)
-    for error in report.errors:
-        get_run_logger().warning("temp folder kept, its run's state is unknown: %s", error)
-    return report.removed
-
-
-def _reprocess_selection(
-    session_factory: Any, settings: Any, store: Any, params: ReprocessParameters
-) -> list[dict[str, Any]]:
-    with session_factory() as session:
-        tasks, _ = TaskRepository(session).find(
-            ids=[uuid.UUID(t) for t in params.task_ids] or None,
-            episode_ids=params.episode_ids or None,
-            status=TaskStatus(params.status) if params.status else None,
-            created_after=params.created_after,
-            created_before=params.created_before,
-            limit=params.limit,
-        )
-    service = TaskService(session_factory, settings, store=store)
-    done: list[dict[str, Any]] = []
-    for task in tasks:
-        entry: dict[str, Any] = {"taskId": str(task.id), "episodeId": task.episode_id}
-        if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
-            entry["outcome"] = f"skipped: {task.status.value}"
-        elif params.dry_run:
-            entry["outcome"] = "would reprocess" + (
-                f" adding {', '.join(params.add_formats)}" if params.add_formats else ""
-            )
-        else:
-            try:
-                updated = service.reprocess(task.id, params.add_formats or None)
-                entry["outcome"] = f"attempt {updated.attempts}: {updated.status.value}"
-            except AudioflowError as exc:
-                entry["outcome"] = f"skipped: {exc.detail}"
-        done.append(entry)
-    return done
 
 
 def _summary_artifact(summary: dict[str, Any]) -> None:
