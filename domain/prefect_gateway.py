@@ -174,27 +174,24 @@ def start_flow_run(
 
     try:
         with _client(api_url, timeout_s) as client:
-            deployment_id = _deployment_id(client, deployment_name)
-            try:
-                flow_run = client.create_flow_run_from_deployment(
+
+            def create(deployment_id: Any) -> Any:
+                return client.create_flow_run_from_deployment(
                     deployment_id,
                     parameters=parameters,
                     idempotency_key=idempotency_key,
                     name=name,
                     tags=tags,
                 )
+
+            deployment_id = _deployment_id(client, deployment_name)
+            try:
+                flow_run = create(deployment_id)
             except ObjectNotFound:
                 # The deployment was re-created under a new id since we cached it.
                 with _lock:
                     _deployment_ids.pop(deployment_name, None)
-                deployment_id = _deployment_id(client, deployment_name)
-                flow_run = client.create_flow_run_from_deployment(
-                    deployment_id,
-                    parameters=parameters,
-                    idempotency_key=idempotency_key,
-                    name=name,
-                    tags=tags,
-                )
+                flow_run = create(_deployment_id(client, deployment_name))
     except UpstreamUnavailableError:
         raise
     except Exception as exc:
