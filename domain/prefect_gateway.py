@@ -170,7 +170,7 @@ def start_flow_run(
     timeout_s: float = 10.0,
 ) -> FlowRunInfo:
     """Create a flow run of a deployment and return at once (it is picked up by a worker)."""
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     try:
         with _client(api_url, timeout_s) as client:
@@ -187,8 +187,11 @@ def start_flow_run(
             deployment_id = _deployment_id(client, deployment_name)
             try:
                 flow_run = create(deployment_id)
-            except ObjectNotFound:
-                # The deployment was re-created under a new id since we cached it.
+            except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+                # The deployment was re-created under a new id since we cached it (Prefect's
+                # client reports that 404 as a plain HTTP error, not as ObjectNotFound).
+                if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code != 404:
+                    raise
                 with _lock:
                     _deployment_ids.pop(deployment_name, None)
                 flow_run = create(_deployment_id(client, deployment_name))
