@@ -12,82 +12,29 @@ It writes through the same services as the API, and a summary artifact per run.
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
 from core.errors import AudioflowError
-from core.formats import get_format
 from core.settings import get_settings
 from core.storage import get_store
 from db.engine import build_engine, build_session_factory
 from db.models import TaskStatus
 from db.repositories import TaskRepository
+from domain.contracts import ReprocessParameters
 from domain.reconciler import Reconciler, ReconcileReport
 from domain.retention import HousekeepingReport, OutputHousekeeping
 from domain.tasks import TaskService
 from flows.workspace import prefect_run_state, sweep_run_dirs
 
 
-class ReprocessParameters(BaseModel):
-    """What a reprocessing run does; every field shows in the Prefect UI's run form."""
-
-    reconcile: bool = Field(
-        default=True, description="Compare queued/running workflows with Prefect and repair them."
-    )
-    retry_failed: bool = Field(
-        default=True, description="Start a new attempt for tasks that failed transiently."
-    )
-    housekeeping: bool = Field(
-        default=True,
-        description="Rewrite missing or stale episode manifests; with "
-        "AUDIOFLOW_OUTPUT_RETENTION_DAYS set, remove old output versions no manifest names.",
-    )
-    task_ids: list[str] = Field(default_factory=list, description="Reprocess these tasks.")
-    episode_ids: list[str] = Field(
-        default_factory=list, description="Reprocess the tasks of these episodes."
-    )
-    status: Literal["done", "failed", "cancelled"] | None = Field(
-        default=None, description="Reprocess tasks with this status."
-    )
-    created_after: datetime | None = Field(default=None, description="Only tasks created since.")
-    created_before: datetime | None = Field(default=None, description="Only tasks created before.")
-    add_formats: list[str] = Field(
-        default_factory=list,
-        description="Formats to add (only these are encoded for tasks that are done).",
-    )
-    sweep_temp: bool = Field(
-        default=True,
-        description="Remove this worker's temp folders of runs that are no longer live.",
-    )
-    dry_run: bool = Field(default=False, description="List what would happen; change nothing.")
-    limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many tasks.")
-    stale_after_s: float = Field(
-        default=600, ge=30, description="Running with no progress this long counts as dead."
-    )
-
-    def selects_tasks(self) -> bool:
-        return bool(
-            self.task_ids
-            or self.episode_ids
-            or self.status
-            or self.created_after
-            or self.created_before
-            or self.add_formats
-        )
-
-
 @flow(name="reprocessing", description=__doc__, persist_result=False)
 def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
     """One pass: reconcile, retry, then reprocess the selection (if any)."""
-    params = params or ReprocessParameters()
+    params = params or ReprocessParameters()  # format names were checked when it was built
     logger = get_run_logger()
-    for name in params.add_formats:
-        get_format(name)
     settings = get_settings()
     engine = build_engine(settings.database)
     session_factory = build_session_factory(engine)
@@ -157,7 +104,7 @@ def _reprocess_selection(
 ) -> list[dict[str, Any]]:
     with session_factory() as session:
         tasks, _ = TaskRepository(session).find(
-            ids=[uuid.UUID(t) for t in params.task_ids] or None,
+            ids=list(params.task_ids) or None,
             episode_ids=params.episode_ids or None,
             status=TaskStatus(params.status) if params.status else None,
             created_after=params.created_after,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.contracts import ErrorKind
 from flows.errors import classify
 
 #: Delays between the tries of a step that failed for a transient reason.
@@ -15,5 +16,5 @@ def retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as exc:
-        return classify(exc) == "transient"
+        return classify(exc) is ErrorKind.TRANSIENT
     return False

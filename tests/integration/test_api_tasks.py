@@ -45,10 +45,10 @@ def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings
     assert task["workflowInstanceId"] and task["status"] == "pending"
 
     run = prefect_gateway.read_flow_run(settings.prefect.api_url, task["workflowInstanceId"])
-    assert run.parameters["task_id"] == task["id"]
-    assert run.parameters["workflow_id"] == task["workflowId"]
-    assert run.parameters["audio_key"] == "uploads/episode-123.mp3"
-    assert run.parameters["encoding_formats"] == ["mp3_128", "mp3_320"]
+    assert run.parameters["params"]["task_id"] == task["id"]
+    assert run.parameters["params"]["workflow_id"] == task["workflowId"]
+    assert run.parameters["params"]["audio_key"] == "uploads/episode-123.mp3"
+    assert run.parameters["params"]["encoding_formats"] == ["mp3_128", "mp3_320"]
     assert "episode:episode-123" in run.tags
 
     workflow = client.get(f"/workflows/{task['workflowId']}").json()

@@ -92,7 +92,7 @@ def test_create_commits_rows_and_the_dispatcher_starts_runs_in_order(
             workflow = session.get(Workflow, task.workflow_id)
             assert workflow is not None
             assert workflow.instance_id == str(run.id) and workflow.dispatch_after is None
-        assert run.parameters["workflow_id"] == str(task.workflow_id)
+        assert run.parameters["params"]["workflow_id"] == str(task.workflow_id)
     assert not service.dispatcher.dispatch_due()  # nothing left
 
 
