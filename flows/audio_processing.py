@@ -55,7 +55,8 @@ from media.probe import AudioInfo
     on_cancellation=[hooks.on_cancellation],
 )
 def audio_processing(
-    params: AudioProcessingParameters | None = None,
+    # Optional only for the old runs below; the form shows the model, not a null choice.
+    params: AudioProcessingParameters | SkipJsonSchema[None] = None,
     # Runs created before the flow took one model carry its fields as separate parameters.
     # Prefect binds a run's parameters to this signature by name (an unknown name fails the
     # run), so these stay, hidden from the run form, and are folded into `params`.

@@ -205,14 +205,14 @@ def test_a_run_started_by_hand_with_bad_parameters_fails_at_once(stack: Stack) -
     assert "parameter" in (info.state_message or "").lower(), info.state_message
 
 
-def test_runs_and_rows_created_with_the_old_flat_parameters_still_run(
+def test_runs_of_both_parameter_shapes_run(
     stack: Stack, e2e_store: S3Store, speech_mp3: Path
 ) -> None:
-    """Runs an API created before the flow took one parameters model carry the fields as
-    separate parameters, and their workflow rows store them flat. A worker of this version
-    picks such a run up, runs it, and the hooks, the progress reports and the result work as
-    for a new run: with the attempt number (outputs under `a1/`), and from before it was a
-    parameter (outputs under `w{workflowId}/`)."""
+    """A task made now runs with one `params` model. Runs an API created before the flow
+    took that model carry the fields as separate parameters, and their workflow rows store
+    them flat: a worker of this version picks such a run up and runs it, and the hooks, the
+    progress reports and the result work as for a new run, with the attempt number
+    (outputs under `a1/`) and from before it was a parameter (under `w{workflowId}/`)."""
     from datetime import UTC, datetime, timedelta
 
     from prefect.states import Scheduled
@@ -292,6 +292,22 @@ def test_runs_and_rows_created_with_the_old_flat_parameters_still_run(
                 made[name] = (str(task_id), str(workflow_id), label)
     finally:
         engine.dispose()
+
+    new = create_task(
+        stack,
+        {
+            "episodeId": "ep-flat-new-shape",
+            "audioKey": "uploads/ep-flat.mp3",
+            "encodingFormats": ["mp3_64"],
+            "transcribe": False,
+        },
+    )
+    run = prefect_gateway.read_flow_run(api_url, new["workflowInstanceId"])
+    assert list(run.parameters) == ["params"]
+    assert run.parameters["params"]["task_id"] == new["id"]
+    assert run.parameters["params"]["attempt"] == 1
+    made["new-shape"] = (new["id"], new["workflowId"], "a1")
+    cases["new-shape"] = {"transcribe": False}
 
     for name, (made_task, made_workflow, label) in made.items():
         final = follow(stack, made_task)[-1]

@@ -23,6 +23,7 @@ def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectSe
         # older runs carry are accepted but not offered in the form.
         schema = audio.parameter_openapi_schema or {}
         assert list(schema["properties"]) == ["params"]
+        assert schema["properties"]["params"]["$ref"] == "#/definitions/AudioProcessingParameters"
         model = schema["definitions"]["AudioProcessingParameters"]
         assert "mp3_320" in model["properties"]["encoding_formats"]["description"]
         assert model["properties"]["task_id"]["format"] == "uuid"

@@ -74,7 +74,7 @@ def test_create_commits_rows_and_the_dispatcher_starts_runs_in_order(
     started: list[str] = []
 
     def recording(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
-        started.append(args[2]["task_id"])
+        started.append(args[2]["params"]["task_id"])
         return prefect_gateway.start_flow_run(*args, **kwargs)
 
     service = _service(factory, settings, start_flow_run=recording)
@@ -164,7 +164,7 @@ def test_cancelled_while_its_run_is_created_the_run_is_cancelled(
 
     def cancel_meanwhile(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
         info = prefect_gateway.start_flow_run(*args, **kwargs)
-        asyncio.run(holder["service"].cancel(uuid.UUID(args[2]["task_id"])))  # lands first
+        asyncio.run(holder["service"].cancel(uuid.UUID(args[2]["params"]["task_id"])))  # lands first
         return info
 
     service = holder["service"] = _service(factory, settings, start_flow_run=cancel_meanwhile)
