@@ -302,10 +302,10 @@ def test_runs_of_both_parameter_shapes_run(
             "transcribe": False,
         },
     )
-    run = prefect_gateway.read_flow_run(api_url, new["workflowInstanceId"])
-    assert list(run.parameters) == ["params"]
-    assert run.parameters["params"]["task_id"] == new["id"]
-    assert run.parameters["params"]["attempt"] == 1
+    new_run = prefect_gateway.read_flow_run(api_url, new["workflowInstanceId"])
+    assert list(new_run.parameters) == ["params"]
+    assert new_run.parameters["params"]["task_id"] == new["id"]
+    assert new_run.parameters["params"]["attempt"] == 1
     made["new-shape"] = (new["id"], new["workflowId"], "a1")
     cases["new-shape"] = {"transcribe": False}
 

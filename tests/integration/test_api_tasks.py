@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
 
@@ -157,6 +158,17 @@ def test_health_reports_database_and_prefect(client: TestClient) -> None:
 def test_openapi_document_is_served(client: TestClient) -> None:
     spec = client.get("/schema/openapi.json").json()
     assert "/tasks" in spec["paths"] and "/internal/workflow-progress" in spec["paths"]
+    # The reprocess body is derived from `domain.contracts.ReprocessParameters`: camelCase,
+    # closed, the model's bounds, and without the worker-only fields.
+    schemas = spec["components"]["schemas"]
+    reprocess = schemas["ReprocessRequest"]
+    assert reprocess["additionalProperties"] is False
+    assert "addFormats" in reprocess["properties"] and "sweepTemp" not in reprocess["properties"]
+    limit = reprocess["properties"]["limit"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 100_000)
+    assert "transient" in json.dumps(schemas["ProgressRequest"]["properties"]["errorKind"]) or (
+        "transient" in json.dumps(schemas.get("ErrorKind", {}))
+    )
 
 
 def test_the_gateway_shares_one_prefect_client_across_threads(settings: Settings) -> None:

@@ -164,7 +164,8 @@ def test_cancelled_while_its_run_is_created_the_run_is_cancelled(
 
     def cancel_meanwhile(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
         info = prefect_gateway.start_flow_run(*args, **kwargs)
-        asyncio.run(holder["service"].cancel(uuid.UUID(args[2]["params"]["task_id"])))  # lands first
+        task_id = uuid.UUID(args[2]["params"]["task_id"])
+        asyncio.run(holder["service"].cancel(task_id))  # lands first
         return info
 
     service = holder["service"] = _service(factory, settings, start_flow_run=cancel_meanwhile)
