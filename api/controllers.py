@@ -33,6 +33,7 @@ from api.security import (
 from core.errors import UpstreamUnavailableError
 from db.models import TaskStatus, WorkflowStatus
 from domain import prefect_gateway
+from domain.contracts import ErrorKind
 from domain.tasks import TaskService
 from domain.workflows import ProgressUpdate, WorkflowService
 
@@ -132,7 +133,7 @@ class TaskController(Controller):
     ) -> TaskOut:
         """A new attempt for a failed or cancelled task (409 otherwise)."""
         task = task_service.retry(task_id)
-        if task.status is TaskStatus.FAILED and task.error_kind == "transient":
+        if task.status is TaskStatus.FAILED and task.error_kind == ErrorKind.TRANSIENT:
             raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
         return TaskOut.of(task)
 

@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from litestar import Controller, Response, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from api.errors import error_responses
 from api.schemas import ReprocessOut, ReprocessRequest
 from api.security import API_KEY_REQUIRED, require_api_key
 from core.errors import InvalidInputError
-from core.formats import FORMATS
+from domain.contracts import ReprocessParameters, problems
 from domain.reprocessing import ReprocessService
 
 
@@ -48,26 +49,13 @@ class ReprocessController(Controller):
         The same parameters as a run that has not started yet return that run (200);
         past `AUDIOFLOW_REPROCESS_QUEUE_MAX` runs waiting to start, 429 with `Retry-After`.
         """
-        unknown = [f for f in data.add_formats if f not in FORMATS]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown format(s): {', '.join(unknown)}; known: {', '.join(FORMATS)}"
-            )
-        params: dict[str, Any] = {
-            "reconcile": data.reconcile,
-            "retry_failed": data.retry_failed,
-            "task_ids": [str(t) for t in data.task_ids],
-            "episode_ids": data.episode_ids,
-            "status": data.status,
-            "created_after": data.created_after.isoformat() if data.created_after else None,
-            "created_before": data.created_before.isoformat() if data.created_before else None,
-            "add_formats": data.add_formats,
-            "dry_run": data.dry_run,
-            "limit": data.limit,
-            "stale_after_s": data.stale_after_s,
-        }
+        try:
+            request = ReprocessParameters.model_validate(msgspec.structs.asdict(data))
+        except ValidationError as exc:  # what the struct cannot say: known format names
+            raise InvalidInputError(problems(exc, to_camel)) from None
+        params = request.requested()
         service: ReprocessService = state.reprocess_service
-        run = service.start(params, name_prefix=f"reprocess-{'dry-' if data.dry_run else ''}")
+        run = service.start(params, name_prefix=f"reprocess-{'dry-' if request.dry_run else ''}")
         return Response(
             ReprocessOut(flow_run_id=run.info.id, flow_run_name=run.info.name, parameters=params),
             status_code=HTTP_201_CREATED if run.created else HTTP_200_OK,

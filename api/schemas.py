@@ -2,16 +2,77 @@
 
 from __future__ import annotations
 
+import types
+import typing
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
+import annotated_types
 import msgspec
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from db.models import Task, Workflow
+from domain.contracts import ErrorKind, ReprocessParameters
 
 WorkflowStatusName = Literal["queued", "running", "completed", "failed", "crashed", "cancelled"]
-ErrorKind = Literal["transient", "permanent"]
+
+#: annotated-types constraints (what pydantic's `Field(ge=...)` records) -> msgspec.Meta.
+_CONSTRAINTS: dict[type, tuple[str, str]] = {
+    annotated_types.Ge: ("ge", "ge"),
+    annotated_types.Gt: ("gt", "gt"),
+    annotated_types.Le: ("le", "le"),
+    annotated_types.Lt: ("lt", "lt"),
+    annotated_types.MinLen: ("min_length", "min_length"),
+    annotated_types.MaxLen: ("max_length", "max_length"),
+}
+
+
+def _msgspec_type(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> Any:
+    """`annotation` with pydantic's bounds and lengths as `msgspec.Meta`, so msgspec
+    enforces them while decoding (400) and Litestar documents them."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = typing.get_args(annotation)
+        return _msgspec_type(base, [*metadata, *extra])
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        converted: Any = list[_msgspec_type(item)]  # type: ignore[misc]
+    elif origin in (Union, types.UnionType):
+        converted = Union[tuple(_msgspec_type(arg) for arg in typing.get_args(annotation))]  # noqa: UP007
+    else:
+        converted = annotation
+    meta: dict[str, Any] = {}
+    for item in metadata:
+        for constraint in item.metadata if isinstance(item, FieldInfo) else [item]:
+            if type(constraint) in _CONSTRAINTS:
+                attribute, keyword = _CONSTRAINTS[type(constraint)]
+                meta[keyword] = getattr(constraint, attribute)
+    return Annotated[converted, msgspec.Meta(**meta)] if meta else converted
+
+
+def request_struct(
+    name: str, model: type[BaseModel], *, exclude: frozenset[str] = frozenset(), doc: str = ""
+) -> type[msgspec.Struct]:
+    """A closed, camelCase request struct with the fields, types, bounds and defaults of a
+    contract model: the wire schema is derived from the one definition, not written again.
+    Rules that need code (validators) run when the handler builds the model (a 422)."""
+    fields: list[tuple[str, Any, Any]] = []
+    for field_name, info in model.model_fields.items():
+        if field_name in exclude:
+            continue
+        default = (
+            msgspec.field(default_factory=info.default_factory)  # type: ignore[arg-type]
+            if info.default_factory is not None
+            else info.default
+        )
+        fields.append((field_name, _msgspec_type(info.annotation, info.metadata), default))
+    struct = msgspec.defstruct(
+        name, fields, rename="camel", forbid_unknown_fields=True, module=__name__
+    )
+    struct.__doc__ = doc
+    return struct
 
 
 class CreateTaskRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -187,22 +248,20 @@ class PresignOut(msgspec.Struct, rename="camel"):
     headers: dict[str, str]
 
 
-class ReprocessRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    """`POST /reprocess`: start a reprocessing run (see `flows/reprocessing.py`)."""
+if TYPE_CHECKING:
 
-    reconcile: bool = True
-    retry_failed: bool = True
-    task_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
-    episode_ids: list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]] = msgspec.field(
-        default_factory=list
+    class ReprocessRequest(msgspec.Struct):
+        """What type checkers see; the fields are those of `ReprocessParameters`."""
+
+else:
+    #: `POST /reprocess` body: the fields of `domain.contracts.ReprocessParameters` that a
+    #: request may set, in camelCase.
+    ReprocessRequest = request_struct(
+        "ReprocessRequest",
+        ReprocessParameters,
+        exclude=ReprocessParameters.WORKER_ONLY,
+        doc="`POST /reprocess`: start a reprocessing run (see `flows/reprocessing.py`).",
     )
-    status: Literal["done", "failed", "cancelled"] | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    add_formats: list[str] = msgspec.field(default_factory=list)
-    dry_run: bool = False
-    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
-    stale_after_s: Annotated[float, msgspec.Meta(ge=30, le=86_400)] = 600
 
 
 class ReprocessOut(msgspec.Struct, rename="camel"):

@@ -20,20 +20,21 @@ from collections.abc import Callable
 from typing import Any
 
 from domain import prefect_gateway
+from domain.contracts import AudioProcessingParameters
 
 DEPLOYMENT = "audio-processing/audio-processing"
 
 
 def _parameters() -> dict[str, Any]:
-    return {
-        "task_id": str(uuid.uuid4()),
-        "workflow_id": str(uuid.uuid4()),
-        "episode_id": "bench-probe",
-        "audio_key": "uploads/bench/probe.mp3",
-        "encoding_formats": ["mp3_128"],
-        "transcribe": False,
-        "language": "en",
-    }
+    return AudioProcessingParameters(
+        task_id=uuid.uuid4(),
+        workflow_id=uuid.uuid4(),
+        episode_id="bench-probe",
+        audio_key="uploads/bench/probe.mp3",
+        encoding_formats=["mp3_128"],
+        transcribe=False,
+        language="en",
+    ).flow_run_parameters()
 
 
 def _timed(n: int, call: Callable[[], object]) -> dict[str, float]:

@@ -45,6 +45,8 @@ from db.base import utcnow
 from db.models import Task, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
 from domain import prefect_gateway
+from domain.contracts import ErrorKind
+from domain.task_types import get_task_type
 from domain.workflows import mirror_on_task
 
 log = logging.getLogger(__name__)
@@ -216,10 +218,15 @@ class FlowRunDispatcher:
             return task  # done already (by another dispatcher), or cancelled before its run
         episode = task.episode_id or "task"
         try:
+            parameters = get_task_type(task.type).flow_run_parameters(workflow.parameters)
+        except ValueError as exc:  # a row no version of the API wrote: no run can take it
+            log.warning("workflow %s has invalid parameters: %s", workflow.id, exc)
+            return self._fail_to_start(workflow.id, f"invalid flow parameters: {exc}")
+        try:
             info = self.start_flow_run(
                 self.settings.prefect.api_url,
                 workflow.deployment_name,
-                workflow.parameters,
+                parameters,
                 idempotency_key=idempotency_key_for(
                     workflow.deployment_name, task.id, workflow.attempt
                 ),
@@ -328,6 +335,6 @@ class FlowRunDispatcher:
                 workflow.dispatch_after = None
                 mirror_on_task(task, workflow)
                 if task.workflow_id == workflow.id:
-                    task.error_kind = "transient"
+                    task.error_kind = ErrorKind.TRANSIENT
             session.flush()
         return task

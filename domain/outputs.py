@@ -7,26 +7,23 @@ deletes that folder and nothing else: never an object another task or attempt wr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.formats import get_format
-from core.keys import (
-    InvalidKeyError,
-    attempt_label,
-    attempt_prefix,
-    audio_output_key,
-    output_prefix,
-    transcript_key,
-)
+from core.formats import TRANSCRIPT_FORMATS, get_format
+from core.keys import audio_output_key, output_prefix, transcript_key
 from core.storage.base import ObjectStore
 from core.storage.errors import StorageError
-from transcription.writers import WRITERS
+from domain.contracts import AudioProcessingParameters
+
+#: A workflow row's or flow run's parameters (either shape), or the parsed model.
+Parameters = Mapping[str, Any] | AudioProcessingParameters
 
 
 @dataclass(frozen=True)
 class ExpectedOutputs:
-    """The keys an attempt writes: format name -> key, transcript writer name -> key."""
+    """The keys an attempt writes: format name -> key, transcript format name -> key."""
 
     audio: dict[str, str]
     transcript: dict[str, str]
@@ -36,45 +33,40 @@ class ExpectedOutputs:
         return [*self.audio.values(), *self.transcript.values()]
 
 
-def attempt_prefix_of(parameters: dict[str, Any]) -> str | None:
+def attempt_prefix_of(parameters: Parameters) -> str | None:
     """The folder an audio-processing attempt with these flow parameters writes to.
 
-    None when the parameters cannot name one (no task or episode id, or ids that are not
-    valid key parts): such a run writes nothing, so there is nothing to clean up.
+    None when the parameters are not a valid attempt's (no task or episode id, ids that are
+    not valid key parts, a row made by hand): such a run writes nothing, so there is
+    nothing to clean up.
     """
-    episode_id, task_id = parameters.get("episode_id"), parameters.get("task_id")
-    if not episode_id or not task_id:
-        return None
-    try:
-        label = attempt_label(parameters.get("attempt"), parameters.get("workflow_id"))
-        return attempt_prefix(episode_id, task_id, label)
-    except InvalidKeyError:
-        return None
+    params = AudioProcessingParameters.read(parameters)
+    return params.prefix if params is not None else None
 
 
-def expected_outputs(parameters: dict[str, Any], *, legacy: bool = False) -> ExpectedOutputs:
-    """What an attempt with these flow parameters writes.
+def expected_outputs(parameters: Parameters, *, legacy: bool = False) -> ExpectedOutputs:
+    """What an attempt with these flow parameters writes; the flow names its uploads and
+    its result's keys from this too, so the two cannot disagree.
 
     `legacy`: the keys of the layout before per-attempt folders (`episodes/{id}/audio/...`),
     which a run created before the change may have written.
     """
-    episode_id = parameters.get("episode_id")
-    prefix = output_prefix(episode_id) if legacy and episode_id else attempt_prefix_of(parameters)
-    if prefix is None:
+    params = AudioProcessingParameters.read(parameters)
+    if params is None:
         return ExpectedOutputs({}, {})
+    prefix = output_prefix(params.episode_id) if legacy else params.prefix
     audio = {
-        name: audio_output_key(prefix, get_format(name))
-        for name in parameters.get("encoding_formats", [])
+        name: audio_output_key(prefix, get_format(name)) for name in params.encoding_formats
     }
     transcript = (
-        {name: transcript_key(prefix, w.extension) for name, w in WRITERS.items()}
-        if parameters.get("transcribe")
+        {name: transcript_key(prefix, fmt.extension) for name, fmt in TRANSCRIPT_FORMATS.items()}
+        if params.transcribe
         else {}
     )
     return ExpectedOutputs(audio, transcript)
 
 
-def attempt_output_keys(parameters: dict[str, Any]) -> list[str]:
+def attempt_output_keys(parameters: Parameters) -> list[str]:
     """Every key an audio-processing attempt with these flow parameters writes."""
     return expected_outputs(parameters).all_keys()
 
@@ -89,7 +81,7 @@ def result_keys(result: dict[str, Any] | None) -> set[str]:
 
 
 def remove_attempt_outputs(
-    store: ObjectStore, parameters: dict[str, Any], keep: set[str]
+    store: ObjectStore, parameters: Parameters, keep: set[str]
 ) -> list[str]:
     """Delete what a stopped attempt wrote under its own folder, except the keys in `keep`
     (what the task's result names). Call only once the run has stopped: a live run could
@@ -115,7 +107,7 @@ def remove_attempt_outputs(
 
 
 def missing_outputs(
-    store: ObjectStore, parameters: dict[str, Any], result: dict[str, Any] | None = None
+    store: ObjectStore, parameters: Parameters, result: dict[str, Any] | None = None
 ) -> list[str]:
     """Keys an attempt should have written that are not in the store.
 
@@ -128,7 +120,8 @@ def missing_outputs(
     if named:
         return sorted(key for key in named if not store.exists(key))
     missing = [key for key in attempt_output_keys(parameters) if not store.exists(key)]
-    if missing and "attempt" not in parameters:
+    params = AudioProcessingParameters.read(parameters)
+    if missing and params is not None and params.attempt is None:
         legacy = expected_outputs(parameters, legacy=True).all_keys()
         if legacy and all(store.exists(key) for key in legacy):
             return []

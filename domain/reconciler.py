@@ -43,6 +43,13 @@ from db.base import utcnow
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import WorkflowRepository
 from domain import prefect_gateway
+from domain.contracts import (
+    AudioOutput,
+    AudioProcessingParameters,
+    AudioProcessingResult,
+    ErrorKind,
+    TranscriptSummary,
+)
 from domain.outputs import expected_outputs, missing_outputs
 from domain.tasks import TaskService
 from domain.workflows import WorkflowService
@@ -194,7 +201,7 @@ class Reconciler:
                 return (
                     WorkflowStatus.FAILED,
                     f"no flow run was ever started ({age:.0f} s)",
-                    {"error": "the flow run was never started", "error_kind": "transient"},
+                    {"error": "the flow run was never started", "error_kind": ErrorKind.TRANSIENT},
                 )
             return None
         try:
@@ -207,7 +214,7 @@ class Reconciler:
                 "the flow run no longer exists in Prefect",
                 {
                     "error": "flow run lost: it no longer exists in Prefect",
-                    "error_kind": "transient",
+                    "error_kind": ErrorKind.TRANSIENT,
                 },
             )
         if info.state_type == "PENDING" and not workflow.status.is_terminal:
@@ -226,7 +233,7 @@ class Reconciler:
         if workflow.status.is_terminal:
             return None  # only Completed overrides a terminal row
         message = info.state_message or info.state_name or target.value
-        kind = "transient" if target is not WorkflowStatus.CANCELLED else None
+        kind = ErrorKind.TRANSIENT if target is not WorkflowStatus.CANCELLED else None
         extra: dict[str, Any] = {"error": f"Prefect: {message}"}
         if kind:
             extra["error_kind"] = kind
@@ -248,7 +255,7 @@ class Reconciler:
             f"Pending in Prefect for {pending:.0f} s: the worker that claimed it is gone",
             {
                 "error": f"flow run never started: Pending for {pending:.0f} s",
-                "error_kind": "transient",
+                "error_kind": ErrorKind.TRANSIENT,
                 CRASH_IN_PREFECT: True,
             },
         )
@@ -278,7 +285,7 @@ class Reconciler:
                 f"Running in Prefect but no progress for {idle:.0f} s",
                 {
                     "error": f"no progress for {idle:.0f} s; presumed dead",
-                    "error_kind": "transient",
+                    "error_kind": ErrorKind.TRANSIENT,
                     CRASH_IN_PREFECT: True,
                 },
             )
@@ -300,7 +307,10 @@ class Reconciler:
             return (
                 WorkflowStatus.FAILED,
                 "Prefect reports Completed but outputs are missing",
-                {"error": f"outputs missing: {', '.join(missing)}", "error_kind": "transient"},
+                {
+                    "error": f"outputs missing: {', '.join(missing)}",
+                    "error_kind": ErrorKind.TRANSIENT,
+                },
             )
         result = workflow.result or self._result_from_store(workflow)
         return (
@@ -315,22 +325,24 @@ class Reconciler:
         `missing_outputs` found every key present, in the attempt's folder or (a run
         created before attempts had folders) in the old episode-level layout.
         """
-        params = workflow.parameters
-        expected = expected_outputs(params)
+        params = AudioProcessingParameters.read(workflow.parameters)
+        expected = expected_outputs(workflow.parameters)
         if not all(self.store.exists(key) for key in expected.all_keys()):
-            expected = expected_outputs(params, legacy=True)
-        result: dict[str, Any] = {
-            "episodeId": params.get("episode_id"),
+            expected = expected_outputs(workflow.parameters, legacy=True)
+        fields: dict[str, Any] = {
+            "episode_id": params.episode_id if params is not None else None,
             "storage": self.store.describe(),
             "outputs": {
-                name: {"key": key, "size": self.store.size(key)}
+                name: AudioOutput(key=key, size=self.store.size(key))
                 for name, key in expected.audio.items()
             },
             "reconstructed": True,
         }
         if expected.transcript:
-            result["transcript"] = {"keys": dict(expected.transcript)}
-        return result
+            # Keyed by transcript format name, as the flow keys them (`expected_outputs`).
+            fields["transcript"] = TranscriptSummary(keys=dict(expected.transcript))
+        result = AudioProcessingResult(**fields)
+        return result.to_json()
 
     # -- retries -------------------------------------------------------------------------
 
@@ -345,7 +357,7 @@ class Reconciler:
                 session.scalars(
                     select(Task).where(
                         Task.status == TaskStatus.FAILED,
-                        Task.error_kind == "transient",
+                        Task.error_kind == ErrorKind.TRANSIENT.value,
                         Task.attempts < self.settings.max_attempts,
                     )
                 ).all()

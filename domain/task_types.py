@@ -7,13 +7,15 @@ type's name.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.errors import InvalidInputError
-from core.formats import FORMATS
+from core.formats import check_format_names
 from core.keys import InvalidKeyError, validate_episode_id, validate_key
 from core.settings import Settings
+from domain.contracts import AudioProcessingParameters
 
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
 
@@ -42,7 +44,13 @@ class TaskType(Protocol):
     def flow_parameters(
         self, task_id: str, workflow_id: str, payload: dict[str, Any], attempt: int
     ) -> dict[str, Any]:
-        """The flow run's parameters (`attempt`: the workflow's attempt number)."""
+        """The attempt's parameters as `workflows.parameters` stores them (`attempt`: the
+        workflow's attempt number)."""
+        ...
+
+    def flow_run_parameters(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The parameters to create the flow run with, from the stored ones (whatever
+        shape a row from an older version stored)."""
         ...
 
     def episode_id(self, payload: dict[str, Any]) -> str | None:
@@ -101,14 +109,10 @@ class AudioProcessing:
             raise InvalidInputError("payload.transcribe must be true or false")
         if not formats and not transcribe:
             raise InvalidInputError("nothing to do: no encodingFormats and transcribe is false")
-        unknown_formats = [f for f in formats if f not in FORMATS]
-        if unknown_formats:
-            raise InvalidInputError(
-                f"unknown encoding format(s): {', '.join(unknown_formats)}; "
-                f"known: {', '.join(FORMATS)}"
-            )
-        if len(set(formats)) != len(formats):
-            raise InvalidInputError("payload.encodingFormats lists a format twice")
+        try:
+            check_format_names(formats)
+        except ValueError as exc:
+            raise InvalidInputError(f"payload.encodingFormats: {exc}") from None
         language = payload.get("language")
         if language is not None and (
             not isinstance(language, str) or not _LANGUAGE.fullmatch(language)
@@ -128,17 +132,20 @@ class AudioProcessing:
     def flow_parameters(
         self, task_id: str, workflow_id: str, payload: dict[str, Any], attempt: int
     ) -> dict[str, Any]:
-        return {
-            "task_id": task_id,
-            "workflow_id": workflow_id,
-            "episode_id": payload["episodeId"],
-            "audio_key": payload["audioKey"],
-            "encoding_formats": payload["encodingFormats"],
-            "transcribe": payload["transcribe"],
-            "language": payload["language"],
+        return AudioProcessingParameters(
+            task_id=uuid.UUID(task_id),
+            workflow_id=uuid.UUID(workflow_id),
+            episode_id=payload["episodeId"],
+            audio_key=payload["audioKey"],
+            encoding_formats=payload["encodingFormats"],
+            transcribe=payload["transcribe"],
+            language=payload["language"],
             # Names the attempt's own output folder (core.keys.attempt_prefix).
-            "attempt": attempt,
-        }
+            attempt=attempt,
+        ).stored()
+
+    def flow_run_parameters(self, stored: dict[str, Any]) -> dict[str, Any]:
+        return AudioProcessingParameters.from_run_parameters(stored).flow_run_parameters()
 
     def episode_id(self, payload: dict[str, Any]) -> str | None:
         return str(payload["episodeId"])

@@ -13,17 +13,15 @@ as the API; the run writes a summary artifact.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
-from core.formats import get_format
 from core.settings import get_settings
 from core.storage import get_store
 from db.engine import build_engine, build_session_factory
+from domain.contracts import ReprocessParameters
 from domain.reconciler import Reconciler, ReconcileReport
 from domain.retention import HousekeepingReport
 from flows.steps.passes import (
@@ -35,61 +33,11 @@ from flows.steps.passes import (
 )
 
 
-class ReprocessParameters(BaseModel):
-    """What a reprocessing run does; every field shows in the Prefect UI's run form."""
-
-    reconcile: bool = Field(
-        default=True, description="Compare queued/running workflows with Prefect and repair them."
-    )
-    retry_failed: bool = Field(
-        default=True, description="Start a new attempt for tasks that failed transiently."
-    )
-    housekeeping: bool = Field(
-        default=True,
-        description="Rewrite missing or stale episode manifests; with "
-        "AUDIOFLOW_OUTPUT_RETENTION_DAYS set, remove old output versions no manifest names.",
-    )
-    task_ids: list[str] = Field(default_factory=list, description="Reprocess these tasks.")
-    episode_ids: list[str] = Field(
-        default_factory=list, description="Reprocess the tasks of these episodes."
-    )
-    status: Literal["done", "failed", "cancelled"] | None = Field(
-        default=None, description="Reprocess tasks with this status."
-    )
-    created_after: datetime | None = Field(default=None, description="Only tasks created since.")
-    created_before: datetime | None = Field(default=None, description="Only tasks created before.")
-    add_formats: list[str] = Field(
-        default_factory=list,
-        description="Formats to add (only these are encoded for tasks that are done).",
-    )
-    sweep_temp: bool = Field(
-        default=True,
-        description="Remove this worker's temp folders of runs that are no longer live.",
-    )
-    dry_run: bool = Field(default=False, description="List what would happen; change nothing.")
-    limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many tasks.")
-    stale_after_s: float = Field(
-        default=600, ge=30, description="Running with no progress this long counts as dead."
-    )
-
-    def selects_tasks(self) -> bool:
-        return bool(
-            self.task_ids
-            or self.episode_ids
-            or self.status
-            or self.created_after
-            or self.created_before
-            or self.add_formats
-        )
-
-
 @flow(name="reprocessing", description=__doc__, persist_result=False)
 def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
     """One pass: reconcile, retry, then reprocess the selection (if any); each a task."""
-    params = params or ReprocessParameters()
+    params = params or ReprocessParameters()  # format names were checked when it was built
     logger = get_run_logger()
-    for name in params.add_formats:
-        get_format(name)
     settings = get_settings()
     engine = build_engine(settings.database)
     session_factory = build_session_factory(engine)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from core.formats import get_format
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
+from domain.contracts import ErrorKind
 from flows.errors import ProcessingError
 from media.probe import AudioInfo
 
@@ -102,7 +103,7 @@ def ensure_free_space(folder: Path, needed: int, purpose: str) -> None:
         raise ProcessingError(
             f"not enough temporary disk space on this worker for {purpose}: "
             f"{needed} bytes needed, {free} bytes free",
-            "transient",
+            ErrorKind.TRANSIENT,
         )
 
 

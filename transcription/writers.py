@@ -1,8 +1,8 @@
 """Transcript file formats for podcast apps: Podcasting 2.0 JSON, WebVTT, SRT and plain text.
 
-Apps read these through `<podcast:transcript url=... type=...>`, so each writer carries the
-MIME type to put in that `type` attribute (and on the stored object) and its file extension.
-Output is UTF-8 text.
+Apps read these through `<podcast:transcript url=... type=...>`. Each writer renders one
+entry of `core.formats.TRANSCRIPT_FORMATS`, which holds its name, file extension and the MIME
+type to put in that `type` attribute (and on the stored object). Output is UTF-8 text.
 
 Timing is normalised once for every format: never negative, each segment starting no earlier
 than the previous one ended, end never before start. Caption formats (VTT, SRT) also keep cues
@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
+from core.formats import TRANSCRIPT_FORMATS, TranscriptFormat
 from transcription.errors import UnknownWriterError
 from transcription.types import Segment, Transcript
 
@@ -87,14 +88,25 @@ def cues(transcript: Transcript) -> list[Cue]:
 
 
 class TranscriptWriter(ABC):
-    """A transcript file format."""
+    """Renders one transcript format (`core.formats.TranscriptFormat`)."""
 
-    #: Registry key, e.g. the `format` of an API request.
-    name: ClassVar[str]
-    #: File extension without the dot.
-    extension: ClassVar[str]
-    #: MIME type, as Podcasting 2.0's `<podcast:transcript type=...>` expects it.
-    content_type: ClassVar[str]
+    #: The format this writer renders: its name, extension and MIME type.
+    format: ClassVar[TranscriptFormat]
+
+    @property
+    def name(self) -> str:
+        """Registry key (the format's name)."""
+        return self.format.name
+
+    @property
+    def extension(self) -> str:
+        """File extension without the dot."""
+        return self.format.extension
+
+    @property
+    def content_type(self) -> str:
+        """MIME type, as Podcasting 2.0's `<podcast:transcript type=...>` expects it."""
+        return self.format.content_type
 
     @abstractmethod
     def render(self, transcript: Transcript) -> str:
@@ -104,9 +116,7 @@ class TranscriptWriter(ABC):
 class PodcastJsonWriter(TranscriptWriter):
     """Podcasting 2.0 JSON: `{"version", "segments": [{"startTime", "endTime", "body"}]}`."""
 
-    name = "json"
-    extension = "json"
-    content_type = "application/json"
+    format = TRANSCRIPT_FORMATS["json"]
 
     def render(self, transcript: Transcript) -> str:
         document = {
@@ -127,9 +137,7 @@ def _escape_vtt(text: str) -> str:
 class WebVttWriter(TranscriptWriter):
     """WebVTT: what Apple Podcasts ingests and browsers play natively."""
 
-    name = "vtt"
-    extension = "vtt"
-    content_type = "text/vtt"
+    format = TRANSCRIPT_FORMATS["vtt"]
 
     def render(self, transcript: Transcript) -> str:
         blocks = [
@@ -144,9 +152,7 @@ class WebVttWriter(TranscriptWriter):
 class SrtWriter(TranscriptWriter):
     """SubRip: numbered cues with comma-decimal timestamps (a `-->` in text would read as one)."""
 
-    name = "srt"
-    extension = "srt"
-    content_type = "application/x-subrip"
+    format = TRANSCRIPT_FORMATS["srt"]
 
     def render(self, transcript: Transcript) -> str:
         return "\n".join(
@@ -160,9 +166,7 @@ class SrtWriter(TranscriptWriter):
 class PlainTextWriter(TranscriptWriter):
     """Readable text without times: paragraphs break at pauses or after long runs."""
 
-    name = "txt"
-    extension = "txt"
-    content_type = "text/plain"
+    format = TRANSCRIPT_FORMATS["txt"]
 
     def render(self, transcript: Transcript) -> str:
         paragraphs: list[list[str]] = []

@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
+from domain.contracts import ErrorKind
 from flows.errors import classify
 
 P = ParamSpec("P")
@@ -27,7 +28,7 @@ def retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as exc:
-        return classify(exc) == "transient"
+        return classify(exc) is ErrorKind.TRANSIENT
     return False
 
 

@@ -10,7 +10,6 @@ made again or found already made (every pass rereads the rows it works on).
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger
@@ -28,7 +27,7 @@ from flows.steps.options import step
 from flows.workspace import prefect_run_state, sweep_run_dirs
 
 if TYPE_CHECKING:
-    from flows.reprocessing import ReprocessParameters
+    from domain.contracts import ReprocessParameters
 
 
 @step("reconcile")
@@ -57,7 +56,7 @@ def reprocess_selection(
     """
     with session_factory() as session:
         tasks, _ = TaskRepository(session).find(
-            ids=[uuid.UUID(t) for t in params.task_ids] or None,
+            ids=list(params.task_ids) or None,
             episode_ids=params.episode_ids or None,
             status=TaskStatus(params.status) if params.status else None,
             created_after=params.created_after,

@@ -6,6 +6,7 @@ from pathlib import Path, PurePosixPath
 
 from core.storage import get_store
 from core.storage.errors import ObjectNotFoundError
+from domain.contracts import ErrorKind
 from flows.errors import ProcessingError
 from flows.progress import WorkflowProgressReporter
 from flows.steps.options import step
@@ -32,15 +33,17 @@ def fetch_source(
         size = store.get_file(audio_key, dest)
     except ObjectNotFoundError as exc:
         raise ProcessingError(
-            f"source audio {audio_key!r} not found in {store.describe()}", "permanent"
+            f"source audio {audio_key!r} not found in {store.describe()}", ErrorKind.PERMANENT
         ) from exc
     if size == 0:
-        raise ProcessingError(f"source audio {audio_key!r} is an empty file (0 bytes)", "permanent")
+        raise ProcessingError(
+            f"source audio {audio_key!r} is an empty file (0 bytes)", ErrorKind.PERMANENT
+        )
     try:
         info = probe_source(dest)
     except BadAudioError as exc:
         raise ProcessingError(
-            f"source audio {audio_key!r} is not usable: {exc}", "permanent"
+            f"source audio {audio_key!r} is not usable: {exc}", ErrorKind.PERMANENT
         ) from exc
     reporter.finish_step(
         "download", f"downloaded {size} bytes, {info.duration_s:.1f} s of {info.codec} audio"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
 
@@ -45,10 +46,10 @@ def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings
     assert task["workflowInstanceId"] and task["status"] == "pending"
 
     run = prefect_gateway.read_flow_run(settings.prefect.api_url, task["workflowInstanceId"])
-    assert run.parameters["task_id"] == task["id"]
-    assert run.parameters["workflow_id"] == task["workflowId"]
-    assert run.parameters["audio_key"] == "uploads/episode-123.mp3"
-    assert run.parameters["encoding_formats"] == ["mp3_128", "mp3_320"]
+    assert run.parameters["params"]["task_id"] == task["id"]
+    assert run.parameters["params"]["workflow_id"] == task["workflowId"]
+    assert run.parameters["params"]["audio_key"] == "uploads/episode-123.mp3"
+    assert run.parameters["params"]["encoding_formats"] == ["mp3_128", "mp3_320"]
     assert "episode:episode-123" in run.tags
 
     workflow = client.get(f"/workflows/{task['workflowId']}").json()
@@ -157,6 +158,17 @@ def test_health_reports_database_and_prefect(client: TestClient) -> None:
 def test_openapi_document_is_served(client: TestClient) -> None:
     spec = client.get("/schema/openapi.json").json()
     assert "/tasks" in spec["paths"] and "/internal/workflow-progress" in spec["paths"]
+    # The reprocess body is derived from `domain.contracts.ReprocessParameters`: camelCase,
+    # closed, the model's bounds, and without the worker-only fields.
+    schemas = spec["components"]["schemas"]
+    reprocess = schemas["ReprocessRequest"]
+    assert reprocess["additionalProperties"] is False
+    assert "addFormats" in reprocess["properties"] and "sweepTemp" not in reprocess["properties"]
+    limit = reprocess["properties"]["limit"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 100_000)
+    assert "transient" in json.dumps(schemas["ProgressRequest"]["properties"]["errorKind"]) or (
+        "transient" in json.dumps(schemas.get("ErrorKind", {}))
+    )
 
 
 def test_the_gateway_shares_one_prefect_client_across_threads(settings: Settings) -> None:

@@ -113,7 +113,7 @@ def test_retry_makes_a_new_attempt_with_its_own_flow_run(
     assert [w["attempt"] for w in attempts] == [1, 2]
     assert [w["status"] for w in attempts] == ["failed", "queued"]
     run = prefect.read_flow_run(uuid.UUID(body["workflowInstanceId"]))
-    assert run.parameters["workflow_id"] == body["workflowId"]
+    assert run.parameters["params"]["workflow_id"] == body["workflowId"]
 
     # The old attempt's late news changes its own row only, never the task.
     late = client.post(

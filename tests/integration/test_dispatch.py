@@ -65,7 +65,7 @@ def test_create_commits_rows_and_the_dispatcher_starts_runs_in_order(
     started: list[str] = []
 
     def recording(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
-        started.append(args[2]["task_id"])
+        started.append(args[2]["params"]["task_id"])
         return prefect_gateway.start_flow_run(*args, **kwargs)
 
     service = _service(factory, settings, start_flow_run=recording)
@@ -83,7 +83,7 @@ def test_create_commits_rows_and_the_dispatcher_starts_runs_in_order(
             workflow = session.get(Workflow, task.workflow_id)
             assert workflow is not None
             assert workflow.instance_id == str(run.id) and workflow.dispatch_after is None
-        assert run.parameters["workflow_id"] == str(task.workflow_id)
+        assert run.parameters["params"]["workflow_id"] == str(task.workflow_id)
     assert not service.dispatcher.dispatch_due()  # nothing left
 
 
@@ -155,7 +155,8 @@ def test_cancelled_while_its_run_is_created_the_run_is_cancelled(
 
     def cancel_meanwhile(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
         info = prefect_gateway.start_flow_run(*args, **kwargs)
-        asyncio.run(holder["service"].cancel(uuid.UUID(args[2]["task_id"])))  # lands first
+        task_id = uuid.UUID(args[2]["params"]["task_id"])
+        asyncio.run(holder["service"].cancel(task_id))  # lands first
         return info
 
     service = holder["service"] = _service(factory, settings, start_flow_run=cancel_meanwhile)
