@@ -10,9 +10,11 @@ full pass over the database once a worker took it. Now, in one place:
 * at most `AUDIOFLOW_REPROCESS_QUEUE_MAX` on-demand runs wait to start; past that the
   request is refused (429 with `Retry-After`), and nothing is queued.
 
-The check and the creation run under a lock, so requests to one API process cannot
-overshoot the bound; several API processes can each add one run past it at worst.
-The scheduled runs of the deployment (its cron) are not on-demand and not counted.
+The request's own rules live here too (known format names, the run's parameters and name),
+so the handler only translates HTTP. The check and the creation run under a lock, so
+requests to one API process cannot overshoot the bound; several API processes can each add
+one run past it at worst. The scheduled runs of the deployment (its cron) are not on-demand
+and not counted.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from core.errors import QueueFullError
+from core.errors import InvalidInputError, QueueFullError
+from core.formats import FORMATS
 from core.settings import Settings
 from domain import prefect_gateway
 
@@ -42,10 +47,12 @@ def parameters_digest(params: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ReprocessRun:
-    """The run that serves a request, and whether this request created it."""
+    """The run that serves a request, whether this request created it, and the parameters
+    it was asked for (what the run's `params` hold)."""
 
     info: prefect_gateway.FlowRunInfo
     created: bool
+    parameters: dict[str, Any]
 
 
 class ReprocessService:
@@ -54,6 +61,46 @@ class ReprocessService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+
+    def request_run(
+        self,
+        *,
+        reconcile: bool = True,
+        retry_failed: bool = True,
+        task_ids: Sequence[uuid.UUID] = (),
+        episode_ids: Sequence[str] = (),
+        status: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        add_formats: Sequence[str] = (),
+        dry_run: bool = False,
+        limit: int = 1000,
+        stale_after_s: float = 600,
+    ) -> ReprocessRun:
+        """An on-demand run with this selection (see `flows.reprocessing`'s parameters).
+
+        InvalidInputError naming the unknown formats (and the known ones) before anything is
+        asked of Prefect; otherwise as `start`.
+        """
+        unknown = [f for f in add_formats if f not in FORMATS]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown format(s): {', '.join(unknown)}; known: {', '.join(FORMATS)}"
+            )
+        params: dict[str, Any] = {
+            "reconcile": reconcile,
+            "retry_failed": retry_failed,
+            "task_ids": [str(t) for t in task_ids],
+            "episode_ids": list(episode_ids),
+            "status": status,
+            "created_after": created_after.isoformat() if created_after else None,
+            "created_before": created_before.isoformat() if created_before else None,
+            "add_formats": list(add_formats),
+            "dry_run": dry_run,
+            "limit": limit,
+            "stale_after_s": stale_after_s,
+        }
+        return self.start(params, name_prefix=f"reprocess-{'dry-' if dry_run else ''}")
 
     def start(self, params: dict[str, Any], *, name_prefix: str) -> ReprocessRun:
         """The queued run with these parameters, or a new one if the queue has room."""
@@ -70,7 +117,7 @@ class ReprocessService:
             )
             for run in queued:
                 if parameters_digest(run.parameters.get("params") or {}) == digest:
-                    return ReprocessRun(run, created=False)
+                    return ReprocessRun(run, created=False, parameters=params)
             if len(queued) >= limit:
                 raise QueueFullError(
                     f"{len(queued)} reprocessing runs are already waiting to start (the "
@@ -88,4 +135,4 @@ class ReprocessService:
                 tags=["reprocessing", ON_DEMAND_TAG],
                 timeout_s=prefect.trigger_timeout_s,
             )
-        return ReprocessRun(info, created=True)
+        return ReprocessRun(info, created=True, parameters=params)

@@ -22,11 +22,9 @@ from pydantic import BaseModel, Field
 
 from core.errors import AudioflowError
 from core.formats import get_format
-from core.settings import get_settings
-from core.storage import get_store
-from db.engine import build_engine, build_session_factory
 from db.models import TaskStatus
 from db.repositories import TaskRepository
+from domain.composition import build_services
 from domain.reconciler import Reconciler, ReconcileReport
 from domain.retention import HousekeepingReport, OutputHousekeeping
 from domain.tasks import TaskService
@@ -88,11 +86,15 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     for name in params.add_formats:
         get_format(name)
-    settings = get_settings()
-    engine = build_engine(settings.database)
-    session_factory = build_session_factory(engine)
-    store = get_store()
-    reconciler = Reconciler(session_factory, settings, store, stale_after_s=params.stale_after_s)
+    services = build_services()
+    settings, session_factory, store = services.settings, services.session_factory, services.store
+    reconciler = Reconciler(
+        session_factory,
+        settings,
+        store,
+        stale_after_s=params.stale_after_s,
+        tasks=services.tasks,
+    )
     report = ReconcileReport()
     try:
         if params.reconcile:
@@ -100,7 +102,7 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
         if params.retry_failed:
             reconciler.retry_transient_failures(dry_run=params.dry_run, report=report)
         reprocessed = (
-            _reprocess_selection(session_factory, settings, store, params)
+            _reprocess_selection(services.tasks, params)
             if params.selects_tasks()
             else []
         )
@@ -112,7 +114,7 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
             else HousekeepingReport()
         )
     finally:
-        engine.dispose()
+        services.dispose()
     swept = _sweep_temp(settings) if params.sweep_temp and not params.dry_run else []
     summary = {
         "dryRun": params.dry_run,
@@ -152,10 +154,8 @@ def _sweep_temp(settings: Any) -> list[str]:
     return report.removed
 
 
-def _reprocess_selection(
-    session_factory: Any, settings: Any, store: Any, params: ReprocessParameters
-) -> list[dict[str, Any]]:
-    with session_factory() as session:
+def _reprocess_selection(service: TaskService, params: ReprocessParameters) -> list[dict[str, Any]]:
+    with service.session_factory() as session:
         tasks, _ = TaskRepository(session).find(
             ids=[uuid.UUID(t) for t in params.task_ids] or None,
             episode_ids=params.episode_ids or None,
@@ -164,7 +164,6 @@ def _reprocess_selection(
             created_before=params.created_before,
             limit=params.limit,
         )
-    service = TaskService(session_factory, settings, store=store)
     done: list[dict[str, Any]] = []
     for task in tasks:
         entry: dict[str, Any] = {"taskId": str(task.id), "episodeId": task.episode_id}

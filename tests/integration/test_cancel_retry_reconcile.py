@@ -20,8 +20,8 @@ from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
+from domain.composition import build_services
 from domain.reconciler import Reconciler
-from domain.tasks import TaskService
 from tests.integration.conftest import AUTH, create_task
 from tests.prefect_fixtures import prefect_client
 
@@ -352,7 +352,7 @@ def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
     }
     _report(client, task, status="completed", result=first)
 
-    service = TaskService(session_factory, settings, store=build_store(settings.storage))
+    service = build_services(settings, session_factory=session_factory).tasks
     updated = service.reprocess(uuid.UUID(task["id"]), ["opus_64"])
     assert updated.payload["encodingFormats"] == ["mp3_128", "opus_64"]
     assert updated.attempts == 2
