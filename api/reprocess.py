@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Controller, Response, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from pydantic import ValidationError
-from pydantic.alias_generators import to_camel
 
 from api.errors import error_responses
 from api.schemas import ReprocessOut, ReprocessRequest
-from api.security import API_KEY_REQUIRED, require_api_key
-from core.errors import InvalidInputError
-from domain.contracts import ReprocessParameters, problems
 from domain.reprocessing import ReprocessService
 
 
@@ -25,8 +20,6 @@ class ReprocessController(Controller):
 
     path = "/reprocess"
     tags = ["reprocessing"]
-    guards = [require_api_key]
-    security = API_KEY_REQUIRED
 
     @post(
         "/",
@@ -42,21 +35,19 @@ class ReprocessController(Controller):
         },
     )
     def start_reprocessing(
-        self, data: JSONBody[ReprocessRequest], state: State
+        self,
+        data: JSONBody[ReprocessRequest],
+        reprocess_service: NamedDependency[ReprocessService],
     ) -> Response[ReprocessOut]:
         """Start a reprocessing run; `dryRun` only lists what it would do (in its artifact).
 
         The same parameters as a run that has not started yet return that run (200);
         past `AUDIOFLOW_REPROCESS_QUEUE_MAX` runs waiting to start, 429 with `Retry-After`.
         """
-        try:
-            request = ReprocessParameters.model_validate(msgspec.structs.asdict(data))
-        except ValidationError as exc:  # what the struct cannot say: known format names
-            raise InvalidInputError(problems(exc, to_camel)) from None
-        params = request.requested()
-        service: ReprocessService = state.reprocess_service
-        run = service.start(params, name_prefix=f"reprocess-{'dry-' if request.dry_run else ''}")
+        run = reprocess_service.request_run(msgspec.structs.asdict(data))
         return Response(
-            ReprocessOut(flow_run_id=run.info.id, flow_run_name=run.info.name, parameters=params),
+            ReprocessOut(
+                flow_run_id=run.info.id, flow_run_name=run.info.name, parameters=run.parameters
+            ),
             status_code=HTTP_201_CREATED if run.created else HTTP_200_OK,
         )

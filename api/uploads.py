@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from api.deps import provide_upload_service
 from api.errors import error_responses
 from api.schemas import PresignOut, PresignRequest, UploadOut
-from api.security import API_KEY_REQUIRED, require_api_key
 from core.errors import PayloadTooLargeError
 from domain.uploads import UploadService
 
@@ -22,9 +20,6 @@ class UploadController(Controller):
 
     path = "/uploads"
     tags = ["uploads"]
-    guards = [require_api_key]
-    security = API_KEY_REQUIRED
-    dependencies = {"upload_service": Provide(provide_upload_service, sync_to_thread=False)}
 
     @post(
         "/",

@@ -50,6 +50,7 @@ from domain.contracts import (
     ErrorKind,
     TranscriptSummary,
 )
+from domain.dispatch import FlowRunDispatcher
 from domain.outputs import expected_outputs, missing_outputs
 from domain.tasks import TaskService
 from domain.workflows import WorkflowService
@@ -124,6 +125,7 @@ class Reconciler:
         stale_after_s: float = 600.0,
         lookback: timedelta = timedelta(hours=24),
         retry_base_s: float | None = None,
+        tasks: TaskService | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
@@ -137,8 +139,19 @@ class Reconciler:
         self.stale_after_s = stale_after_s
         self.lookback = lookback
         self.retry_base_s = settings.retry_backoff_s if retry_base_s is None else retry_base_s
-        self.workflows = WorkflowService(session_factory, store)
-        self.tasks = TaskService(session_factory, settings, store=store)
+        if tasks is None:
+            # Standalone (tests, tools): collaborators of its own, wired as the composition
+            # root wires them; processes pass the TaskService of `domain.composition`.
+            workflows = WorkflowService(session_factory, store)
+            tasks = TaskService(
+                session_factory,
+                settings,
+                dispatcher=FlowRunDispatcher(session_factory, settings),
+                workflows=workflows,
+                store=store,
+            )
+        self.tasks = tasks
+        self.workflows = tasks.workflows
 
     # -- reconciliation ------------------------------------------------------------------
 

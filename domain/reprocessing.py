@@ -10,9 +10,11 @@ full pass over the database once a worker took it. Now, in one place:
 * at most `AUDIOFLOW_REPROCESS_QUEUE_MAX` on-demand runs wait to start; past that the
   request is refused (429 with `Retry-After`), and nothing is queued.
 
-The check and the creation run under a lock, so requests to one API process cannot
-overshoot the bound; several API processes can each add one run past it at worst.
-The scheduled runs of the deployment (its cron) are not on-demand and not counted.
+The request's own rules live here too (known format names, the run's parameters and name),
+so the handler only translates HTTP. The check and the creation run under a lock, so
+requests to one API process cannot overshoot the bound; several API processes can each add
+one run past it at worst. The scheduled runs of the deployment (its cron) are not on-demand
+and not counted.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import QueueFullError
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
+
+from core.errors import InvalidInputError, QueueFullError
 from core.settings import Settings
 from domain import prefect_gateway
+from domain.contracts import ReprocessParameters, problems
 
 #: Tag on runs started through the API (and only those count against the bound).
 ON_DEMAND_TAG = "on-demand"
@@ -42,10 +48,12 @@ def parameters_digest(params: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ReprocessRun:
-    """The run that serves a request, and whether this request created it."""
+    """The run that serves a request, whether this request created it, and the parameters
+    it was asked for (what the run's `params` hold)."""
 
     info: prefect_gateway.FlowRunInfo
     created: bool
+    parameters: dict[str, Any]
 
 
 class ReprocessService:
@@ -54,6 +62,21 @@ class ReprocessService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+
+    def request_run(self, fields: dict[str, Any]) -> ReprocessRun:
+        """An on-demand run with the selection `fields` names (`ReprocessParameters`' fields
+        that a request may set, by their Python names).
+
+        InvalidInputError naming the field (unknown format names, with the known ones) before
+        anything is asked of Prefect; otherwise as `start`.
+        """
+        try:
+            request = ReprocessParameters.model_validate(fields)
+        except ValidationError as exc:
+            raise InvalidInputError(problems(exc, to_camel)) from None
+        return self.start(
+            request.requested(), name_prefix=f"reprocess-{'dry-' if request.dry_run else ''}"
+        )
 
     def start(self, params: dict[str, Any], *, name_prefix: str) -> ReprocessRun:
         """The queued run with these parameters, or a new one if the queue has room."""
@@ -70,7 +93,7 @@ class ReprocessService:
             )
             for run in queued:
                 if parameters_digest(run.parameters.get("params") or {}) == digest:
-                    return ReprocessRun(run, created=False)
+                    return ReprocessRun(run, created=False, parameters=params)
             if len(queued) >= limit:
                 raise QueueFullError(
                     f"{len(queued)} reprocessing runs are already waiting to start (the "
@@ -88,4 +111,4 @@ class ReprocessService:
                 tags=["reprocessing", ON_DEMAND_TAG],
                 timeout_s=prefect.trigger_timeout_s,
             )
-        return ReprocessRun(info, created=True)
+        return ReprocessRun(info, created=True, parameters=params)

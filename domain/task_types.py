@@ -6,18 +6,118 @@ type's name.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
+
+import msgspec
 
 from core.errors import InvalidInputError
-from core.formats import check_format_names
+from core.formats import FORMATS, check_format_names
 from core.keys import InvalidKeyError, validate_episode_id, validate_key
 from core.settings import Settings
 from domain.contracts import AudioProcessingParameters
 
-_LANGUAGE = re.compile(r"[a-z]{2,3}")
+if TYPE_CHECKING:
+    FormatName = str
+else:
+    #: An output format's name: an enum of the registry's names (in the OpenAPI document too).
+    FormatName = Literal[tuple(FORMATS)]
+
+#: A language code such as `en` or `deu`. msgspec searches patterns (`re.search`), where `$`
+#: also matches before a final newline: `(?!\n)` refuses "en\n" (and means nothing to the
+#: ECMA-regex readers of the OpenAPI document, where `$` is the end already).
+LanguageCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$(?!\n)")]
+
+Payload = TypeVar("Payload", bound=msgspec.Struct)
+
+
+def decode_payload(payload: Any, model: type[Payload]) -> Payload:
+    """`payload` as `model`, or InvalidInputError naming the field (`payload.<field>: ...`)."""
+    try:
+        return msgspec.convert(payload, model)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(_explain(str(exc), model)) from None
+
+
+def _explain(message: str, model: type[msgspec.Struct]) -> str:
+    """msgspec's message with the field's path first, and what is allowed where that helps:
+    the accepted fields for an unknown one, the known values for an enum, the field's
+    description for a pattern."""
+    problem, _sep, path = message.partition(" - at `$")
+    path = path.rstrip("`")
+    where, description = _type_at(msgspec.inspect.type_info(model), path)
+    if problem.startswith("Object contains unknown field") and isinstance(
+        where, msgspec.inspect.StructType
+    ):
+        problem += f"; accepted: {', '.join(f.encode_name for f in where.fields)}"
+    elif problem.startswith("Invalid enum value") and isinstance(
+        where, msgspec.inspect.LiteralType
+    ):
+        problem += f"; known: {', '.join(map(str, where.values))}"
+    elif "matching regex" in problem and description:
+        problem += f" ({description})"
+    return f"payload{path}: {problem}"
+
+
+def _unwrap(info: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, str | None]:
+    """The type under its optional (`| None`) and its metadata, and its description."""
+    description = None
+    while True:
+        if isinstance(info, msgspec.inspect.UnionType):
+            info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+        elif isinstance(info, msgspec.inspect.Metadata):
+            description = (info.extra_json_schema or {}).get("description", description)
+            info = info.type
+        else:
+            return info, description
+
+
+def _type_at(
+    info: msgspec.inspect.Type, path: str
+) -> tuple[msgspec.inspect.Type | None, str | None]:
+    """The type at a msgspec error path such as `.encodingFormats[0]`, and its description
+    (None: not found)."""
+    info, description = _unwrap(info)
+    for step in path.replace("[", ".[").split(".")[1:]:
+        if step.startswith("[") and isinstance(info, msgspec.inspect.ListType):
+            info = info.item_type
+        elif isinstance(info, msgspec.inspect.StructType):
+            field = next((f for f in info.fields if f.encode_name == step), None)
+            if field is None:
+                return None, None
+            info = field.type
+        else:
+            return None, None
+        info, description = _unwrap(info)
+    return info, description
+
+
+class AudioProcessingPayload(
+    msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True
+):
+    """The payload of an `audio_processing` task: which audio, which outputs."""
+
+    episode_id: Annotated[
+        str, msgspec.Meta(description="The episode; its outputs' keys start with it")
+    ]
+    encoding_formats: Annotated[
+        list[FormatName],
+        msgspec.Meta(description="Output formats to encode, each once (may be empty)"),
+    ]
+    audio_key: Annotated[
+        str | None,
+        msgspec.Meta(description="Object key of the source audio (this or `audioR2Key`)"),
+    ] = None
+    audio_r2_key: Annotated[
+        str | None,
+        msgspec.Meta(description="Alias of `audioKey`, as existing clients send it"),
+    ] = None
+    transcribe: Annotated[bool, msgspec.Meta(description="Also transcribe the speech")] = True
+    language: Annotated[
+        LanguageCode | None,
+        msgspec.Meta(description="Spoken language code such as `en`; absent or null: detected"),
+    ] = None
 
 
 class TaskType(Protocol):
@@ -31,6 +131,11 @@ class TaskType(Protocol):
     @property
     def workflow_name(self) -> str:
         """The `workflows.name` of its runs."""
+        ...
+
+    @property
+    def payload_model(self) -> type[msgspec.Struct]:
+        """The payload's shape: decoded by `validate`, published in the OpenAPI document."""
         ...
 
     def validate(self, payload: Any) -> dict[str, Any]:
@@ -65,65 +170,41 @@ class AudioProcessing:
     name: str = "audio_processing"
     workflow_name: str = "audio-processing"
 
-    _FIELDS = frozenset(
-        {"episodeId", "audioKey", "audioR2Key", "encodingFormats", "transcribe", "language"}
-    )
+    payload_model: type[AudioProcessingPayload] = AudioProcessingPayload
 
     def validate(self, payload: Any) -> dict[str, Any]:
-        if not isinstance(payload, dict):
-            raise InvalidInputError("payload must be a JSON object")
-        unknown = sorted(set(payload) - self._FIELDS)
-        if unknown:
-            raise InvalidInputError(
-                f"unknown payload field(s): {', '.join(unknown)}; "
-                f"accepted: {', '.join(sorted(self._FIELDS))}"
-            )
-        episode_id = payload.get("episodeId")
-        if not isinstance(episode_id, str):
-            raise InvalidInputError("payload.episodeId is required and must be a string")
+        """Types, names and the language pattern are the model's (`AudioProcessingPayload`);
+        here the rules that span fields or need the key checks of `core.keys`."""
+        decoded = decode_payload(payload, AudioProcessingPayload)
         # `audioR2Key` is what the existing clients send; `audioKey` is the canonical name.
-        audio_key = payload.get("audioKey", payload.get("audioR2Key"))
-        if (
-            "audioKey" in payload
-            and "audioR2Key" in payload
-            and payload["audioKey"] != payload["audioR2Key"]
-        ):
+        audio_key = decoded.audio_key if decoded.audio_key is not None else decoded.audio_r2_key
+        if decoded.audio_r2_key is not None and audio_key != decoded.audio_r2_key:
             raise InvalidInputError("payload.audioKey and payload.audioR2Key disagree")
-        if not isinstance(audio_key, str):
+        if audio_key is None:
             raise InvalidInputError(
                 "payload.audioKey (or audioR2Key) is required and must be a string"
             )
         try:
-            validate_episode_id(episode_id)
+            validate_episode_id(decoded.episode_id)
         except InvalidKeyError as exc:
             raise InvalidInputError(f"payload.episodeId: {exc}") from exc
         try:
             validate_key(audio_key)
         except InvalidKeyError as exc:
             raise InvalidInputError(f"payload.audioKey: {exc}") from exc
-        formats = payload.get("encodingFormats")
-        if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
-            raise InvalidInputError("payload.encodingFormats must be a list of format names")
-        transcribe = payload.get("transcribe", True)
-        if not isinstance(transcribe, bool):
-            raise InvalidInputError("payload.transcribe must be true or false")
-        if not formats and not transcribe:
+        formats = decoded.encoding_formats
+        if not formats and not decoded.transcribe:
             raise InvalidInputError("nothing to do: no encodingFormats and transcribe is false")
-        try:
+        try:  # the model knows the names; the registry's one check also refuses repeats
             check_format_names(formats)
         except ValueError as exc:
             raise InvalidInputError(f"payload.encodingFormats: {exc}") from None
-        language = payload.get("language")
-        if language is not None and (
-            not isinstance(language, str) or not _LANGUAGE.fullmatch(language)
-        ):
-            raise InvalidInputError("payload.language must be a language code such as 'en'")
         return {
-            "episodeId": episode_id,
+            "episodeId": decoded.episode_id,
             "audioKey": audio_key,
-            "encodingFormats": list(formats),
-            "transcribe": transcribe,
-            "language": language,
+            "encodingFormats": formats,
+            "transcribe": decoded.transcribe,
+            "language": decoded.language,
         }
 
     def deployment_name(self, settings: Settings) -> str:

@@ -20,7 +20,7 @@ from core.storage.base import ObjectStore
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
 from domain import prefect_gateway
-from domain.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher, FlowRunStarter
+from domain.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher
 from domain.outputs import remove_attempt_outputs, result_keys
 from domain.task_types import get_task_type
 from domain.workflows import ProgressUpdate, WorkflowService
@@ -59,19 +59,26 @@ class TaskPage:
 
 
 class TaskService:
-    """Creates tasks and starts one workflow per attempt (through the dispatcher)."""
+    """Creates tasks and starts one workflow per attempt (through the dispatcher).
+
+    Built by `domain.composition`, which hands it the process's dispatcher (the one whose
+    threads the API starts) and WorkflowService (every workflow write goes through it).
+    """
 
     def __init__(
         self,
         session_factory: sessionmaker[Session],
         settings: Settings,
-        start_flow_run: FlowRunStarter = prefect_gateway.start_flow_run,
+        *,
+        dispatcher: FlowRunDispatcher,
+        workflows: WorkflowService,
         store: ObjectStore | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.store = store
-        self.dispatcher = FlowRunDispatcher(session_factory, settings, start_flow_run)
+        self.dispatcher = dispatcher
+        self.workflows = workflows
         #: Cancellations in progress in this process (one event loop), by task.
         self._cancels: dict[uuid.UUID, asyncio.Task[Task]] = {}
 
@@ -324,7 +331,7 @@ class TaskService:
 
     def _mark_cancelled(self, task_id: uuid.UUID, workflow: Workflow) -> str | None:
         """Both rows cancelled; returns a flow run recorded meanwhile that is ours to stop."""
-        workflows = WorkflowService(self.session_factory)
+        workflows = self.workflows
         try:
             workflows.apply_progress(
                 ProgressUpdate(

@@ -18,9 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from core.settings import get_settings
-from core.storage import get_store
-from db.engine import build_engine, build_session_factory
+from domain.composition import build_services
 from domain.contracts import ReprocessParameters
 from domain.reconciler import Reconciler, ReconcileReport
 from domain.retention import HousekeepingReport
@@ -38,11 +36,15 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
     """One pass: reconcile, retry, then reprocess the selection (if any); each a task."""
     params = params or ReprocessParameters()  # format names were checked when it was built
     logger = get_run_logger()
-    settings = get_settings()
-    engine = build_engine(settings.database)
-    session_factory = build_session_factory(engine)
-    store = get_store()
-    reconciler = Reconciler(session_factory, settings, store, stale_after_s=params.stale_after_s)
+    services = build_services()
+    settings, session_factory, store = services.settings, services.session_factory, services.store
+    reconciler = Reconciler(
+        session_factory,
+        settings,
+        store,
+        stale_after_s=params.stale_after_s,
+        tasks=services.tasks,
+    )
     try:
         reconciled = (
             reconcile_workflows(reconciler, params.dry_run)
@@ -55,7 +57,7 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
             else ReconcileReport()
         )
         reprocessed = (
-            reprocess_selection(session_factory, settings, store, params)
+            reprocess_selection(services.tasks, params)
             if params.selects_tasks()
             else []
         )
@@ -67,7 +69,7 @@ def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
             else HousekeepingReport()
         )
     finally:
-        engine.dispose()
+        services.dispose()
     swept = sweep_temp_folders(settings) if params.sweep_temp and not params.dry_run else []
     skipped = reconciled.skipped + retried.skipped + housekeeping.skipped
     summary = {

@@ -43,18 +43,13 @@ def retry_failed_tasks(reconciler: Reconciler, dry_run: bool) -> ReconcileReport
 
 
 @step("reprocess-selection")
-def reprocess_selection(
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    store: ObjectStore,
-    params: ReprocessParameters,
-) -> list[dict[str, Any]]:
+def reprocess_selection(service: TaskService, params: ReprocessParameters) -> list[dict[str, Any]]:
     """A new attempt for each selected task that has ended; one summary entry per task.
 
     Tasks still pending or processing are skipped, which also makes a retried pass skip
     the tasks its failed try already started.
     """
-    with session_factory() as session:
+    with service.session_factory() as session:
         tasks, _ = TaskRepository(session).find(
             ids=list(params.task_ids) or None,
             episode_ids=params.episode_ids or None,
@@ -63,7 +58,6 @@ def reprocess_selection(
             created_before=params.created_before,
             limit=params.limit,
         )
-    service = TaskService(session_factory, settings, store=store)
     done: list[dict[str, Any]] = []
     for task in tasks:
         entry: dict[str, Any] = {"taskId": str(task.id), "episodeId": task.episode_id}

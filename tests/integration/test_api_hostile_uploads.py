@@ -127,7 +127,7 @@ def test_past_the_check_slots_uploads_get_503_with_retry_after(
     """Two uploads streaming slowly hold both slots; a third is refused at once, unread."""
     two = replace(settings, api=replace(settings.api, upload_checks=2))
     app = create_app(two, session_factory=session_factory)
-    service: UploadService = app.state.upload_service
+    service: UploadService = app.state.services.uploads
     audio = _tone(tmp_path / "tone.mp3", 2).read_bytes()
     bodies = [SlowBody(audio), SlowBody(audio)]
     results: list[UploadedAudio] = []

@@ -19,8 +19,8 @@ from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
+from domain.composition import build_services
 from domain.reconciler import Reconciler
-from domain.tasks import TaskService
 from tests.integration.conftest import AUTH, PROGRESS, create_task, report_progress
 
 PAYLOAD = {"episodeId": "ep-rec", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
@@ -339,7 +339,7 @@ def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
     }
     report_progress(client, task, status="completed", result=first)
 
-    service = TaskService(session_factory, settings, store=build_store(settings.storage))
+    service = build_services(settings, session_factory=session_factory).tasks
     updated = service.reprocess(uuid.UUID(task["id"]), ["opus_64"])
     assert updated.payload["encodingFormats"] == ["mp3_128", "opus_64"]
     assert updated.attempts == 2

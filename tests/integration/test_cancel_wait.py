@@ -125,7 +125,7 @@ def test_cancel_removes_the_attempts_folder_only_once_its_run_stopped(
     # folder, which a live run could still be writing to.
     stuck = _running_task(client, prefect)
     stuck_key = partial_output(stuck)
-    service = client.app.state.task_service
+    service = client.app.state.services.tasks
     cancelled = asyncio.run(service.cancel(uuid.UUID(stuck["id"]), wait_s=1.0))
     assert cancelled.status is TaskStatus.CANCELLED
     assert run_state(prefect, stuck["workflowInstanceId"]) == "CANCELLING"

@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import UpstreamUnavailableError
 from core.settings import Settings
-from core.storage import build_store
 from db.base import utcnow
 from db.models import TaskStatus, Workflow, WorkflowStatus
 from domain import prefect_gateway
+from domain.composition import build_services
 from domain.dispatch import FlowRunDispatcher
 from domain.tasks import TaskService
 from tests.support.waiting import wait_for
@@ -35,7 +35,7 @@ PAYLOAD = {"episodeId": "ep-dispatch", "audioKey": "uploads/ep.mp3", "encodingFo
 
 def _service(factory: sessionmaker[Session], settings: Settings, **kwargs: Any) -> TaskService:
     """A TaskService whose dispatcher thread is not running: the test drives it."""
-    return TaskService(factory, settings, store=build_store(settings.storage), **kwargs)
+    return build_services(settings, session_factory=factory, **kwargs).tasks
 
 
 def _create(service: TaskService, episode: str = "ep-dispatch") -> uuid.UUID:

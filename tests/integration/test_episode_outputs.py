@@ -24,11 +24,11 @@ from core.storage import build_store
 from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.models import Workflow, WorkflowStatus
+from domain.composition import build_services
 from domain.manifest import current_completion, manifest_keys, read_manifest
 from domain.outputs import attempt_output_keys, expected_outputs
 from domain.reconciler import Reconciler
 from domain.retention import OutputHousekeeping
-from domain.tasks import TaskService
 from domain.workflows import ProgressUpdate, WorkflowService
 from tests.integration.conftest import AUTH, PROGRESS, create_task, report_progress
 from tests.prefect_fixtures import prefect_client
@@ -306,7 +306,7 @@ def test_adding_a_format_keeps_the_earlier_attempts_keys(
 ) -> None:
     a = _finish(client, store, _create(client, episode, ["mp3_64"]), b"A1", tmp_path)
     first_key = a["result"]["outputs"]["mp3_64"]["key"]
-    service = TaskService(session_factory, settings, store=store)
+    service = build_services(settings, session_factory=session_factory, store=store).tasks
 
     # An added format, done: the result and the manifest name both attempts' keys.
     added = service.reprocess(uuid.UUID(a["id"]), ["opus_64"])

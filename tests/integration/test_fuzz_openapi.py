@@ -172,7 +172,7 @@ def api_schema(fuzz_app: Litestar, document: dict[str, Any]) -> Any:
 def _known_ids(app: Litestar, *, cancelled: bool) -> dict[str, str]:
     """A real task (its flow run in Prefect) whose ids the fuzzer may use: pending, or
     cancelled so that a retry can succeed."""
-    service = app.state.task_service
+    service = app.state.services.tasks
     task = service.create_task(
         "audio_processing",
         {"episodeId": "ep-fuzz", "audioKey": "uploads/fuzz.mp3", "encodingFormats": ["mp3_64"]},

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 from core.storage import build_store
 from db.models import TaskStatus, WorkflowStatus
+from domain.composition import build_services
 from domain.dispatch import idempotency_key_for
 from domain.reconciler import Reconciler
 from domain.tasks import TaskService
@@ -64,7 +65,7 @@ def test_a_retry_whose_answer_was_lost_is_found_not_started_twice(
     second_try: str,
 ) -> None:
     proxied = replace(settings, prefect=replace(settings.prefect, api_url=f"{proxy.url}/api"))
-    service = TaskService(session_factory, proxied, store=build_store(settings.storage))
+    service = build_services(proxied, session_factory=session_factory).tasks
     task_id = _failed_attempt(service, session_factory, prefect)
 
     proxy.lose_answers = True
