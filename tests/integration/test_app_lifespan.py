@@ -39,7 +39,7 @@ def test_the_dispatcher_runs_between_startup_and_shutdown(
         assert len(started) == settings.prefect.dispatch_threads
         task = create_task(client, PAYLOAD)  # waits until the dispatcher recorded its run
         run = prefect_gateway.read_flow_run(settings.prefect.api_url, task["workflowInstanceId"])
-        assert run.parameters["task_id"] == task["id"]
+        assert run.parameters["params"]["task_id"] == task["id"]
 
     assert not any(t.is_alive() for t in started)  # joined at shutdown, not left running
     assert prefect_gateway._clients == {}  # the shutdown closed the Prefect clients too
