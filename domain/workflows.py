@@ -189,14 +189,14 @@ class WorkflowService:
 
     def get(self, workflow_id: uuid.UUID) -> Workflow:
         with self.session_factory() as session:
-            workflow = WorkflowRepository(session).get(workflow_id)
+            workflow = WorkflowRepository(session).get_one_or_none(id=workflow_id)
             if workflow is None:
                 raise NotFoundError(f"workflow {workflow_id} not found")
             return workflow
 
     def list_for_task(self, task_id: uuid.UUID) -> list[Workflow]:
         with self.session_factory() as session:
-            if TaskRepository(session).get(task_id) is None:
+            if TaskRepository(session).get_one_or_none(id=task_id) is None:
                 raise NotFoundError(f"task {task_id} not found")
             return WorkflowRepository(session).list_for_task(task_id)
 
@@ -217,16 +217,16 @@ class WorkflowService:
             workflows = WorkflowRepository(session)
             tasks = TaskRepository(session)
             # Row locks in one order everywhere (workflow, then task) so writers never deadlock.
-            workflow = workflows.get(update.workflow_id, for_update=True)
+            workflow = workflows.get_one_or_none(id=update.workflow_id, with_for_update=True)
             if workflow is None:
                 raise NotFoundError(f"workflow {update.workflow_id} not found")
             if workflow.task_id != update.task_id:
-                if tasks.get(update.task_id) is None:
+                if tasks.get_one_or_none(id=update.task_id) is None:
                     raise NotFoundError(f"task {update.task_id} not found")
                 raise ConflictError(
                     f"workflow {update.workflow_id} does not belong to task {update.task_id}"
                 )
-            task = tasks.get(update.task_id, for_update=True)
+            task = tasks.get_one_or_none(id=update.task_id, with_for_update=True)
             assert task is not None  # the foreign key guarantees it
             if workflow.status.is_terminal:
                 raise ConflictError(
@@ -343,10 +343,14 @@ class WorkflowService:
         (a late hook landed first), nothing is written and None is returned.
         """
         with self.session_factory.begin() as session:
-            workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
+            workflow = WorkflowRepository(session).get_one_or_none(
+                id=workflow_id, with_for_update=True
+            )
             if workflow is None:
                 raise NotFoundError(f"workflow {workflow_id} not found")
-            task = TaskRepository(session).get(workflow.task_id, for_update=True)
+            task = TaskRepository(session).get_one_or_none(
+                id=workflow.task_id, with_for_update=True
+            )
             assert task is not None
             if expected is not None and workflow.status is not expected:
                 return None
