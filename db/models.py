@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
-from db.base import Base, TimestampMixin, UTCDateTime
+from db.base import AuditColumns, Base, DateTimeUTC, UUIDKey
 
 
 class TaskStatus(StrEnum):
@@ -86,12 +86,11 @@ def _enum(cls: type[StrEnum], name: str) -> Enum:
     )
 
 
-class Task(TimestampMixin, Base):
+class Task(UUIDKey, AuditColumns, Base):
     """A unit of work a client asked for, e.g. `audio_processing` of one episode."""
 
     __tablename__ = "tasks"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
     type: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     status: Mapped[TaskStatus] = mapped_column(
         _enum(TaskStatus, "task_status"), nullable=False, default=TaskStatus.PENDING, index=True
@@ -118,8 +117,8 @@ class Task(TimestampMixin, Base):
         nullable=True,
     )
     workflow_instance_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
 
     workflows: Mapped[list[Workflow]] = relationship(
         back_populates="task",
@@ -135,12 +134,11 @@ class Task(TimestampMixin, Base):
         return without_nul(value)
 
 
-class Workflow(TimestampMixin, Base):
+class Workflow(UUIDKey, AuditColumns, Base):
     """One workflow instance: one run of a Prefect deployment for one task attempt."""
 
     __tablename__ = "workflows"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(64), nullable=False)
     deployment_name: Mapped[str] = mapped_column(String(255), nullable=False)
     #: The Prefect flow-run id; empty until Prefect has accepted the run.
@@ -163,12 +161,12 @@ class Workflow(TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: Corrections made by the reconciler: [{at, from, to, reason}], oldest first.
     corrections: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
     #: Outbox: a queued workflow with no flow run yet is due for dispatch at this time (NULL:
     #: at once). A dispatcher pushes it forward while it works on the row (a lease other
     #: API processes respect) and after a failed attempt (the back-off).
-    dispatch_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    dispatch_after: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
 
     task: Mapped[Task] = relationship(
         back_populates="workflows", foreign_keys=[task_id], lazy="raise"

@@ -87,10 +87,10 @@ def _failed_to_start(workflow: Workflow) -> bool:
 
 def _locked_rows(session: Session, workflow_id: uuid.UUID) -> tuple[Workflow, Task]:
     """The workflow and its task, locked in the order every writer uses (workflow first)."""
-    workflow = WorkflowRepository(session).get(workflow_id, for_update=True)
+    workflow = WorkflowRepository(session).get_one_or_none(id=workflow_id, with_for_update=True)
     if workflow is None:
         raise NotFoundError(f"workflow {workflow_id} is gone")
-    task = TaskRepository(session).get(workflow.task_id, for_update=True)
+    task = TaskRepository(session).get_one_or_none(id=workflow.task_id, with_for_update=True)
     assert task is not None  # the foreign key guarantees it
     return workflow, task
 
@@ -210,8 +210,10 @@ class FlowRunDispatcher:
         try until the dispatch deadline has passed.
         """
         with self.session_factory() as session:
-            workflow = WorkflowRepository(session).get(workflow_id)
-            task = TaskRepository(session).get(workflow.task_id) if workflow else None
+            workflow = WorkflowRepository(session).get_one_or_none(id=workflow_id)
+            task = (
+                TaskRepository(session).get_one_or_none(id=workflow.task_id) if workflow else None
+            )
         if workflow is None or task is None:
             raise NotFoundError(f"workflow {workflow_id} is gone")
         if workflow.instance_id is not None or workflow.status is not WorkflowStatus.QUEUED:
@@ -250,8 +252,10 @@ class FlowRunDispatcher:
         start another attempt then (it could be the task's second live run).
         """
         with self.session_factory() as session:
-            workflow = WorkflowRepository(session).get(workflow_id)
-            task = TaskRepository(session).get(workflow.task_id) if workflow else None
+            workflow = WorkflowRepository(session).get_one_or_none(id=workflow_id)
+            task = (
+                TaskRepository(session).get_one_or_none(id=workflow.task_id) if workflow else None
+            )
         if workflow is None or task is None or not _failed_to_start(workflow):
             return None
         key = idempotency_key_for(workflow.deployment_name, task.id, workflow.attempt)

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from advanced_alchemy.service import OffsetPagination
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,16 +49,6 @@ class CreatedTask:
     created: bool
 
 
-@dataclass(frozen=True)
-class TaskPage:
-    """One page of a task listing."""
-
-    items: list[Task]
-    total: int
-    limit: int
-    offset: int
-
-
 class TaskService:
     """Creates tasks and starts one workflow per attempt (through the dispatcher).
 
@@ -86,7 +77,7 @@ class TaskService:
 
     def get(self, task_id: uuid.UUID) -> Task:
         with self.session_factory() as session:
-            task = TaskRepository(session).get(task_id)
+            task = TaskRepository(session).get_one_or_none(id=task_id)
             if task is None:
                 raise NotFoundError(f"task {task_id} not found")
             return task
@@ -99,12 +90,13 @@ class TaskService:
         episode_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> TaskPage:
+    ) -> OffsetPagination[Task]:
+        """One page of tasks, newest first, and how many match the filters."""
         with self.session_factory() as session:
             items, total = TaskRepository(session).find(
                 status=status, type_=type_, episode_id=episode_id, limit=limit, offset=offset
             )
-            return TaskPage(items=items, total=total, limit=limit, offset=offset)
+            return OffsetPagination(items=items, limit=limit, offset=offset, total=total)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -210,7 +202,7 @@ class TaskService:
     def _recover_lost_run(self, task_id: uuid.UUID) -> Task | None:
         """The task with its current attempt's run found again (see `recover_lost_run`)."""
         with self.session_factory() as session:
-            task = TaskRepository(session).get(task_id)
+            task = TaskRepository(session).get_one_or_none(id=task_id)
             workflow_id = task.workflow_id if task is not None else None
         return self.dispatcher.recover_lost_run(workflow_id) if workflow_id else None
 
@@ -224,7 +216,7 @@ class TaskService:
         if recovered is not None:
             return recovered
         with self.session_factory.begin() as session:
-            task = TaskRepository(session).get(task_id, for_update=True)
+            task = TaskRepository(session).get_one_or_none(id=task_id, with_for_update=True)
             if task is None:
                 raise NotFoundError(f"task {task_id} not found")
             if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -245,7 +237,7 @@ class TaskService:
         self._recover_lost_run(task_id)
         task_type = None
         with self.session_factory.begin() as session:
-            task = TaskRepository(session).get(task_id, for_update=True)
+            task = TaskRepository(session).get_one_or_none(id=task_id, with_for_update=True)
             if task is None:
                 raise NotFoundError(f"task {task_id} not found")
             if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
@@ -314,7 +306,7 @@ class TaskService:
 
     def _cancellable_workflow(self, task_id: uuid.UUID) -> Workflow:
         with self.session_factory() as session:
-            task = TaskRepository(session).get(task_id)
+            task = TaskRepository(session).get_one_or_none(id=task_id)
             if task is None:
                 raise NotFoundError(f"task {task_id} not found")
             if task.status not in (TaskStatus.PENDING, TaskStatus.PROCESSING):
@@ -323,7 +315,9 @@ class TaskService:
                     "can be cancelled"
                 )
             workflow = (
-                WorkflowRepository(session).get(task.workflow_id) if task.workflow_id else None
+                WorkflowRepository(session).get_one_or_none(id=task.workflow_id)
+                if task.workflow_id
+                else None
             )
         if workflow is None:
             raise ConflictError(f"task {task_id} has no workflow to cancel")
