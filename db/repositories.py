@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -109,15 +109,16 @@ class WorkflowRepository:
             ).all()
         )
 
-    def list_recently_ended(self, since: datetime) -> list[Workflow]:
-        """Failed, crashed or cancelled since `since`: Prefect may still correct them."""
+    def list_recently_ended(
+        self, since: datetime, statuses: Collection[WorkflowStatus]
+    ) -> list[Workflow]:
+        """Ended in one of `statuses` since `since` (the ones Prefect may still correct:
+        `domain.lifecycle` says which)."""
         return list(
             self.session.scalars(
                 select(Workflow)
                 .where(
-                    Workflow.status.in_(
-                        [WorkflowStatus.FAILED, WorkflowStatus.CRASHED, WorkflowStatus.CANCELLED]
-                    ),
+                    Workflow.status.in_(sorted(statuses)),
                     Workflow.instance_id.is_not(None),
                     Workflow.updated_at >= since,
                 )
@@ -137,12 +138,13 @@ class WorkflowRepository:
             ).all()
         )
 
-    def list_active(self) -> list[Workflow]:
-        """Workflows the database believes are queued or running (the reconciler's input)."""
+    def list_active(self, statuses: Collection[WorkflowStatus]) -> list[Workflow]:
+        """Workflows in one of `statuses`, oldest first: the ones the database believes are
+        live (`domain.lifecycle` says which), the reconciler's input."""
         return list(
             self.session.scalars(
                 select(Workflow)
-                .where(Workflow.status.in_([WorkflowStatus.QUEUED, WorkflowStatus.RUNNING]))
+                .where(Workflow.status.in_(sorted(statuses)))
                 .order_by(Workflow.created_at)
             ).all()
         )

@@ -27,6 +27,7 @@ from core.storage import get_store
 from db.engine import build_engine, build_session_factory
 from db.models import TaskStatus
 from db.repositories import TaskRepository
+from domain.lifecycle import TaskAction, task_allows
 from domain.reconciler import Reconciler, ReconcileReport
 from domain.retention import HousekeepingReport, OutputHousekeeping
 from domain.tasks import TaskService
@@ -168,7 +169,7 @@ def _reprocess_selection(
     done: list[dict[str, Any]] = []
     for task in tasks:
         entry: dict[str, Any] = {"taskId": str(task.id), "episodeId": task.episode_id}
-        if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
+        if not task_allows(TaskAction.REPROCESS, task.status):
             entry["outcome"] = f"skipped: {task.status.value}"
         elif params.dry_run:
             entry["outcome"] = "would reprocess" + (
