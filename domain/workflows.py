@@ -147,6 +147,15 @@ def _plain_params(
     return {f"live_{n}": matches[n % len(matches)] for n in range(len(plain))}
 
 
+#: The same, made once for every status a plain report may name (None: it names none):
+#: the hot path runs for almost every report.
+_PLAIN_PARAMS: dict[WorkflowStatus | None, dict[str, WorkflowStatus]] = {
+    status: _plain_params(status)
+    for status in (None, *WorkflowStatus)
+    if lifecycle.plain_report_matches(status)
+}
+
+
 def _refusal(workflow: Workflow, new_status: WorkflowStatus, writer: Writer) -> ConflictError:
     """The 409 for a status change the lifecycle refuses to `writer`. A report's or a
     cancel's on a terminal workflow names the status: that tells a running flow
@@ -174,7 +183,7 @@ def _refusal(workflow: Workflow, new_status: WorkflowStatus, writer: Writer) -> 
 def _is_plain_progress(update: ProgressUpdate) -> bool:
     """A report that only moves a live workflow along, changing no status (the bulk)."""
     return (
-        bool(lifecycle.plain_report_matches(update.status))
+        update.status in _PLAIN_PARAMS
         and update.result is None
         and update.error is None
         and update.error_kind is None
@@ -312,7 +321,7 @@ class WorkflowService:
         params = {
             "w_id": update.workflow_id,
             "t_id": update.task_id,
-            **_plain_params(update.status),
+            **_PLAIN_PARAMS[update.status],
             "p": update.progress,
             "step": without_nul(update.step),
             "msg": without_nul(update.message),

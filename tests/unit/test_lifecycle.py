@@ -259,6 +259,7 @@ def test_the_hot_path_parameters_match_only_rows_that_keep_their_status(
     assert plain is bool(keeps)
     if plain:
         params = workflows_module._plain_params(status)
+        assert workflows_module._PLAIN_PARAMS[status] == params
         assert set(params) == {f"live_{n}" for n in range(len(lifecycle.PLAIN_REPORT_STATUSES))}
         assert set(params.values()) == keeps
 
