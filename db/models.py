@@ -2,7 +2,8 @@
 
 A task keeps every workflow it ever had (one per attempt); `tasks.workflow_id` points at
 the current one. The foreign keys form a cycle, so the task -> workflow one is added after
-both tables exist (`use_alter`).
+both tables exist (`use_alter`). The status enums are `core.statuses` (imported from here
+too); which status may follow which is `domain.lifecycle`.
 """
 
 from __future__ import annotations
@@ -15,53 +16,10 @@ from typing import Any
 from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
+# Re-exported: the enums are a column type here, and most code takes them from the models.
+from core.statuses import TaskStatus as TaskStatus
+from core.statuses import WorkflowStatus as WorkflowStatus
 from db.base import AuditColumns, Base, DateTimeUTC, UUIDKey
-
-
-class TaskStatus(StrEnum):
-    """Lifecycle of a task row, as clients see it."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class WorkflowStatus(StrEnum):
-    """Lifecycle of one workflow instance; mirrors Prefect's flow-run states."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CRASHED = "crashed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        """A terminal status is final for every writer but the reconciler."""
-        return self in TERMINAL_WORKFLOW_STATUSES
-
-
-TERMINAL_WORKFLOW_STATUSES = frozenset(
-    {
-        WorkflowStatus.COMPLETED,
-        WorkflowStatus.FAILED,
-        WorkflowStatus.CRASHED,
-        WorkflowStatus.CANCELLED,
-    }
-)
-
-#: How a task's status follows its current workflow's.
-TASK_STATUS_FOR_WORKFLOW: dict[WorkflowStatus, TaskStatus] = {
-    WorkflowStatus.QUEUED: TaskStatus.PENDING,
-    WorkflowStatus.RUNNING: TaskStatus.PROCESSING,
-    WorkflowStatus.COMPLETED: TaskStatus.DONE,
-    WorkflowStatus.FAILED: TaskStatus.FAILED,
-    WorkflowStatus.CRASHED: TaskStatus.FAILED,
-    WorkflowStatus.CANCELLED: TaskStatus.CANCELLED,
-}
 
 
 def without_nul(value: str | None) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,14 +128,14 @@ class WorkflowRepository(AudioflowRepository[Workflow]):
         """Every attempt of a task, oldest first."""
         return list(self.get_many(OrderBy("attempt", "asc"), task_id=task_id))
 
-    def list_recently_ended(self, since: datetime) -> list[Workflow]:
-        """Failed, crashed or cancelled since `since`: Prefect may still correct them."""
+    def list_recently_ended(
+        self, since: datetime, statuses: Collection[WorkflowStatus]
+    ) -> list[Workflow]:
+        """Ended in one of `statuses` since `since` (the ones Prefect may still correct:
+        `domain.lifecycle` says which)."""
         return list(
             self.get_many(
-                CollectionFilter(
-                    "status",
-                    [WorkflowStatus.FAILED, WorkflowStatus.CRASHED, WorkflowStatus.CANCELLED],
-                ),
+                CollectionFilter("status", sorted(statuses)),
                 NotNullFilter("instance_id"),
                 OnBeforeAfter("updated_at", on_or_before=None, on_or_after=since),
                 OrderBy("updated_at", "asc"),
@@ -152,11 +152,12 @@ class WorkflowRepository(AudioflowRepository[Workflow]):
             )
         )
 
-    def list_active(self) -> list[Workflow]:
-        """Workflows the database believes are queued or running (the reconciler's input)."""
+    def list_active(self, statuses: Collection[WorkflowStatus]) -> list[Workflow]:
+        """Workflows in one of `statuses`, oldest first: the ones the database believes are
+        live (`domain.lifecycle` says which), the reconciler's input."""
         return list(
             self.get_many(
-                CollectionFilter("status", [WorkflowStatus.QUEUED, WorkflowStatus.RUNNING]),
+                CollectionFilter("status", sorted(statuses)),
                 OrderBy("created_at", "asc"),
             )
         )

@@ -44,8 +44,9 @@ from core.settings import Settings
 from db.base import utcnow
 from db.models import Task, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
-from domain import prefect_gateway
+from domain import lifecycle, prefect_gateway
 from domain.contracts import ErrorKind
+from domain.lifecycle import WAITING_FOR_RUN, Writer
 from domain.task_types import get_task_type
 from domain.workflows import mirror_on_task
 
@@ -75,13 +76,23 @@ def idempotency_key_for(deployment: str, task_id: uuid.UUID, attempt: int) -> st
 ENDED_PREFECT_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 #: How `_fail_to_start` begins its error: the attempt has no flow run that we know of.
 FAILED_TO_START = "could not start the flow run"
+#: The status `_fail_to_start` gives an attempt whose flow run could not be created.
+NOT_STARTED = WorkflowStatus.FAILED
+
+
+def _awaits_run(workflow: Workflow) -> bool:
+    """The workflow is the dispatcher's: waiting for a flow run it has not got yet."""
+    return workflow.instance_id is None and workflow.status is WAITING_FOR_RUN
 
 
 def _failed_to_start(workflow: Workflow) -> bool:
+    """The attempt failed only because its flow run could not be created (or so we thought),
+    and the lifecycle lets the dispatcher queue it again if the run turns up."""
     return (
         workflow.instance_id is None
-        and workflow.status is WorkflowStatus.FAILED
+        and workflow.status is NOT_STARTED
         and (workflow.error or "").startswith(FAILED_TO_START)
+        and lifecycle.allows(Writer.DISPATCHER, workflow.status, WAITING_FOR_RUN)
     )
 
 
@@ -184,7 +195,7 @@ class FlowRunDispatcher:
                 select(_WORKFLOWS.c.id)
                 .where(
                     _WORKFLOWS.c.instance_id.is_(None),
-                    _WORKFLOWS.c.status == WorkflowStatus.QUEUED,
+                    _WORKFLOWS.c.status == WAITING_FOR_RUN,
                     or_(_WORKFLOWS.c.dispatch_after.is_(None), _WORKFLOWS.c.dispatch_after <= now),
                 )
                 .order_by(_WORKFLOWS.c.created_at)
@@ -216,7 +227,7 @@ class FlowRunDispatcher:
             )
         if workflow is None or task is None:
             raise NotFoundError(f"workflow {workflow_id} is gone")
-        if workflow.instance_id is not None or workflow.status is not WorkflowStatus.QUEUED:
+        if not _awaits_run(workflow):
             return task  # done already (by another dispatcher), or cancelled before its run
         episode = task.episode_id or "task"
         try:
@@ -274,12 +285,12 @@ class FlowRunDispatcher:
                 {
                     "at": now.isoformat(),
                     "from": workflow.status.value,
-                    "to": WorkflowStatus.QUEUED.value,
+                    "to": WAITING_FOR_RUN.value,
                     "reason": f"its flow run {info.id} was found by its idempotency key "
                     "(Prefect's answer to the creation had been lost)",
                 },
             ]
-            workflow.status = WorkflowStatus.QUEUED
+            workflow.status = WAITING_FOR_RUN
             workflow.instance_id = info.id
             workflow.error = None
             workflow.completed_at = None
@@ -299,7 +310,7 @@ class FlowRunDispatcher:
         """Write the flow run's id on both rows; cancel the run if the workflow ended meanwhile."""
         with self.session_factory.begin() as session:
             workflow, task = _locked_rows(session, workflow_id)
-            orphan = workflow.status.is_terminal and workflow.instance_id is None
+            orphan = lifecycle.is_terminal(workflow.status) and workflow.instance_id is None
             if workflow.instance_id is None:
                 workflow.instance_id = flow_run_id
                 workflow.dispatch_after = None
@@ -323,17 +334,24 @@ class FlowRunDispatcher:
         delay = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, age_s / 4))
         with self.session_factory.begin() as session:
             workflow, task = _locked_rows(session, workflow_id)
-            if workflow.instance_id is None and workflow.status is WorkflowStatus.QUEUED:
+            if _awaits_run(workflow):
                 workflow.dispatch_after = utcnow() + timedelta(seconds=delay)
                 workflow.message = f"waiting for Prefect (next try in {delay:.1f} s): {reason}"
             session.flush()
         return task
 
     def _fail_to_start(self, workflow_id: uuid.UUID, reason: str) -> Task:
+        """The attempt fails as transient: its flow run could not be created in time.
+
+        Only while the row still waits for its run and the lifecycle allows it: a cancel
+        or a recorded run that landed meanwhile wins.
+        """
         with self.session_factory.begin() as session:
             workflow, task = _locked_rows(session, workflow_id)
-            if workflow.instance_id is None and workflow.status is WorkflowStatus.QUEUED:
-                workflow.status = WorkflowStatus.FAILED
+            if _awaits_run(workflow) and lifecycle.allows(
+                Writer.DISPATCHER, workflow.status, NOT_STARTED
+            ):
+                workflow.status = NOT_STARTED
                 workflow.error = f"{FAILED_TO_START}: {reason}"
                 workflow.completed_at = utcnow()
                 workflow.dispatch_after = None

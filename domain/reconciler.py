@@ -18,9 +18,13 @@ Prefect's state as the truth:
   transient); Prefect's late corrections (Crashed, then Completed) are followed too;
 * Failed, Crashed and Cancelled are copied over with Prefect's message.
 
-Each change goes through `WorkflowService.correct`, which records what, when and why on the
-workflow. Failed tasks whose error is transient get a new attempt after a backoff, until
-`max_attempts`; bad audio is never retried.
+Every change is one the lifecycle allows the reconciler (`domain.lifecycle`): a live row
+may end or start running, a terminal one may only become completed. So a cancelled or
+permanently failed task is never turned into a crashed one (which would be retried), even
+when its run still shows as Running in Prefect. Each change goes through
+`WorkflowService.correct`, which records what, when and why on the workflow. Failed tasks
+whose error is transient get a new attempt after a backoff, until `max_attempts`; bad audio
+is never retried.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from core.storage.errors import StorageError
 from db.base import utcnow
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import WorkflowRepository
-from domain import prefect_gateway
+from domain import lifecycle, prefect_gateway
 from domain.contracts import (
     AudioOutput,
     AudioProcessingParameters,
@@ -51,6 +55,7 @@ from domain.contracts import (
     TranscriptSummary,
 )
 from domain.dispatch import FlowRunDispatcher
+from domain.lifecycle import Writer
 from domain.outputs import expected_outputs, missing_outputs
 from domain.tasks import TaskService
 from domain.workflows import WorkflowService
@@ -168,8 +173,10 @@ class Reconciler:
         with self.session_factory() as session:
             repo = WorkflowRepository(session)
             candidates = (
-                repo.list_active()
-                + repo.list_recently_ended(now - self.lookback)
+                repo.list_active(lifecycle.LIVE_WORKFLOW_STATUSES)
+                + repo.list_recently_ended(
+                    now - self.lookback, lifecycle.CORRECTABLE_TERMINAL_STATUSES
+                )
                 + repo.list_completed_without_result(now - self.lookback)
             )
         for workflow in candidates:
@@ -208,9 +215,20 @@ class Reconciler:
     def _decide(
         self, workflow: Workflow, now: datetime
     ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
+        """The correction Prefect's state calls for, if the lifecycle allows it; else None."""
+        decision = self._propose(workflow, now)
+        if decision is None or not lifecycle.allows(
+            Writer.RECONCILER, workflow.status, decision[0]
+        ):
+            return None
+        return decision
+
+    def _propose(
+        self, workflow: Workflow, now: datetime
+    ) -> tuple[WorkflowStatus, str, dict[str, Any]] | None:
         if workflow.instance_id is None:
             age = (now - workflow.created_at).total_seconds()
-            if workflow.status is WorkflowStatus.QUEUED and age > self.stale_after_s:
+            if workflow.status is lifecycle.WAITING_FOR_RUN and age > self.stale_after_s:
                 return (
                     WorkflowStatus.FAILED,
                     f"no flow run was ever started ({age:.0f} s)",
@@ -220,8 +238,6 @@ class Reconciler:
         try:
             info = self.read_flow_run(self.settings.prefect.api_url, workflow.instance_id)
         except NotFoundError:
-            if workflow.status.is_terminal:
-                return None
             return (
                 WorkflowStatus.CRASHED,
                 "the flow run no longer exists in Prefect",
@@ -230,7 +246,7 @@ class Reconciler:
                     "error_kind": ErrorKind.TRANSIENT,
                 },
             )
-        if info.state_type == "PENDING" and not workflow.status.is_terminal:
+        if info.state_type == "PENDING":
             return self._decide_pending(info, now)
         target = STATUS_FOR_PREFECT_STATE.get(info.state_type or "")
         if target is None:
@@ -243,8 +259,6 @@ class Reconciler:
             return None
         if target is WorkflowStatus.COMPLETED:
             return self._decide_completed(workflow)
-        if workflow.status.is_terminal:
-            return None  # only Completed overrides a terminal row
         message = info.state_message or info.state_name or target.value
         kind = ErrorKind.TRANSIENT if target is not WorkflowStatus.CANCELLED else None
         extra: dict[str, Any] = {"error": f"Prefect: {message}"}
@@ -302,9 +316,8 @@ class Reconciler:
                     CRASH_IN_PREFECT: True,
                 },
             )
-        if workflow.status is WorkflowStatus.QUEUED:
-            return WorkflowStatus.RUNNING, "Prefect reports Running (the hook was missed)", {}
-        return None
+        # From queued only (the hook was missed); the lifecycle refuses the rest.
+        return WorkflowStatus.RUNNING, "Prefect reports Running (the hook was missed)", {}
 
     def _decide_completed(
         self, workflow: Workflow
@@ -315,8 +328,6 @@ class Reconciler:
             log.warning("cannot check outputs of %s: %s", workflow.id, exc)
             return None
         if missing:
-            if workflow.status.is_terminal:
-                return None
             return (
                 WorkflowStatus.FAILED,
                 "Prefect reports Completed but outputs are missing",

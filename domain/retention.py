@@ -29,7 +29,8 @@ from core.keys import attempt_label, tasks_prefix
 from core.storage.base import ObjectStore
 from core.storage.errors import StorageError
 from db.base import utcnow
-from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from db.models import Task, Workflow, WorkflowStatus
+from domain import lifecycle
 from domain.manifest import (
     ManifestPublisher,
     build_manifest,
@@ -155,10 +156,10 @@ class OutputHousekeeping:
             task_part, _, rest = info.key[len(prefix) :].partition("/")
             label = rest.partition("/")[0]
             task = tasks.get(task_part)
-            if task is not None and task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
+            if task is not None and lifecycle.task_is_live(task.status):
                 continue  # still running: its objects may be about to be named
             workflow = attempts.get((task_part, label))
-            if workflow is not None and not workflow.status.is_terminal:
+            if workflow is not None and not lifecycle.is_terminal(workflow.status):
                 continue
             last = info.modified
             if workflow is not None and workflow.completed_at is not None:

@@ -20,8 +20,9 @@ from core.settings import Settings
 from core.storage.base import ObjectStore
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
-from domain import prefect_gateway
+from domain import lifecycle, prefect_gateway
 from domain.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher
+from domain.lifecycle import TaskAction, Writer
 from domain.outputs import remove_attempt_outputs, result_keys
 from domain.task_types import get_task_type
 from domain.workflows import ProgressUpdate, WorkflowService
@@ -39,6 +40,13 @@ def request_digest(type_: str, canonical: dict[str, Any]) -> str:
     """SHA-256 of a task request (type and validated payload), independent of key order."""
     body = json.dumps({"type": type_, "payload": canonical}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _not_allowed(task: Task, action: TaskAction, verb: str) -> ConflictError:
+    """The 409 for an action the lifecycle refuses in the task's status; names the ones
+    it is allowed in ("only failed or cancelled tasks can be retried")."""
+    allowed = " or ".join(status.value for status in lifecycle.task_statuses_for(action))
+    return ConflictError(f"task {task.id} is {task.status.value}; only {allowed} tasks {verb}")
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class TaskService:
                 task = TaskRepository(session).add(
                     Task(
                         type=type_,
-                        status=TaskStatus.PENDING,
+                        status=lifecycle.task_status_for(lifecycle.WAITING_FOR_RUN),
                         episode_id=task_type.episode_id(canonical),
                         payload=canonical,
                         idempotency_key=idempotency_key,
@@ -167,6 +175,8 @@ class TaskService:
         that only adds formats).
         """
         task_type = get_task_type(task.type)
+        status = lifecycle.WAITING_FOR_RUN
+        assert lifecycle.allows(Writer.NEW_ATTEMPT, lifecycle.NEW_ROW, status)
         task.attempts += 1
         workflow = WorkflowRepository(session).add(
             Workflow(
@@ -174,7 +184,7 @@ class TaskService:
                 deployment_name=task_type.deployment_name(self.settings),
                 task_id=task.id,
                 attempt=task.attempts,
-                status=WorkflowStatus.QUEUED,
+                status=status,
                 progress=0,
                 parameters={},
                 corrections=[],
@@ -188,7 +198,7 @@ class TaskService:
         }
         task.workflow_id = workflow.id
         task.workflow_instance_id = None
-        task.status = TaskStatus.PENDING
+        task.status = lifecycle.task_status_for(status)
         task.progress = 0
         task.current_step = None
         # task.result is kept: outputs of earlier attempts still exist until replaced.
@@ -219,11 +229,8 @@ class TaskService:
             task = TaskRepository(session).get_one_or_none(id=task_id, with_for_update=True)
             if task is None:
                 raise NotFoundError(f"task {task_id} not found")
-            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-                raise ConflictError(
-                    f"task {task_id} is {task.status.value}; only failed or cancelled tasks "
-                    "can be retried"
-                )
+            if not lifecycle.task_allows(TaskAction.RETRY, task.status):
+                raise _not_allowed(task, TaskAction.RETRY, "can be retried")
             workflow = self._new_workflow(session, task)
         return self.dispatcher.dispatch(workflow.id)
 
@@ -240,7 +247,7 @@ class TaskService:
             task = TaskRepository(session).get_one_or_none(id=task_id, with_for_update=True)
             if task is None:
                 raise NotFoundError(f"task {task_id} not found")
-            if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
+            if not lifecycle.task_allows(TaskAction.REPROCESS, task.status):
                 raise ConflictError(f"task {task_id} is {task.status.value}; wait for it to end")
             task_type = get_task_type(task.type)
             overrides: dict[str, Any] | None = None
@@ -309,11 +316,8 @@ class TaskService:
             task = TaskRepository(session).get_one_or_none(id=task_id)
             if task is None:
                 raise NotFoundError(f"task {task_id} not found")
-            if task.status not in (TaskStatus.PENDING, TaskStatus.PROCESSING):
-                raise ConflictError(
-                    f"task {task_id} is {task.status.value}; only pending or processing tasks "
-                    "can be cancelled"
-                )
+            if not lifecycle.task_allows(TaskAction.CANCEL, task.status):
+                raise _not_allowed(task, TaskAction.CANCEL, "can be cancelled")
             workflow = (
                 WorkflowRepository(session).get_one_or_none(id=task.workflow_id)
                 if task.workflow_id
@@ -334,7 +338,8 @@ class TaskService:
                     status=WorkflowStatus.CANCELLED,
                     error="cancelled by request",
                     message="cancelled through the API",
-                )
+                ),
+                writer=Writer.CANCEL,
             )
         except ConflictError:
             # The cancellation hook may have been quicker; anything else is a real conflict.

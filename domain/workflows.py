@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,15 +17,10 @@ from core.errors import ConflictError, NotFoundError
 from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.engine import autocommit_engine
-from db.models import (
-    TASK_STATUS_FOR_WORKFLOW,
-    Task,
-    TaskStatus,
-    Workflow,
-    WorkflowStatus,
-    without_nul,
-)
+from db.models import Task, TaskStatus, Workflow, WorkflowStatus, without_nul
 from db.repositories import TaskRepository, WorkflowRepository
+from domain import lifecycle
+from domain.lifecycle import Writer
 from domain.manifest import ManifestPublisher
 
 
@@ -47,31 +43,40 @@ class ProgressUpdate:
 _WORKFLOWS = cast(Table, Workflow.__table__)
 _TASKS = cast(Table, Task.__table__)
 
-#: A plain report on a live workflow: progress only rises, step and message when given.
-_PLAIN_WORKFLOW_UPDATE = (
-    sql_update(_WORKFLOWS)
-    .where(
-        _WORKFLOWS.c.id == bindparam("w_id"),
-        _WORKFLOWS.c.task_id == bindparam("t_id"),
-        # Two fixed parameters, not an expanding IN: that rewrites the SQL on every call.
-        _WORKFLOWS.c.status.in_(
-            [
-                bindparam("live_a", type_=_WORKFLOWS.c.status.type),
-                bindparam("live_b", type_=_WORKFLOWS.c.status.type),
-            ]
-        ),
+
+def _plain_workflow_update(plain: tuple[WorkflowStatus, ...]) -> Any:
+    """A plain report on a workflow in one of the `plain` statuses (the lifecycle's
+    `PLAIN_REPORT_STATUSES`): progress only rises, step and message when given.
+
+    One fixed parameter per plain status (`live_0`, ...), not an expanding IN: that
+    rewrites the SQL on every call. `_plain_params` fills them for one report.
+    """
+    return (
+        sql_update(_WORKFLOWS)
+        .where(
+            _WORKFLOWS.c.id == bindparam("w_id"),
+            _WORKFLOWS.c.task_id == bindparam("t_id"),
+            _WORKFLOWS.c.status.in_(
+                [bindparam(f"live_{n}", type_=_WORKFLOWS.c.status.type) for n in range(len(plain))]
+            ),
+        )
+        .values(
+            progress=case(
+                (_WORKFLOWS.c.progress < bindparam("p", type_=Integer()), bindparam("p")),
+                else_=_WORKFLOWS.c.progress,
+            ),
+            current_step=func.coalesce(
+                bindparam("step", type_=String()), _WORKFLOWS.c.current_step
+            ),
+            message=func.coalesce(bindparam("msg", type_=Text()), _WORKFLOWS.c.message),
+            updated_at=bindparam("now", type_=_WORKFLOWS.c.updated_at.type),
+        )
+        .returning(*_WORKFLOWS.c)
     )
-    .values(
-        progress=case(
-            (_WORKFLOWS.c.progress < bindparam("p", type_=Integer()), bindparam("p")),
-            else_=_WORKFLOWS.c.progress,
-        ),
-        current_step=func.coalesce(bindparam("step", type_=String()), _WORKFLOWS.c.current_step),
-        message=func.coalesce(bindparam("msg", type_=Text()), _WORKFLOWS.c.message),
-        updated_at=bindparam("now", type_=_WORKFLOWS.c.updated_at.type),
-    )
-    .returning(*_WORKFLOWS.c)
-)
+
+
+#: The workflow's half of a plain report, on SQLite (PostgreSQL runs both as one statement).
+_PLAIN_WORKFLOW_UPDATE = _plain_workflow_update(lifecycle.PLAIN_REPORT_STATUSES)
 
 #: The task follows its current workflow only (an older attempt's report leaves it alone).
 _PLAIN_TASK_UPDATE = (
@@ -87,7 +92,10 @@ _PLAIN_TASK_UPDATE = (
 )
 
 
-def _single_statement_progress() -> Any:
+def _single_statement_progress(
+    plain: tuple[WorkflowStatus, ...] = lifecycle.PLAIN_REPORT_STATUSES,
+    task_status_for: Mapping[WorkflowStatus, TaskStatus] = lifecycle.TASK_STATUS_FOR_WORKFLOW,
+) -> Any:
     """Both plain-report updates as one PostgreSQL statement (data-modifying CTEs).
 
     Run in autocommit, a report is one round trip: no BEGIN, no second UPDATE, no COMMIT
@@ -95,15 +103,18 @@ def _single_statement_progress() -> Any:
     PostgreSQL runs the workflow's first: the same lock order as everywhere else. A task
     that follows another attempt matches nothing in `t`; the outer join still returns the
     workflow. SQLite has no UPDATE in a CTE and keeps the two statements.
+
+    Made from the lifecycle's table: the workflow's update matches the plain statuses,
+    and the task's status is a CASE with one branch per plain status (no ELSE: `w` holds
+    no other row, and a NULL would fail the NOT NULL column rather than guess).
     """
-    w = _PLAIN_WORKFLOW_UPDATE.cte("w")
+    w = _plain_workflow_update(plain).cte("w")
     t = (
         sql_update(_TASKS)
         .where(_TASKS.c.id == w.c.task_id, _TASKS.c.workflow_id == w.c.id)
         .values(
             status=case(
-                (w.c.status == WorkflowStatus.RUNNING.value, TaskStatus.PROCESSING.value),
-                else_=TaskStatus.PENDING.value,
+                *((w.c.status == status.value, task_status_for[status].value) for status in plain)
             ),
             progress=w.c.progress,
             current_step=w.c.current_step,
@@ -122,10 +133,57 @@ _W_COLUMNS = [c.name for c in _WORKFLOWS.c]
 _T_COLUMNS = [c.name for c in _TASKS.c]
 
 
+def _plain_params(
+    status: WorkflowStatus | None,
+    plain: tuple[WorkflowStatus, ...] = lifecycle.PLAIN_REPORT_STATUSES,
+) -> dict[str, WorkflowStatus]:
+    """The `live_n` parameters of the plain statements for a report with `status`.
+
+    A report without a status matches every plain status; one that names a status
+    matches rows already in it only (a `running` report on a queued row is a transition,
+    which the general path makes). The statuses repeat to fill every parameter.
+    """
+    matches = lifecycle.plain_report_matches(status)
+    return {f"live_{n}": matches[n % len(matches)] for n in range(len(plain))}
+
+
+#: The same, made once for every status a plain report may name (None: it names none):
+#: the hot path runs for almost every report.
+_PLAIN_PARAMS: dict[WorkflowStatus | None, dict[str, WorkflowStatus]] = {
+    status: _plain_params(status)
+    for status in (None, *WorkflowStatus)
+    if lifecycle.plain_report_matches(status)
+}
+
+
+def _refusal(workflow: Workflow, new_status: WorkflowStatus, writer: Writer) -> ConflictError:
+    """The 409 for a status change the lifecycle refuses to `writer`. A report's or a
+    cancel's on a terminal workflow names the status: that tells a running flow
+    (`flows.progress`) that the database has given up on its run."""
+    if writer is Writer.RECONCILER:
+        return ConflictError(
+            f"workflow {workflow.id} is {workflow.status.value}; "
+            f"a correction cannot make it {new_status.value}"
+        )
+    if lifecycle.is_terminal(workflow.status):
+        return ConflictError(
+            f"workflow {workflow.id} is already {workflow.status.value}; "
+            "a terminal status is final",
+            status=workflow.status.value,
+        )
+    if new_status is WorkflowStatus.QUEUED:
+        return ConflictError(
+            f"workflow {workflow.id} is {workflow.status.value}; it cannot be queued again"
+        )
+    return ConflictError(
+        f"workflow {workflow.id} is {workflow.status.value}; it cannot become {new_status.value}"
+    )
+
+
 def _is_plain_progress(update: ProgressUpdate) -> bool:
-    """A report that only moves a running workflow along (the bulk of all reports)."""
+    """A report that only moves a live workflow along, changing no status (the bulk)."""
     return (
-        update.status in (None, WorkflowStatus.RUNNING)
+        update.status in _PLAIN_PARAMS
         and update.result is None
         and update.error is None
         and update.error_kind is None
@@ -156,13 +214,13 @@ def mirror_on_task(task: Task, workflow: Workflow) -> None:
     if task.workflow_id != workflow.id:
         return  # an older attempt: its news no longer describe the task
     now = utcnow()
-    status = TASK_STATUS_FOR_WORKFLOW[workflow.status]
+    status = lifecycle.task_status_for(workflow.status)
     task.status = status
     task.progress = workflow.progress
     task.current_step = workflow.current_step
     if status is TaskStatus.PROCESSING and task.started_at is None:
         task.started_at = workflow.started_at or now
-    if workflow.status.is_terminal:
+    if lifecycle.is_terminal(workflow.status):
         task.completed_at = workflow.completed_at or now
         if workflow.status is WorkflowStatus.COMPLETED:
             task.result = merge_results(task.result, workflow.result)
@@ -200,14 +258,17 @@ class WorkflowService:
                 raise NotFoundError(f"task {task_id} not found")
             return WorkflowRepository(session).list_for_task(task_id)
 
-    def apply_progress(self, update: ProgressUpdate) -> tuple[Workflow, Task]:
+    def apply_progress(
+        self, update: ProgressUpdate, *, writer: Writer = Writer.REPORT
+    ) -> tuple[Workflow, Task]:
         """Apply one update to the workflow and its task in a single transaction.
 
         Rules: progress never goes backwards (a lower value is ignored, not an error);
-        a terminal status is final (409, nothing changes); a workflow that is not the
-        task's is 409; unknown ids are 404.
+        a status change the lifecycle refuses to `writer` (a flow's report, or a cancel)
+        is 409 and changes nothing, in particular any change of a terminal status; a
+        workflow that is not the task's is 409; unknown ids are 404.
         """
-        if _is_plain_progress(update):
+        if writer is Writer.REPORT and _is_plain_progress(update):
             applied = self._apply_plain_progress(update)
             if applied is not None:
                 return applied
@@ -228,15 +289,9 @@ class WorkflowService:
                 )
             task = tasks.get_one_or_none(id=update.task_id, with_for_update=True)
             assert task is not None  # the foreign key guarantees it
-            if workflow.status.is_terminal:
-                raise ConflictError(
-                    f"workflow {workflow.id} is already {workflow.status.value}; "
-                    "a terminal status is final",
-                    status=workflow.status.value,
-                )
             new_status = update.status or workflow.status
-            if new_status is WorkflowStatus.QUEUED and workflow.status is WorkflowStatus.RUNNING:
-                raise ConflictError(f"workflow {workflow.id} is running; it cannot be queued again")
+            if not lifecycle.allows(writer, workflow.status, new_status):
+                raise _refusal(workflow, new_status, writer)
             self._apply(workflow, update, new_status)
             mirror_on_task(task, workflow)
             if update.error_kind is not None and task.workflow_id == workflow.id:
@@ -268,17 +323,10 @@ class WorkflowService:
         CPU / 3.0 ms wall here and 1.62 ms CPU / 6.3 ms wall on the general path (the
         repositories' `get_one_or_none(with_for_update=True)` for both rows, ORM flush).
         """
-        # A `running` report must not match a queued row: the general path starts it.
-        live_a = (
-            WorkflowStatus.RUNNING
-            if update.status is WorkflowStatus.RUNNING
-            else WorkflowStatus.QUEUED
-        )
         params = {
             "w_id": update.workflow_id,
             "t_id": update.task_id,
-            "live_a": live_a,
-            "live_b": WorkflowStatus.RUNNING,
+            **_PLAIN_PARAMS[update.status],
             "p": update.progress,
             "step": without_nul(update.step),
             "msg": without_nul(update.message),
@@ -296,7 +344,7 @@ class WorkflowService:
                 {
                     "t_id": update.task_id,
                     "w_id": workflow.id,
-                    "status": TASK_STATUS_FOR_WORKFLOW[workflow.status],
+                    "status": lifecycle.task_status_for(workflow.status),
                     "progress": workflow.progress,
                     "step": workflow.current_step,
                     "now": workflow.updated_at,
@@ -345,7 +393,9 @@ class WorkflowService:
         """The reconciler's write: set a status even over a terminal one, and record why.
 
         `expected` guards against a race: if the row changed since the caller looked
-        (a late hook landed first), nothing is written and None is returned.
+        (a late hook landed first), nothing is written and None is returned. A correction
+        the lifecycle refuses to the reconciler (e.g. a cancelled workflow made crashed)
+        is a 409 and writes nothing.
         """
         with self.session_factory.begin() as session:
             workflow = WorkflowRepository(session).get_one_or_none(
@@ -359,6 +409,8 @@ class WorkflowService:
             assert task is not None
             if expected is not None and workflow.status is not expected:
                 return None
+            if not lifecycle.allows(Writer.RECONCILER, workflow.status, status):
+                raise _refusal(workflow, status, Writer.RECONCILER)
             now = utcnow()
             workflow.corrections = [
                 *workflow.corrections,
@@ -369,7 +421,7 @@ class WorkflowService:
                     "reason": reason,
                 },
             ]
-            if status.is_terminal:
+            if lifecycle.is_terminal(status):
                 workflow.completed_at = now
             else:
                 workflow.completed_at = None
@@ -409,7 +461,7 @@ class WorkflowService:
             workflow.error = update.error
         if new_status is WorkflowStatus.RUNNING and workflow.started_at is None:
             workflow.started_at = now
-        if new_status.is_terminal:
+        if lifecycle.is_terminal(new_status):
             workflow.completed_at = now
             if workflow.started_at is None and new_status is WorkflowStatus.COMPLETED:
                 workflow.started_at = now

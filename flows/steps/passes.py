@@ -20,6 +20,7 @@ from core.settings import Settings
 from core.storage.base import ObjectStore
 from db.models import TaskStatus
 from db.repositories import TaskRepository
+from domain.lifecycle import TaskAction, task_allows
 from domain.reconciler import Reconciler, ReconcileReport
 from domain.retention import HousekeepingReport, OutputHousekeeping
 from domain.tasks import TaskService
@@ -61,7 +62,7 @@ def reprocess_selection(service: TaskService, params: ReprocessParameters) -> li
     done: list[dict[str, Any]] = []
     for task in tasks:
         entry: dict[str, Any] = {"taskId": str(task.id), "episodeId": task.episode_id}
-        if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
+        if not task_allows(TaskAction.REPROCESS, task.status):
             entry["outcome"] = f"skipped: {task.status.value}"
         elif params.dry_run:
             entry["outcome"] = "would reprocess" + (

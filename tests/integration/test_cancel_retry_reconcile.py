@@ -189,6 +189,33 @@ def test_running_without_progress_past_the_window_becomes_crashed(
     assert "no progress" in report.corrections[0].reason
 
 
+def test_a_cancelled_task_whose_run_still_runs_silently_stays_cancelled(
+    client: TestClient,
+    prefect: SyncPrefectClient,
+    reconciler: Reconciler,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Only Prefect's Completed lifts a terminal row (the lifecycle's rule for corrections).
+    A stale Running run behind a cancelled row once made it crashed: a failed, transient
+    task that the reconciler then retried, against the person who cancelled it."""
+    task = _create(client)
+    report_progress(client, task, status="running")
+    assert client.post(f"/tasks/{task['id']}/cancel").status_code == 200
+    run_id = uuid.UUID(task["workflowInstanceId"])
+    prefect.set_flow_run_state(run_id, Running(), force=True)  # the run did not stop
+    with session_factory.begin() as session:
+        session.execute(
+            update(Workflow)
+            .where(Workflow.id == uuid.UUID(task["workflowId"]))
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    assert reconciler.reconcile().corrections == []
+    assert reconciler.retry_transient_failures().retries == []
+    row = client.get(f"/tasks/{task['id']}").json()
+    assert (row["status"], row["attempts"]) == ("cancelled", 1)
+    assert client.get(f"/workflows/{task['workflowId']}").json()["corrections"] == []
+
+
 def test_pending_past_the_window_is_crashed_here_and_in_prefect(
     client: TestClient, prefect: SyncPrefectClient, reconciler: Reconciler
 ) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
+from domain.lifecycle import CORRECTABLE_TERMINAL_STATUSES, LIVE_WORKFLOW_STATUSES
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -156,9 +157,10 @@ def test_workflow_queries(factory: sessionmaker[Session]) -> None:
         assert [w.id for w in repo.list_for_task(task.id)] == all_ids
         assert repo.list_for_task(uuid.uuid4()) == []
         # Ended since `since` with a flow run: not the older one, not the run-less one.
-        assert [w.id for w in repo.list_recently_ended(since)] == [second.id]
+        ended = repo.list_recently_ended(since, CORRECTABLE_TERMINAL_STATUSES)
+        assert [w.id for w in ended] == [second.id]
         assert [w.id for w in repo.list_completed_without_result(since)] == [fifth.id]
-        assert [w.id for w in repo.list_active()] == [seventh.id, third.id]
+        assert [w.id for w in repo.list_active(LIVE_WORKFLOW_STATUSES)] == [seventh.id, third.id]
         found = repo.get_by_instance_id("run-2")
         assert found is not None and found.id == second.id
         assert repo.get_by_instance_id("run-x") is None
