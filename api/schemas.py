@@ -6,14 +6,14 @@ import types
 import typing
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union
 
 import annotated_types
 import msgspec
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from db.models import Task, Workflow
 from domain.contracts import ErrorKind, ReprocessParameters
 
 WorkflowStatusName = Literal["queued", "running", "completed", "failed", "crashed", "cancelled"]
@@ -96,7 +96,22 @@ class ProgressRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
     error_kind: ErrorKind | None = None
 
 
-class TaskOut(msgspec.Struct, rename="camel"):
+class OutStruct(msgspec.Struct, rename="camel"):
+    """A response struct whose fields are named as the attributes of the object it shows
+    (an ORM row, a domain result): `of()` copies them by name, so a field added to both
+    sides needs no third edit, and a status enum goes out as its value."""
+
+    @classmethod
+    def of(cls, source: object) -> Self:
+        """The struct with each field read from the attribute of the same name on `source`."""
+        values: dict[str, Any] = {}
+        for name in cls.__struct_fields__:
+            value = getattr(source, name)
+            values[name] = value.value if isinstance(value, Enum) else value
+        return cls(**values)
+
+
+class TaskOut(OutStruct):
     """A task as clients see it."""
 
     id: uuid.UUID
@@ -118,29 +133,6 @@ class TaskOut(msgspec.Struct, rename="camel"):
     started_at: datetime | None
     completed_at: datetime | None
 
-    @classmethod
-    def of(cls, task: Task) -> TaskOut:
-        return cls(
-            id=task.id,
-            type=task.type,
-            status=task.status.value,
-            episode_id=task.episode_id,
-            payload=task.payload,
-            result=task.result,
-            error=task.error,
-            error_kind=task.error_kind,
-            progress=task.progress,
-            current_step=task.current_step,
-            attempts=task.attempts,
-            idempotency_key=task.idempotency_key,
-            workflow_id=task.workflow_id,
-            workflow_instance_id=task.workflow_instance_id,
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-            started_at=task.started_at,
-            completed_at=task.completed_at,
-        )
-
 
 class TaskPageOut(msgspec.Struct, rename="camel"):
     """`GET /tasks`: one page, newest first."""
@@ -151,7 +143,7 @@ class TaskPageOut(msgspec.Struct, rename="camel"):
     offset: int
 
 
-class WorkflowOut(msgspec.Struct, rename="camel"):
+class WorkflowOut(OutStruct):
     """A workflow instance (one Prefect flow run of one task attempt)."""
 
     id: uuid.UUID
@@ -173,29 +165,6 @@ class WorkflowOut(msgspec.Struct, rename="camel"):
     started_at: datetime | None
     completed_at: datetime | None
 
-    @classmethod
-    def of(cls, workflow: Workflow) -> WorkflowOut:
-        return cls(
-            id=workflow.id,
-            name=workflow.name,
-            deployment_name=workflow.deployment_name,
-            instance_id=workflow.instance_id,
-            task_id=workflow.task_id,
-            attempt=workflow.attempt,
-            status=workflow.status.value,
-            progress=workflow.progress,
-            current_step=workflow.current_step,
-            message=workflow.message,
-            parameters=workflow.parameters,
-            result=workflow.result,
-            error=workflow.error,
-            corrections=workflow.corrections,
-            created_at=workflow.created_at,
-            updated_at=workflow.updated_at,
-            started_at=workflow.started_at,
-            completed_at=workflow.completed_at,
-        )
-
 
 class ProgressOut(msgspec.Struct, rename="camel"):
     """What the progress endpoint answers: both rows after the update."""
@@ -214,7 +183,7 @@ class HealthOut(msgspec.Struct, rename="camel", omit_defaults=True):
     prefect: str | None = None
 
 
-class UploadOut(msgspec.Struct, rename="camel"):
+class UploadOut(OutStruct):
     """`POST /uploads`: where the audio was stored and what it is."""
 
     key: str
@@ -237,7 +206,7 @@ class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] | None = None
 
 
-class PresignOut(msgspec.Struct, rename="camel"):
+class PresignOut(OutStruct):
     """A URL to PUT the file to directly, sending `headers` as given (they are signed);
     then create the task with `key`."""
 

@@ -44,14 +44,7 @@ class UploadController(Controller):
                 f"upload of {declared} bytes exceeds the limit of {upload_service.max_bytes} bytes"
             )
         stored = await upload_service.receive(filename, request.stream())
-        return UploadOut(
-            key=stored.key,
-            size=stored.size,
-            duration_s=stored.duration_s,
-            codec=stored.codec,
-            channels=stored.channels,
-            sample_rate=stored.sample_rate,
-        )
+        return UploadOut.of(stored)
 
     @post(
         "/presign",
@@ -64,10 +57,4 @@ class UploadController(Controller):
     ) -> PresignOut:
         """A presigned PUT URL for a direct upload of `size` bytes (S3 backends only)."""
         presigned = upload_service.presign(data.filename, data.size, data.expires_in)
-        return PresignOut(
-            key=presigned.key,
-            url=presigned.url,
-            method=presigned.method,
-            expires_in=presigned.expires_in,
-            headers=presigned.headers,
-        )
+        return PresignOut.of(presigned)

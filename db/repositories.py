@@ -28,6 +28,7 @@ from advanced_alchemy.repository import ModelT, SQLAlchemySyncRepository
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from core.errors import NotFoundError
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 
 #: Newest first; the id breaks ties so that pages never overlap.
@@ -47,6 +48,8 @@ class AudioflowRepository(SQLAlchemySyncRepository[ModelT]):
     """
 
     count_with_window_function = False
+    #: What a missing row is called in the NotFoundError (a 404's message).
+    noun: str = "row"
 
     def __init__(self, session: Session, **kwargs: Any) -> None:
         # Arguments, not class attributes: the library's __init__ defaults both.
@@ -56,6 +59,14 @@ class AudioflowRepository(SQLAlchemySyncRepository[ModelT]):
         # model saves a third of what the library adds to a lookup (4 of 11 us).
         kwargs.setdefault("statement", self._base_statement())
         super().__init__(session=session, **kwargs)
+
+    def get_existing(self, item_id: uuid.UUID, *, with_for_update: bool = False) -> ModelT:
+        """The row with this id, or NotFoundError ("task <id> not found"): one wording for
+        every 404 a service raises for a missing row."""
+        row = self.get_one_or_none(id=item_id, with_for_update=with_for_update)
+        if row is None:
+            raise NotFoundError(f"{self.noun} {item_id} not found")
+        return row
 
     @classmethod
     @functools.cache
@@ -67,6 +78,7 @@ class TaskRepository(AudioflowRepository[Task]):
     """Queries on the `tasks` table."""
 
     model_type = Task
+    noun = "task"
 
     def get_by_idempotency_key(self, key: str) -> Task | None:
         """The task first made with this `Idempotency-Key`, if any."""
@@ -119,6 +131,7 @@ class WorkflowRepository(AudioflowRepository[Workflow]):
     """Queries on the `workflows` table."""
 
     model_type = Workflow
+    noun = "workflow"
 
     def get_by_instance_id(self, instance_id: str) -> Workflow | None:
         """The workflow of a Prefect flow run."""

@@ -85,10 +85,7 @@ class TaskService:
 
     def get(self, task_id: uuid.UUID) -> Task:
         with self.session_factory() as session:
-            task = TaskRepository(session).get_one_or_none(id=task_id)
-            if task is None:
-                raise NotFoundError(f"task {task_id} not found")
-            return task
+            return TaskRepository(session).get_existing(task_id)
 
     def list_page(
         self,
@@ -226,9 +223,7 @@ class TaskService:
         if recovered is not None:
             return recovered
         with self.session_factory.begin() as session:
-            task = TaskRepository(session).get_one_or_none(id=task_id, with_for_update=True)
-            if task is None:
-                raise NotFoundError(f"task {task_id} not found")
+            task = TaskRepository(session).get_existing(task_id, with_for_update=True)
             if not lifecycle.task_allows(TaskAction.RETRY, task.status):
                 raise _not_allowed(task, TaskAction.RETRY, "can be retried")
             workflow = self._new_workflow(session, task)
@@ -244,9 +239,7 @@ class TaskService:
         self._recover_lost_run(task_id)
         task_type = None
         with self.session_factory.begin() as session:
-            task = TaskRepository(session).get_one_or_none(id=task_id, with_for_update=True)
-            if task is None:
-                raise NotFoundError(f"task {task_id} not found")
+            task = TaskRepository(session).get_existing(task_id, with_for_update=True)
             if not lifecycle.task_allows(TaskAction.REPROCESS, task.status):
                 raise ConflictError(f"task {task_id} is {task.status.value}; wait for it to end")
             task_type = get_task_type(task.type)
@@ -313,9 +306,7 @@ class TaskService:
 
     def _cancellable_workflow(self, task_id: uuid.UUID) -> Workflow:
         with self.session_factory() as session:
-            task = TaskRepository(session).get_one_or_none(id=task_id)
-            if task is None:
-                raise NotFoundError(f"task {task_id} not found")
+            task = TaskRepository(session).get_existing(task_id)
             if not lifecycle.task_allows(TaskAction.CANCEL, task.status):
                 raise _not_allowed(task, TaskAction.CANCEL, "can be cancelled")
             workflow = (

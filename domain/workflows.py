@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import ConflictError, NotFoundError
+from core.errors import ConflictError
 from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.engine import autocommit_engine
@@ -247,15 +247,11 @@ class WorkflowService:
 
     def get(self, workflow_id: uuid.UUID) -> Workflow:
         with self.session_factory() as session:
-            workflow = WorkflowRepository(session).get_one_or_none(id=workflow_id)
-            if workflow is None:
-                raise NotFoundError(f"workflow {workflow_id} not found")
-            return workflow
+            return WorkflowRepository(session).get_existing(workflow_id)
 
     def list_for_task(self, task_id: uuid.UUID) -> list[Workflow]:
         with self.session_factory() as session:
-            if TaskRepository(session).get_one_or_none(id=task_id) is None:
-                raise NotFoundError(f"task {task_id} not found")
+            TaskRepository(session).get_existing(task_id)
             return WorkflowRepository(session).list_for_task(task_id)
 
     def apply_progress(
@@ -278,12 +274,9 @@ class WorkflowService:
             workflows = WorkflowRepository(session)
             tasks = TaskRepository(session)
             # Row locks in one order everywhere (workflow, then task) so writers never deadlock.
-            workflow = workflows.get_one_or_none(id=update.workflow_id, with_for_update=True)
-            if workflow is None:
-                raise NotFoundError(f"workflow {update.workflow_id} not found")
+            workflow = workflows.get_existing(update.workflow_id, with_for_update=True)
             if workflow.task_id != update.task_id:
-                if tasks.get_one_or_none(id=update.task_id) is None:
-                    raise NotFoundError(f"task {update.task_id} not found")
+                tasks.get_existing(update.task_id)
                 raise ConflictError(
                     f"workflow {update.workflow_id} does not belong to task {update.task_id}"
                 )
@@ -398,11 +391,7 @@ class WorkflowService:
         is a 409 and writes nothing.
         """
         with self.session_factory.begin() as session:
-            workflow = WorkflowRepository(session).get_one_or_none(
-                id=workflow_id, with_for_update=True
-            )
-            if workflow is None:
-                raise NotFoundError(f"workflow {workflow_id} not found")
+            workflow = WorkflowRepository(session).get_existing(workflow_id, with_for_update=True)
             task = TaskRepository(session).get_one_or_none(
                 id=workflow.task_id, with_for_update=True
             )

@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from core.formats import AudioFormat
 from media import limits
@@ -146,6 +146,30 @@ def _describe_failure(stderr: str, path: Path) -> str:
     return last.strip()
 
 
+def _run_bounded(
+    cmd: list[str],
+    *,
+    timeout_s: float,
+    too_slow: str,
+    stdout: int | IO[bytes],
+    stderr: int | IO[bytes],
+) -> subprocess.CompletedProcess[bytes]:
+    """Run an ffmpeg tool on a file a client sent, no longer than `timeout_s`: a file that
+    makes it hang is bad audio (BadAudioError `too_slow`), not a stuck worker. On a
+    timeout `subprocess.run` has already killed the tool; the exit code is the caller's."""
+    try:
+        return subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BadAudioError(too_slow) from exc
+
+
 def _run_ffprobe(path: Path) -> tuple[dict[str, Any], str]:
     """ffprobe's JSON for `path` and its warnings; BadAudioError if it cannot read it."""
     path = Path(path)
@@ -163,18 +187,13 @@ def _run_ffprobe(path: Path) -> tuple[dict[str, Any], str]:
         *input_args(),
         media_url(path),
     ]
-    try:
-        done = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed ffprobe
-        raise BadAudioError(
-            f"{path.name} could not be read: ffprobe took longer than {PROBE_TIMEOUT_S:.0f} s"
-        ) from exc
+    done = _run_bounded(
+        cmd,
+        timeout_s=PROBE_TIMEOUT_S,
+        too_slow=f"{path.name} could not be read: ffprobe took longer than {PROBE_TIMEOUT_S:.0f} s",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     stderr = done.stderr.decode("utf-8", "replace")
     _refuse_other_containers(stderr, path)
     if done.returncode != 0:
@@ -282,19 +301,13 @@ def check_decodes(
         "-",
     ]
     with tempfile.TemporaryFile() as errlog:
-        try:
-            done = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=errlog,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:  # subprocess.run has killed ffmpeg
-            raise BadAudioError(
-                f"{path.name} could not be decoded within {timeout_s:.0f} s"
-            ) from exc
+        done = _run_bounded(
+            cmd,
+            timeout_s=timeout_s,
+            too_slow=f"{path.name} could not be decoded within {timeout_s:.0f} s",
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+        )
         errlog.seek(0)
         error_lines = sum(1 for _ in errlog)
         tail = read_tail(errlog, max_lines=5)
