@@ -49,9 +49,10 @@ postgres: ## Make sure the local PostgreSQL answers (start it if it is down)
 	  pg_isready -h 127.0.0.1 -p 5432; }
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy and the import directions between packages (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 .PHONY: test
 test: $(STAMP) system-deps postgres lint ## Lint, then the whole test suite (PostgreSQL, Prefect, ffmpeg, Whisper: all real)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Litestar, Request
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from litestar import Litestar, Request, Router
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import ValidationException
 from litestar.middleware import DefineMiddleware
@@ -11,25 +14,27 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
 from api.controllers import InternalController, TaskController, WorkflowController, get_health
+from api.deps import service_dependencies
 from api.errors import EXCEPTION_HANDLERS
-from api.openapi_doc import publish_enforced_constraints
+from api.openapi_doc import document_task_payloads, publish_enforced_constraints
 from api.reprocess import ReprocessController
 from api.request_checks import (
     AllowedHostsMiddleware,
     document_json_only,
     require_json_content_type,
 )
-from api.security import SECURITY_SCHEMES
-from api.services import TaskService, WorkflowService
-from api.services.dispatch import FlowRunStarter
-from api.services.reprocessing import ReprocessService
-from api.services.uploads import UploadService
+from api.security import (
+    API_KEY_REQUIRED,
+    INTERNAL_TOKEN_REQUIRED,
+    SECURITY_SCHEMES,
+    require_api_key,
+    require_internal_token,
+)
 from api.uploads import UploadController
 from core.settings import Settings, get_settings
-from core.storage import build_store
-from db.engine import build_engine, build_session_factory
+from domain.composition import Services, build_services
+from domain.dispatch import FlowRunStarter
 
 
 def refuse_nul_in_headers(request: Request) -> None:
@@ -60,40 +65,76 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     )
 
 
+def routers() -> list[Router]:
+    """The public endpoints behind the API key, the flows' endpoint behind the bearer token.
+
+    Each router carries its guard and its OpenAPI security declaration once, for every
+    operation under it; `/health` stays outside both (load balancers carry no credentials).
+    Built per app: Litestar binds a router to the app that registers it.
+    """
+    return [
+        Router(
+            path="/",
+            guards=[require_api_key],
+            security=API_KEY_REQUIRED,
+            route_handlers=[
+                TaskController,
+                WorkflowController,
+                UploadController,
+                ReprocessController,
+            ],
+        ),
+        Router(
+            path="/internal",
+            guards=[require_internal_token],
+            security=INTERNAL_TOKEN_REQUIRED,
+            route_handlers=[InternalController],
+        ),
+    ]
+
+
+def services_lifespan(
+    services: Services,
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the dispatcher runs while the app serves, and on the way out its
+    threads stop, the Prefect clients close and the engine built for the app is disposed."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        services.start()
+        try:
+            yield
+        finally:
+            services.stop()
+            services.dispose()
+
+    return lifespan
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     session_factory: sessionmaker[Session] | None = None,
     start_flow_run: FlowRunStarter | None = None,
 ) -> Litestar:
-    """Build the Litestar app. Refuses to build in production with development secrets."""
+    """Build the Litestar app. Refuses to build in production with development secrets.
+
+    The services come from the composition root (`domain.composition`); `session_factory`
+    and `start_flow_run` replace the built ones (tests).
+    """
     settings = settings or get_settings()
     settings.validate()
-    if session_factory is None:
-        session_factory = build_session_factory(build_engine(settings.database))
-    store = build_store(settings.storage)
-    task_service = TaskService(
-        session_factory,
-        settings,
-        start_flow_run or prefect_gateway.start_flow_run,
-        store=store,
+    services = build_services(
+        settings, session_factory=session_factory, start_flow_run=start_flow_run
     )
     app = Litestar(
-        route_handlers=[
-            TaskController,
-            WorkflowController,
-            UploadController,
-            ReprocessController,
-            InternalController,
-            get_health,
-        ],
+        route_handlers=[*routers(), get_health],
+        dependencies=service_dependencies(services),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=check_request,
         middleware=[DefineMiddleware(AllowedHostsMiddleware, allowed=settings.api.hosts_allowed())],
         cors_config=cors_config(settings),
-        # Zero-argument hooks: Litestar passes the app to hooks that take an argument.
-        on_startup=[lambda: task_service.dispatcher.start()],
-        on_shutdown=[lambda: task_service.dispatcher.stop(), prefect_gateway.close_clients],
+        lifespan=[services_lifespan(services)],
         openapi_config=OpenAPIConfig(
             title="audioflow",
             version="0.1.0",
@@ -106,17 +147,7 @@ def create_app(
     )
     publish_enforced_constraints(app.openapi_schema)
     document_json_only(app.openapi_schema)
+    document_task_payloads(app.openapi_schema)
     app.state.settings = settings
-    app.state.session_factory = session_factory
-    app.state.task_service = task_service
-    app.state.workflow_service = WorkflowService(session_factory, store)
-    app.state.upload_service = UploadService(
-        store,
-        settings.api.max_upload_bytes,
-        max_duration_s=settings.media.max_duration_s,
-        checks=settings.api.upload_checks,
-        spool_dir=settings.temp_dir,
-        presign_max_expires_s=settings.api.presign_max_expires_s,
-    )
-    app.state.reprocess_service = ReprocessService(settings)
+    app.state.services = services
     return app

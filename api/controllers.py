@@ -1,4 +1,9 @@
-"""HTTP handlers. Thin: parse input, call one service, return a schema."""
+"""HTTP handlers. Thin: parse input, call one service, return a schema.
+
+Guards, security and the services they take are declared once for all of them (see
+`api.app`): the public controllers sit on a router behind the API key, the internal one on
+a router behind the bearer token.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,11 @@ from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy import text
 
-from api import prefect_gateway
-from api.deps import provide_task_service, provide_workflow_service
 from api.errors import error_responses
 from api.schemas import (
     CreateTaskRequest,
@@ -24,21 +27,14 @@ from api.schemas import (
     TaskPageOut,
     WorkflowOut,
 )
-from api.security import (
-    API_KEY_REQUIRED,
-    INTERNAL_TOKEN_REQUIRED,
-    has_api_key,
-    require_api_key,
-    require_internal_token,
-)
-from api.services import ProgressUpdate, TaskService, WorkflowService
+from api.security import has_api_key
 from core.errors import UpstreamUnavailableError
 from db.models import TaskStatus, WorkflowStatus
-
-_DEPS = {
-    "task_service": Provide(provide_task_service, sync_to_thread=False),
-    "workflow_service": Provide(provide_workflow_service, sync_to_thread=False),
-}
+from domain import prefect_gateway
+from domain.composition import Services
+from domain.contracts import ErrorKind
+from domain.tasks import TaskService
+from domain.workflows import ProgressUpdate, WorkflowService
 
 
 class TaskController(Controller):
@@ -46,9 +42,6 @@ class TaskController(Controller):
 
     path = "/tasks"
     tags = ["tasks"]
-    guards = [require_api_key]
-    security = API_KEY_REQUIRED
-    dependencies = _DEPS
 
     @post(
         "/",
@@ -131,7 +124,7 @@ class TaskController(Controller):
     ) -> TaskOut:
         """A new attempt for a failed or cancelled task (409 otherwise)."""
         task = task_service.retry(task_id)
-        if task.status is TaskStatus.FAILED and task.error_kind == "transient":
+        if task.status is TaskStatus.FAILED and task.error_kind == ErrorKind.TRANSIENT:
             raise UpstreamUnavailableError(task.error or "could not start", taskId=str(task.id))
         return TaskOut.of(task)
 
@@ -148,9 +141,6 @@ class WorkflowController(Controller):
 
     path = "/workflows"
     tags = ["workflows"]
-    guards = [require_api_key]
-    security = API_KEY_REQUIRED
-    dependencies = _DEPS
 
     @get("/{workflow_id:uuid}", sync_to_thread=True, responses=error_responses(400, 401, 404))
     def get_workflow(
@@ -161,13 +151,10 @@ class WorkflowController(Controller):
 
 
 class InternalController(Controller):
-    """Endpoints for the flows, behind the internal bearer token."""
+    """Endpoints for the flows (the internal router puts them behind the bearer token)."""
 
-    path = "/internal"
+    path = "/"
     tags = ["internal"]
-    guards = [require_internal_token]
-    security = INTERNAL_TOKEN_REQUIRED
-    dependencies = _DEPS
 
     @post(
         "/workflow-progress",
@@ -202,13 +189,14 @@ def get_health(request: Request, state: State) -> Response[HealthOut]:
     Open to load balancers, so anonymous callers learn only up or down: driver and client
     exception text says what runs where. With the API key the body says what is down.
     """
+    services: Services = state.services
     try:
-        with state.session_factory() as session:
+        with services.session_factory() as session:
             session.execute(text("SELECT 1"))
         database = "ok"
     except Exception as exc:
         database = f"unreachable: {type(exc).__name__}"
-    prefect_problem = prefect_gateway.check_health(state.settings.prefect.api_url)
+    prefect_problem = prefect_gateway.check_health(services.settings.prefect.api_url)
     prefect = "ok" if prefect_problem is None else f"unreachable: {prefect_problem}"
     healthy = database == "ok" and prefect == "ok"
     body = HealthOut(status="ok" if healthy else "unavailable")

@@ -1,26 +1,38 @@
-"""Dependency providers: services built once at start-up, handed to handlers by name."""
+"""Dependency providers: the composition root's services, handed to handlers by name.
+
+Declared once, on the app (`create_app`), for every handler. Each provider returns an
+object built at start-up: nothing is built per request.
+"""
 
 from __future__ import annotations
 
-from litestar.datastructures import State
+from litestar.di import Provide
 
-from api.services import TaskService, WorkflowService
-from api.services.uploads import UploadService
-
-
-def provide_task_service(state: State) -> TaskService:
-    """The process's TaskService."""
-    service: TaskService = state.task_service
-    return service
+from domain.composition import Services
+from domain.reprocessing import ReprocessService
+from domain.tasks import TaskService
+from domain.uploads import UploadService
+from domain.workflows import WorkflowService
 
 
-def provide_workflow_service(state: State) -> WorkflowService:
-    """The process's WorkflowService."""
-    service: WorkflowService = state.workflow_service
-    return service
+def service_dependencies(services: Services) -> dict[str, Provide]:
+    """`task_service`, `workflow_service`, `upload_service` and `reprocess_service`."""
 
+    def provide_task_service() -> TaskService:
+        return services.tasks
 
-def provide_upload_service(state: State) -> UploadService:
-    """The process's UploadService."""
-    service: UploadService = state.upload_service
-    return service
+    def provide_workflow_service() -> WorkflowService:
+        return services.workflows
+
+    def provide_upload_service() -> UploadService:
+        return services.uploads
+
+    def provide_reprocess_service() -> ReprocessService:
+        return services.reprocessing
+
+    return {
+        "task_service": Provide(provide_task_service, sync_to_thread=False),
+        "workflow_service": Provide(provide_workflow_service, sync_to_thread=False),
+        "upload_service": Provide(provide_upload_service, sync_to_thread=False),
+        "reprocess_service": Provide(provide_reprocess_service, sync_to_thread=False),
+    }

@@ -1,22 +1,18 @@
 """`POST /reprocess`: start a run of the reprocessing deployment with the given selection
-(or return the queued run with the same selection; see `api.services.reprocessing`)."""
+(or return the queued run with the same selection; see `domain.reprocessing`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from litestar import Controller, Response, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from api.errors import error_responses
 from api.schemas import ReprocessOut, ReprocessRequest
-from api.security import API_KEY_REQUIRED, require_api_key
-from api.services.reprocessing import ReprocessService
-from core.errors import InvalidInputError
-from core.formats import FORMATS
+from domain.reprocessing import ReprocessService
 
 
 class ReprocessController(Controller):
@@ -24,8 +20,6 @@ class ReprocessController(Controller):
 
     path = "/reprocess"
     tags = ["reprocessing"]
-    guards = [require_api_key]
-    security = API_KEY_REQUIRED
 
     @post(
         "/",
@@ -41,34 +35,19 @@ class ReprocessController(Controller):
         },
     )
     def start_reprocessing(
-        self, data: JSONBody[ReprocessRequest], state: State
+        self,
+        data: JSONBody[ReprocessRequest],
+        reprocess_service: NamedDependency[ReprocessService],
     ) -> Response[ReprocessOut]:
         """Start a reprocessing run; `dryRun` only lists what it would do (in its artifact).
 
         The same parameters as a run that has not started yet return that run (200);
         past `AUDIOFLOW_REPROCESS_QUEUE_MAX` runs waiting to start, 429 with `Retry-After`.
         """
-        unknown = [f for f in data.add_formats if f not in FORMATS]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown format(s): {', '.join(unknown)}; known: {', '.join(FORMATS)}"
-            )
-        params: dict[str, Any] = {
-            "reconcile": data.reconcile,
-            "retry_failed": data.retry_failed,
-            "task_ids": [str(t) for t in data.task_ids],
-            "episode_ids": data.episode_ids,
-            "status": data.status,
-            "created_after": data.created_after.isoformat() if data.created_after else None,
-            "created_before": data.created_before.isoformat() if data.created_before else None,
-            "add_formats": data.add_formats,
-            "dry_run": data.dry_run,
-            "limit": data.limit,
-            "stale_after_s": data.stale_after_s,
-        }
-        service: ReprocessService = state.reprocess_service
-        run = service.start(params, name_prefix=f"reprocess-{'dry-' if data.dry_run else ''}")
+        run = reprocess_service.request_run(msgspec.structs.asdict(data))
         return Response(
-            ReprocessOut(flow_run_id=run.info.id, flow_run_name=run.info.name, parameters=params),
+            ReprocessOut(
+                flow_run_id=run.info.id, flow_run_name=run.info.name, parameters=run.parameters
+            ),
             status_code=HTTP_201_CREATED if run.created else HTTP_200_OK,
         )

@@ -2,16 +2,77 @@
 
 from __future__ import annotations
 
+import types
+import typing
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union
 
+import annotated_types
 import msgspec
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from db.models import Task, Workflow
+from domain.contracts import ErrorKind, ReprocessParameters
 
 WorkflowStatusName = Literal["queued", "running", "completed", "failed", "crashed", "cancelled"]
-ErrorKind = Literal["transient", "permanent"]
+
+#: annotated-types constraints (what pydantic's `Field(ge=...)` records) -> msgspec.Meta.
+_CONSTRAINTS: dict[type, tuple[str, str]] = {
+    annotated_types.Ge: ("ge", "ge"),
+    annotated_types.Gt: ("gt", "gt"),
+    annotated_types.Le: ("le", "le"),
+    annotated_types.Lt: ("lt", "lt"),
+    annotated_types.MinLen: ("min_length", "min_length"),
+    annotated_types.MaxLen: ("max_length", "max_length"),
+}
+
+
+def _msgspec_type(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> Any:
+    """`annotation` with pydantic's bounds and lengths as `msgspec.Meta`, so msgspec
+    enforces them while decoding (400) and Litestar documents them."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = typing.get_args(annotation)
+        return _msgspec_type(base, [*metadata, *extra])
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        converted: Any = list[_msgspec_type(item)]  # type: ignore[misc]
+    elif origin in (Union, types.UnionType):
+        converted = Union[tuple(_msgspec_type(arg) for arg in typing.get_args(annotation))]  # noqa: UP007
+    else:
+        converted = annotation
+    meta: dict[str, Any] = {}
+    for item in metadata:
+        for constraint in item.metadata if isinstance(item, FieldInfo) else [item]:
+            if type(constraint) in _CONSTRAINTS:
+                attribute, keyword = _CONSTRAINTS[type(constraint)]
+                meta[keyword] = getattr(constraint, attribute)
+    return Annotated[converted, msgspec.Meta(**meta)] if meta else converted
+
+
+def request_struct(
+    name: str, model: type[BaseModel], *, exclude: frozenset[str] = frozenset(), doc: str = ""
+) -> type[msgspec.Struct]:
+    """A closed, camelCase request struct with the fields, types, bounds and defaults of a
+    contract model: the wire schema is derived from the one definition, not written again.
+    Rules that need code (validators) run when the handler builds the model (a 422)."""
+    fields: list[tuple[str, Any, Any]] = []
+    for field_name, info in model.model_fields.items():
+        if field_name in exclude:
+            continue
+        default = (
+            msgspec.field(default_factory=info.default_factory)  # type: ignore[arg-type]
+            if info.default_factory is not None
+            else info.default
+        )
+        fields.append((field_name, _msgspec_type(info.annotation, info.metadata), default))
+    struct = msgspec.defstruct(
+        name, fields, rename="camel", forbid_unknown_fields=True, module=__name__
+    )
+    struct.__doc__ = doc
+    return struct
 
 
 class CreateTaskRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -35,7 +96,22 @@ class ProgressRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
     error_kind: ErrorKind | None = None
 
 
-class TaskOut(msgspec.Struct, rename="camel"):
+class OutStruct(msgspec.Struct, rename="camel"):
+    """A response struct whose fields are named as the attributes of the object it shows
+    (an ORM row, a domain result): `of()` copies them by name, so a field added to both
+    sides needs no third edit, and a status enum goes out as its value."""
+
+    @classmethod
+    def of(cls, source: object) -> Self:
+        """The struct with each field read from the attribute of the same name on `source`."""
+        values: dict[str, Any] = {}
+        for name in cls.__struct_fields__:
+            value = getattr(source, name)
+            values[name] = value.value if isinstance(value, Enum) else value
+        return cls(**values)
+
+
+class TaskOut(OutStruct):
     """A task as clients see it."""
 
     id: uuid.UUID
@@ -57,29 +133,6 @@ class TaskOut(msgspec.Struct, rename="camel"):
     started_at: datetime | None
     completed_at: datetime | None
 
-    @classmethod
-    def of(cls, task: Task) -> TaskOut:
-        return cls(
-            id=task.id,
-            type=task.type,
-            status=task.status.value,
-            episode_id=task.episode_id,
-            payload=task.payload,
-            result=task.result,
-            error=task.error,
-            error_kind=task.error_kind,
-            progress=task.progress,
-            current_step=task.current_step,
-            attempts=task.attempts,
-            idempotency_key=task.idempotency_key,
-            workflow_id=task.workflow_id,
-            workflow_instance_id=task.workflow_instance_id,
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-            started_at=task.started_at,
-            completed_at=task.completed_at,
-        )
-
 
 class TaskPageOut(msgspec.Struct, rename="camel"):
     """`GET /tasks`: one page, newest first."""
@@ -90,7 +143,7 @@ class TaskPageOut(msgspec.Struct, rename="camel"):
     offset: int
 
 
-class WorkflowOut(msgspec.Struct, rename="camel"):
+class WorkflowOut(OutStruct):
     """A workflow instance (one Prefect flow run of one task attempt)."""
 
     id: uuid.UUID
@@ -112,29 +165,6 @@ class WorkflowOut(msgspec.Struct, rename="camel"):
     started_at: datetime | None
     completed_at: datetime | None
 
-    @classmethod
-    def of(cls, workflow: Workflow) -> WorkflowOut:
-        return cls(
-            id=workflow.id,
-            name=workflow.name,
-            deployment_name=workflow.deployment_name,
-            instance_id=workflow.instance_id,
-            task_id=workflow.task_id,
-            attempt=workflow.attempt,
-            status=workflow.status.value,
-            progress=workflow.progress,
-            current_step=workflow.current_step,
-            message=workflow.message,
-            parameters=workflow.parameters,
-            result=workflow.result,
-            error=workflow.error,
-            corrections=workflow.corrections,
-            created_at=workflow.created_at,
-            updated_at=workflow.updated_at,
-            started_at=workflow.started_at,
-            completed_at=workflow.completed_at,
-        )
-
 
 class ProgressOut(msgspec.Struct, rename="camel"):
     """What the progress endpoint answers: both rows after the update."""
@@ -153,7 +183,7 @@ class HealthOut(msgspec.Struct, rename="camel", omit_defaults=True):
     prefect: str | None = None
 
 
-class UploadOut(msgspec.Struct, rename="camel"):
+class UploadOut(OutStruct):
     """`POST /uploads`: where the audio was stored and what it is."""
 
     key: str
@@ -176,7 +206,7 @@ class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] | None = None
 
 
-class PresignOut(msgspec.Struct, rename="camel"):
+class PresignOut(OutStruct):
     """A URL to PUT the file to directly, sending `headers` as given (they are signed);
     then create the task with `key`."""
 
@@ -187,22 +217,20 @@ class PresignOut(msgspec.Struct, rename="camel"):
     headers: dict[str, str]
 
 
-class ReprocessRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    """`POST /reprocess`: start a reprocessing run (see `flows/reprocessing.py`)."""
+if TYPE_CHECKING:
 
-    reconcile: bool = True
-    retry_failed: bool = True
-    task_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
-    episode_ids: list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]] = msgspec.field(
-        default_factory=list
+    class ReprocessRequest(msgspec.Struct):
+        """What type checkers see; the fields are those of `ReprocessParameters`."""
+
+else:
+    #: `POST /reprocess` body: the fields of `domain.contracts.ReprocessParameters` that a
+    #: request may set, in camelCase.
+    ReprocessRequest = request_struct(
+        "ReprocessRequest",
+        ReprocessParameters,
+        exclude=ReprocessParameters.WORKER_ONLY,
+        doc="`POST /reprocess`: start a reprocessing run (see `flows/reprocessing.py`).",
     )
-    status: Literal["done", "failed", "cancelled"] | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    add_formats: list[str] = msgspec.field(default_factory=list)
-    dry_run: bool = False
-    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
-    stale_after_s: Annotated[float, msgspec.Meta(ge=30, le=86_400)] = 600
 
 
 class ReprocessOut(msgspec.Struct, rename="camel"):

@@ -5,16 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from api.deps import provide_upload_service
 from api.errors import error_responses
 from api.schemas import PresignOut, PresignRequest, UploadOut
-from api.security import API_KEY_REQUIRED, require_api_key
-from api.services.uploads import UploadService
 from core.errors import PayloadTooLargeError
+from domain.uploads import UploadService
 
 
 class UploadController(Controller):
@@ -22,9 +20,6 @@ class UploadController(Controller):
 
     path = "/uploads"
     tags = ["uploads"]
-    guards = [require_api_key]
-    security = API_KEY_REQUIRED
-    dependencies = {"upload_service": Provide(provide_upload_service, sync_to_thread=False)}
 
     @post(
         "/",
@@ -49,14 +44,7 @@ class UploadController(Controller):
                 f"upload of {declared} bytes exceeds the limit of {upload_service.max_bytes} bytes"
             )
         stored = await upload_service.receive(filename, request.stream())
-        return UploadOut(
-            key=stored.key,
-            size=stored.size,
-            duration_s=stored.duration_s,
-            codec=stored.codec,
-            channels=stored.channels,
-            sample_rate=stored.sample_rate,
-        )
+        return UploadOut.of(stored)
 
     @post(
         "/presign",
@@ -69,10 +57,4 @@ class UploadController(Controller):
     ) -> PresignOut:
         """A presigned PUT URL for a direct upload of `size` bytes (S3 backends only)."""
         presigned = upload_service.presign(data.filename, data.size, data.expires_in)
-        return PresignOut(
-            key=presigned.key,
-            url=presigned.url,
-            method=presigned.method,
-            expires_in=presigned.expires_in,
-            headers=presigned.headers,
-        )
+        return PresignOut.of(presigned)

@@ -1,6 +1,6 @@
 """The floor: the same work as the flow, done by plain processes with no orchestration.
 
-Encoding runs the flow's own ffmpeg command lines (`flows.audio.encode.build_command`) side
+Encoding runs the flow's own ffmpeg command lines (`media.encode.build_command`) side
 by side, one process per format, as the flow does. Transcription runs the configured engine
 alone (`bench.transcriber`). Both are timed sequentially (encodes, then transcription: what
 the flow does) and in parallel (all at once); the floor is the faster of the two, so the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.audio import OUT_DIR
 from core.formats import get_format
-from flows.audio.encode import build_command
+from media.encode import build_command
 
 
 @dataclass(frozen=True)

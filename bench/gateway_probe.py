@@ -1,6 +1,6 @@
 """How much of `POST /tasks` is the API's Prefect client itself: `python -m bench.gateway_probe N`.
 
-`api.prefect_gateway` keeps one `SyncPrefectClient` per process; it used to build one per
+`domain.prefect_gateway` keeps one `SyncPrefectClient` per process; it used to build one per
 call, and building one creates an SSL context (loading the CA bundle) even for a plain-HTTP
 URL. This probe, run with the stack's environment while nothing else loads it, times N calls
 each of: building a client; creating a flow run with a new client per call (the old way,
@@ -19,21 +19,22 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from api import prefect_gateway
+from domain import prefect_gateway
+from domain.contracts import AudioProcessingParameters
 
 DEPLOYMENT = "audio-processing/audio-processing"
 
 
 def _parameters() -> dict[str, Any]:
-    return {
-        "task_id": str(uuid.uuid4()),
-        "workflow_id": str(uuid.uuid4()),
-        "episode_id": "bench-probe",
-        "audio_key": "uploads/bench/probe.mp3",
-        "encoding_formats": ["mp3_128"],
-        "transcribe": False,
-        "language": "en",
-    }
+    return AudioProcessingParameters(
+        task_id=uuid.uuid4(),
+        workflow_id=uuid.uuid4(),
+        episode_id="bench-probe",
+        audio_key="uploads/bench/probe.mp3",
+        encoding_formats=["mp3_128"],
+        transcribe=False,
+        language="en",
+    ).flow_run_parameters()
 
 
 def _timed(n: int, call: Callable[[], object]) -> dict[str, float]:

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from alembic import command
 from alembic.config import Config
 
-from api.services import ProgressUpdate, WorkflowService
-from api.services import workflows as workflows_module
 from bench.harness import temporary_database
 from cli.stack import PROJECT_DIR
 from core.settings import DatabaseSettings
 from db.engine import build_engine, build_session_factory
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from domain import workflows as workflows_module
+from domain.workflows import ProgressUpdate, WorkflowService
 
 
 def _batches(n: int, report: Callable[[int], object]) -> dict[str, float]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from core.settings import WhisperSettings
-from flows.transcription.engines import get_engine
+from transcription.engines import get_engine
 
 
 def main(path: str) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,24 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    wait: bool = False,
+) -> None:
+    """A command on one task named by its id: `--json` prints the task as the API returns
+    it, `--wait` (where asked for) follows it to the end."""
+    command = sub.add_parser(name, help=help_text)
+    command.add_argument("task_id")
+    if wait:
+        command.add_argument("--wait", action="store_true")
+    command.add_argument("--json", action="store_true")
+    command.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audioflow", description=__doc__)
     parser.add_argument(
@@ -245,10 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--json", action="store_true", help="print the task as the API returns it")
     submit.set_defaults(func=cmd_submit)
 
-    status = sub.add_parser("status", help="show one task")
-    status.add_argument("task_id")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
+    _task_command(sub, "status", "show one task", cmd_status)
 
     tasks = sub.add_parser("tasks", help="list tasks, newest first")
     tasks.add_argument("--status", choices=["pending", "processing", "done", "failed", "cancelled"])
@@ -256,16 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--json", action="store_true")
     tasks.set_defaults(func=cmd_tasks)
 
-    cancel = sub.add_parser("cancel", help="cancel a pending or processing task")
-    cancel.add_argument("task_id")
-    cancel.add_argument("--json", action="store_true")
-    cancel.set_defaults(func=cmd_cancel)
-
-    retry = sub.add_parser("retry", help="a new attempt for a failed or cancelled task")
-    retry.add_argument("task_id")
-    retry.add_argument("--wait", action="store_true")
-    retry.add_argument("--json", action="store_true")
-    retry.set_defaults(func=cmd_retry)
+    _task_command(sub, "cancel", "cancel a pending or processing task", cmd_cancel)
+    _task_command(
+        sub, "retry", "a new attempt for a failed or cancelled task", cmd_retry, wait=True
+    )
 
     reprocess = sub.add_parser(
         "reprocess", help="start a reprocessing run (reconcile, retry, select)"

@@ -1,9 +1,17 @@
-"""The output-format registry: every audio rendition audioflow can produce, by name.
+"""The output-format registries: every audio rendition and transcript file audioflow can
+produce, by name.
 
 The API validates a request's `encodingFormats` against `FORMATS`, the encoder turns an
 `AudioFormat` into ffmpeg output options, the verifier checks an output against the same
 record, and the object key of an output is built from its `name` and `extension`. Adding a
 format is therefore one entry here and nothing else.
+
+Transcript formats (`TRANSCRIPT_FORMATS`: name, extension, MIME type) live here too, so that
+what an attempt stores can be worked out without the writers that render them
+(`transcription.writers` registers one writer per entry).
+
+`check_format_names` is the one check of requested format names: the task payload, the
+flow's parameters and the reprocessing parameters all go through it.
 
 This module is imported by the API on every request path, so it stays import-light: plain
 dataclasses, no subprocess, no boto3, no ffmpeg probing at import time.
@@ -15,10 +23,14 @@ from dataclasses import dataclass
 
 __all__ = [
     "FORMATS",
+    "TRANSCRIPT_FORMATS",
     "AudioFormat",
+    "TranscriptFormat",
     "UnknownFormatError",
+    "check_format_names",
     "format_names",
     "get_format",
+    "get_transcript_format",
 ]
 
 #: ffmpeg filter that keeps mono as mono and stereo as stereo, and downmixes anything wider
@@ -37,10 +49,11 @@ _LOSSLESS_SIZE_RATIO = {"flac": 0.7}
 class UnknownFormatError(ValueError):
     """A format name is not in the registry; the message lists the names that are."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, known: list[str] | None = None, what: str = "audio") -> None:
         self.name = name
         super().__init__(
-            f"unknown audio format {name!r}; known formats: {', '.join(format_names())}"
+            f"unknown {what} format {name!r}; known formats: "
+            f"{', '.join(format_names() if known is None else known)}"
         )
 
 
@@ -49,7 +62,7 @@ class AudioFormat:
     """One output rendition: what ffmpeg is asked for and what the result must look like.
 
     The descriptive fields (`codec`, `bitrate_kbps`, `channels`, `sample_rate`) are what
-    `flows.audio.probe.verify_output` checks the encoded file against; `ffmpeg_args` are
+    `media.probe.verify_output` checks the encoded file against; `ffmpeg_args` are
     the output options that produce it. Both are built from the same values by `_format`
     below, so they cannot disagree.
     """
@@ -235,4 +248,60 @@ def get_format(name: str) -> AudioFormat:
     fmt = FORMATS.get(name) if isinstance(name, str) else None
     if fmt is None:
         raise UnknownFormatError(str(name))
+    return fmt
+
+
+def check_format_names(names: list[str]) -> list[str]:
+    """`names` if each is a registered audio format, once; else `ValueError` saying which.
+
+    The one check of requested formats (task payloads, flow and reprocessing parameters),
+    so every caller refuses the same names with the same words.
+    """
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown:
+        raise ValueError(
+            f"unknown encoding format(s): {', '.join(map(str, unknown))}; "
+            f"known: {', '.join(FORMATS)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError("a format is listed twice")
+    return names
+
+
+@dataclass(frozen=True)
+class TranscriptFormat:
+    """One transcript file format: what is stored and how podcast apps are told about it.
+
+    The rendering lives in `transcription.writers` (one writer per entry); the name, file
+    extension and MIME type live here so that the domain can name the stored objects
+    without importing the writers.
+    """
+
+    #: Registry key: the key of the file in a result's `transcript.keys`.
+    name: str
+    #: File extension without the dot (`transcript.{extension}`).
+    extension: str
+    #: MIME type, as Podcasting 2.0's `<podcast:transcript type=...>` expects it and as the
+    #: object is stored.
+    content_type: str
+
+
+_TRANSCRIPTS: tuple[TranscriptFormat, ...] = (
+    # Podcasting 2.0 JSON: `{"version", "segments": [{"startTime", "endTime", "body"}]}`.
+    TranscriptFormat("json", extension="json", content_type="application/json"),
+    # WebVTT: what Apple Podcasts ingests and browsers play natively.
+    TranscriptFormat("vtt", extension="vtt", content_type="text/vtt"),
+    TranscriptFormat("srt", extension="srt", content_type="application/x-subrip"),
+    TranscriptFormat("txt", extension="txt", content_type="text/plain"),
+)
+
+#: Every transcript file an attempt that transcribes writes, by name (in writing order).
+TRANSCRIPT_FORMATS: dict[str, TranscriptFormat] = {fmt.name: fmt for fmt in _TRANSCRIPTS}
+
+
+def get_transcript_format(name: str) -> TranscriptFormat:
+    """The transcript format called `name`; `UnknownFormatError` lists the valid names."""
+    fmt = TRANSCRIPT_FORMATS.get(name) if isinstance(name, str) else None
+    if fmt is None:
+        raise UnknownFormatError(str(name), list(TRANSCRIPT_FORMATS), what="transcript")
     return fmt

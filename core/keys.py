@@ -15,7 +15,7 @@ Why this shape:
   (overwrite, a failure halfway, the clean-up after a cancel) can touch what another task
   or attempt wrote: cancelling task B of an episode cannot delete task A's published files.
 * Which version is current is said by one small object, the manifest, written last and
-  only when a task is done (`api.services.manifest`); readers follow it (or a task's own
+  only when a task is done (`domain.manifest`); readers follow it (or a task's own
   result) instead of guessing keys.
 * Runs created before the attempt became a flow parameter use `w{workflow_id}` in place of
   `a{attempt}`: still one folder per attempt, since a workflow row is one attempt.

@@ -2,7 +2,8 @@
 
 A task keeps every workflow it ever had (one per attempt); `tasks.workflow_id` points at
 the current one. The foreign keys form a cycle, so the task -> workflow one is added after
-both tables exist (`use_alter`).
+both tables exist (`use_alter`). The status enums are `core.statuses` (imported from here
+too); which status may follow which is `domain.lifecycle`.
 """
 
 from __future__ import annotations
@@ -15,53 +16,10 @@ from typing import Any
 from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
-from db.base import Base, TimestampMixin, UTCDateTime
-
-
-class TaskStatus(StrEnum):
-    """Lifecycle of a task row, as clients see it."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class WorkflowStatus(StrEnum):
-    """Lifecycle of one workflow instance; mirrors Prefect's flow-run states."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CRASHED = "crashed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        """A terminal status is final for every writer but the reconciler."""
-        return self in TERMINAL_WORKFLOW_STATUSES
-
-
-TERMINAL_WORKFLOW_STATUSES = frozenset(
-    {
-        WorkflowStatus.COMPLETED,
-        WorkflowStatus.FAILED,
-        WorkflowStatus.CRASHED,
-        WorkflowStatus.CANCELLED,
-    }
-)
-
-#: How a task's status follows its current workflow's.
-TASK_STATUS_FOR_WORKFLOW: dict[WorkflowStatus, TaskStatus] = {
-    WorkflowStatus.QUEUED: TaskStatus.PENDING,
-    WorkflowStatus.RUNNING: TaskStatus.PROCESSING,
-    WorkflowStatus.COMPLETED: TaskStatus.DONE,
-    WorkflowStatus.FAILED: TaskStatus.FAILED,
-    WorkflowStatus.CRASHED: TaskStatus.FAILED,
-    WorkflowStatus.CANCELLED: TaskStatus.CANCELLED,
-}
+# Re-exported: the enums are a column type here, and most code takes them from the models.
+from core.statuses import TaskStatus as TaskStatus
+from core.statuses import WorkflowStatus as WorkflowStatus
+from db.base import AuditColumns, Base, DateTimeUTC, UUIDKey
 
 
 def without_nul(value: str | None) -> str | None:
@@ -86,12 +44,11 @@ def _enum(cls: type[StrEnum], name: str) -> Enum:
     )
 
 
-class Task(TimestampMixin, Base):
+class Task(UUIDKey, AuditColumns, Base):
     """A unit of work a client asked for, e.g. `audio_processing` of one episode."""
 
     __tablename__ = "tasks"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
     type: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     status: Mapped[TaskStatus] = mapped_column(
         _enum(TaskStatus, "task_status"), nullable=False, default=TaskStatus.PENDING, index=True
@@ -118,8 +75,8 @@ class Task(TimestampMixin, Base):
         nullable=True,
     )
     workflow_instance_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
 
     workflows: Mapped[list[Workflow]] = relationship(
         back_populates="task",
@@ -135,12 +92,11 @@ class Task(TimestampMixin, Base):
         return without_nul(value)
 
 
-class Workflow(TimestampMixin, Base):
+class Workflow(UUIDKey, AuditColumns, Base):
     """One workflow instance: one run of a Prefect deployment for one task attempt."""
 
     __tablename__ = "workflows"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(64), nullable=False)
     deployment_name: Mapped[str] = mapped_column(String(255), nullable=False)
     #: The Prefect flow-run id; empty until Prefect has accepted the run.
@@ -163,12 +119,12 @@ class Workflow(TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: Corrections made by the reconciler: [{at, from, to, reason}], oldest first.
     corrections: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
     #: Outbox: a queued workflow with no flow run yet is due for dispatch at this time (NULL:
     #: at once). A dispatcher pushes it forward while it works on the row (a lease other
     #: API processes respect) and after a failed attempt (the back-off).
-    dispatch_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    dispatch_after: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
 
     task: Mapped[Task] = relationship(
         back_populates="workflows", foreign_keys=[task_id], lazy="raise"

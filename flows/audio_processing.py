@@ -17,11 +17,22 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
+from pydantic import ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
-from core.formats import get_format
-from core.keys import attempt_label, attempt_prefix, audio_output_key, transcript_key
+from core.formats import TRANSCRIPT_FORMATS, get_format
 from core.settings import get_settings
 from core.storage import get_store
+from domain.contracts import (
+    AudioOutput,
+    AudioProcessingParameters,
+    AudioProcessingResult,
+    ErrorKind,
+    SourceSummary,
+    TranscriptSummary,
+    problems,
+)
+from domain.outputs import ExpectedOutputs, expected_outputs
 from flows import hooks
 from flows.errors import ProcessingError, classify, describe
 from flows.progress import HttpSender, ProgressPlan, WorkflowProgressReporter
@@ -29,8 +40,8 @@ from flows.steps.encoding import EncodedOutput, encode_format
 from flows.steps.source import fetch_source
 from flows.steps.transcription import TranscriptFiles, transcribe_source
 from flows.steps.upload import PlannedUpload, upload_outputs
-from flows.transcription.writers import WRITERS
 from flows.workspace import create_run_dir, ensure_room_for_outputs
+from media.probe import AudioInfo
 
 
 @flow(
@@ -44,76 +55,103 @@ from flows.workspace import create_run_dir, ensure_room_for_outputs
     on_cancellation=[hooks.on_cancellation],
 )
 def audio_processing(
-    task_id: str,
-    workflow_id: str,
-    episode_id: str,
-    audio_key: str,
-    encoding_formats: list[str],
-    transcribe: bool = True,
-    language: str | None = None,
-    attempt: int | None = None,
+    # Optional only for the old runs below; the form shows the model, not a null choice.
+    params: AudioProcessingParameters | SkipJsonSchema[None] = None,
+    # Runs created before the flow took one model carry its fields as separate parameters.
+    # Prefect binds a run's parameters to this signature by name (an unknown name fails the
+    # run), so these stay, hidden from the run form, and are folded into `params`.
+    task_id: SkipJsonSchema[str | None] = None,
+    workflow_id: SkipJsonSchema[str | None] = None,
+    episode_id: SkipJsonSchema[str | None] = None,
+    audio_key: SkipJsonSchema[str | None] = None,
+    encoding_formats: SkipJsonSchema[list[str] | None] = None,
+    transcribe: SkipJsonSchema[bool | None] = None,
+    language: SkipJsonSchema[str | None] = None,
+    attempt: SkipJsonSchema[int | None] = None,
 ) -> dict[str, Any]:
     """Process one episode; the returned result is also posted to the workflow row.
 
-    Prefect shows these descriptions in the deployment's parameter form (it reads them from
-    this docstring, not from pydantic `Field`s on the signature).
-
     Args:
-        task_id: The audioflow task (database row) this run serves.
-        workflow_id: The workflow row of this attempt.
-        episode_id: Episode id; output keys start with it.
-        audio_key: Object key of the source audio.
-        encoding_formats: Output formats, e.g. mp3_128, mp3_320, opus_64.
-        transcribe: Also transcribe the speech.
-        language: Spoken language code; empty detects it.
-        attempt: The task's attempt number; outputs go to this attempt's own folder
-            (runs created without it use the workflow id).
+        params: What to do: the task and workflow, the episode and its source audio, the
+            formats, whether to transcribe.
     """
+    legacy = {
+        "task_id": task_id,
+        "workflow_id": workflow_id,
+        "episode_id": episode_id,
+        "audio_key": audio_key,
+        "encoding_formats": encoding_formats,
+        "transcribe": transcribe,
+        "language": language,
+        "attempt": attempt,
+    }
+    run = _parameters(params, {k: v for k, v in legacy.items() if v is not None})
     logger = get_run_logger()
     settings = get_settings()
-    for name in encoding_formats:
-        get_format(name)  # unknown names fail before any work, with the list of known ones
-    # Every object this run writes lives under its attempt's own folder (core.keys).
-    prefix = attempt_prefix(episode_id, task_id, attempt_label(attempt, workflow_id))
-    plan = ProgressPlan.for_run(encoding_formats, transcribe)
-    artifact_id = create_progress_artifact(0.0, description=f"Processing episode {episode_id}")
+    # Every object this run writes lives under its attempt's own folder (core.keys), and
+    # is named by the same function the API uses to check and clean up after a run.
+    expected = expected_outputs(run)
+    formats = run.encoding_formats
+    plan = ProgressPlan.for_run(formats, run.transcribe)
+    artifact_id = create_progress_artifact(0.0, description=f"Processing episode {run.episode_id}")
     reporter = WorkflowProgressReporter(
-        task_id,
-        workflow_id,
+        str(run.task_id),
+        str(run.workflow_id),
         plan,
         HttpSender(settings.api.public_url, settings.internal_token),
         on_report=lambda percent, _step: _update_artifact(artifact_id, percent),
     )
     workdir = create_run_dir(
-        settings.temp_dir, flow_run.id, episode_id, settings.prefect.api_url
+        settings.temp_dir, flow_run.id, run.episode_id, settings.prefect.api_url
     )
     try:
-        source, source_info = fetch_source(audio_key, workdir, reporter)
+        source, source_info = fetch_source(run.audio_key, workdir, reporter)
         logger.info("source: %.1f s of %s", source_info.duration_s, source_info.codec)
-        ensure_room_for_outputs(workdir, source_info, encoding_formats, transcribe)
+        ensure_room_for_outputs(workdir, source_info, formats, run.transcribe)
         encoded: list[EncodedOutput] = [
             f.result()
             for f in [
                 encode_format.submit(source, source_info, name, workdir, reporter)
-                for name in encoding_formats
+                for name in formats
             ]
         ]
         transcript = (
-            transcribe_source(source, source_info, language, workdir, reporter)
-            if transcribe
+            transcribe_source(source, source_info, run.language, workdir, reporter)
+            if run.transcribe
             else None
         )
-        uploads = _plan_uploads(prefix, encoded, transcript)
+        uploads = _plan_uploads(expected, encoded, transcript)
         sizes = upload_outputs(uploads, reporter)
-        result = _result(episode_id, prefix, audio_key, source_info, encoded, transcript, sizes)
+        storage = get_store().describe()
+        result = _result(run, expected, storage, source_info, encoded, transcript, sizes)
+        result_json = result.to_json()
         # Post the result now: the completion hook then only has to make it final.
-        reporter.report(step="finishing", message="outputs stored", result=result)
-        _outputs_artifact(episode_id, result)
-        return result
+        reporter.report(step="finishing", message="outputs stored", result=result_json)
+        _outputs_artifact(run.episode_id, result_json)
+        return result_json
     except Exception as exc:
         raise ProcessingError(describe(exc), classify(exc)) from exc
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _parameters(
+    params: AudioProcessingParameters | None, legacy: dict[str, Any]
+) -> AudioProcessingParameters:
+    """The run's parameters as one model, from `params` or from a run of the old flat
+    shape; a bad value fails the run at once, permanently (trying again cannot help)."""
+    if params is not None and legacy:
+        raise ProcessingError(
+            f"invalid flow parameters: give either params or the flat fields "
+            f"({', '.join(legacy)}), not both",
+            ErrorKind.PERMANENT,
+        )
+    try:
+        return params if params is not None else AudioProcessingParameters.model_validate(legacy)
+    except ValidationError as exc:
+        raise ProcessingError(
+            f"invalid flow parameters: {problems(exc)}", ErrorKind.PERMANENT
+        ) from exc
 
 
 def _update_artifact(artifact_id: Any, percent: int) -> None:
@@ -124,62 +162,61 @@ def _update_artifact(artifact_id: Any, percent: int) -> None:
 
 
 def _plan_uploads(
-    prefix: str, encoded: list[EncodedOutput], transcript: TranscriptFiles | None
+    expected: ExpectedOutputs, encoded: list[EncodedOutput], transcript: TranscriptFiles | None
 ) -> list[PlannedUpload]:
     uploads = []
     for output in encoded:
         fmt = get_format(output.format_name)
-        uploads.append(PlannedUpload(audio_output_key(prefix, fmt), output.path, fmt.content_type))
+        uploads.append(PlannedUpload(expected.audio[fmt.name], output.path, fmt.content_type))
     if transcript is not None:
         for name, path in transcript.files.items():
-            writer = WRITERS[name]
             uploads.append(
-                PlannedUpload(transcript_key(prefix, writer.extension), path, writer.content_type)
+                PlannedUpload(
+                    expected.transcript[name], path, TRANSCRIPT_FORMATS[name].content_type
+                )
             )
     return uploads
 
 
 def _result(
-    episode_id: str,
-    prefix: str,
-    audio_key: str,
-    source_info: Any,
+    run: AudioProcessingParameters,
+    expected: ExpectedOutputs,
+    storage: str,
+    source_info: AudioInfo,
     encoded: list[EncodedOutput],
     transcript: TranscriptFiles | None,
     sizes: dict[str, int],
-) -> dict[str, Any]:
-    outputs: dict[str, Any] = {}
+) -> AudioProcessingResult:
+    outputs: dict[str, AudioOutput] = {}
     for output in encoded:
-        key = audio_output_key(prefix, get_format(output.format_name))
-        outputs[output.format_name] = {
-            "key": key,
-            "size": sizes[key],
-            "durationS": round(output.info.duration_s, 3),
-            "bitrateKbps": round(output.info.bitrate_kbps) if output.info.bitrate_kbps else None,
-            "codec": output.info.codec,
-            "channels": output.info.channels,
-            "sampleRate": output.info.sample_rate,
-        }
-    result: dict[str, Any] = {
-        "episodeId": episode_id,
-        "storage": get_store().describe(),
-        "source": {
-            "key": audio_key,
-            "durationS": round(source_info.duration_s, 3),
-            "codec": source_info.codec,
-        },
+        key = expected.audio[output.format_name]
+        outputs[output.format_name] = AudioOutput(
+            key=key,
+            size=sizes[key],
+            duration_s=round(output.info.duration_s, 3),
+            bitrate_kbps=round(output.info.bitrate_kbps) if output.info.bitrate_kbps else None,
+            codec=output.info.codec,
+            channels=output.info.channels,
+            sample_rate=output.info.sample_rate,
+        )
+    fields: dict[str, Any] = {
+        "episode_id": run.episode_id,
+        "storage": storage,
+        "source": SourceSummary(
+            key=run.audio_key,
+            duration_s=round(source_info.duration_s, 3),
+            codec=source_info.codec,
+        ),
         "outputs": outputs,
     }
     if transcript is not None:
-        result["transcript"] = {
-            "language": transcript.language,
-            "segments": transcript.segments,
-            "keys": {
-                name: transcript_key(prefix, WRITERS[name].extension) for name in transcript.files
-            },
-            "firstLines": transcript.first_lines,
-        }
-    return result
+        fields["transcript"] = TranscriptSummary(
+            language=transcript.language,
+            segments=transcript.segments,
+            keys={name: expected.transcript[name] for name in transcript.files},
+            first_lines=transcript.first_lines,
+        )
+    return AudioProcessingResult(**fields)
 
 
 def _outputs_artifact(episode_id: str, result: dict[str, Any]) -> None:

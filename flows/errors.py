@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Literal
 
-ErrorKind = Literal["transient", "permanent"]
+from domain.contracts import ErrorKind
 
 
 class ProcessingError(Exception):
     """A step failed; `reason` is shown on the task, `kind` decides whether it is retried."""
 
-    def __init__(self, reason: str, kind: ErrorKind) -> None:
+    def __init__(self, reason: str, kind: ErrorKind | str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.kind = kind
+        self.kind = ErrorKind(kind)  # a string that is no kind fails here, not downstream
 
 
 class WorkflowEndedError(ProcessingError):
@@ -27,16 +26,19 @@ class WorkflowEndedError(ProcessingError):
     """
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason, "permanent")
+        super().__init__(reason, ErrorKind.PERMANENT)
 
 
 def _permanent_types() -> tuple[type[BaseException], ...]:
+    from prefect.exceptions import ParameterBindError, ParameterTypeError, SignatureMismatchError
+    from pydantic import ValidationError
+
     from core.keys import InvalidKeyError
     from core.storage.errors import StorageError
-    from flows.audio.encode import EncodeError
-    from flows.audio.probe import BadAudioError, OutputCheckError
-    from flows.audio.tools import ToolMissingError
-    from flows.transcription.errors import ModelNotAvailableError, TranscriptionInputError
+    from media.encode import EncodeError
+    from media.probe import BadAudioError, OutputCheckError
+    from media.tools import ToolMissingError
+    from transcription.errors import ModelNotAvailableError, TranscriptionInputError
 
     return (
         BadAudioError,
@@ -47,6 +49,11 @@ def _permanent_types() -> tuple[type[BaseException], ...]:
         TranscriptionInputError,
         ModelNotAvailableError,
         ToolMissingError,
+        # A run started with parameters the flow cannot take: the same run fails again.
+        ValidationError,
+        ParameterTypeError,
+        ParameterBindError,
+        SignatureMismatchError,
     )
 
 
@@ -85,10 +92,10 @@ def classify(exc: BaseException) -> ErrorKind:
     if isinstance(exc, ProcessingError):
         return exc.kind
     if isinstance(exc, StorageUnavailableError) or is_disk_full(exc):
-        return "transient"
+        return ErrorKind.TRANSIENT
     if isinstance(exc, _permanent_types()):
-        return "permanent"
-    return "transient"
+        return ErrorKind.PERMANENT
+    return ErrorKind.TRANSIENT
 
 
 def describe(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from core.settings import get_settings
+from domain.contracts import AudioProcessingParameters, ErrorKind
 from flows.errors import classify, describe
 from flows.progress import HttpSender, ProgressPlan, WorkflowProgressReporter
 
@@ -24,16 +25,21 @@ FINAL_REPORT_ATTEMPTS = 8
 def reporter_for(
     flow_run: Any, *, attempts: int = FINAL_REPORT_ATTEMPTS
 ) -> WorkflowProgressReporter | None:
-    """A reporter for the run's workflow, or None if the run has no audioflow ids."""
-    params = dict(getattr(flow_run, "parameters", None) or {})
-    task_id, workflow_id = params.get("task_id"), params.get("workflow_id")
-    if not task_id or not workflow_id:
+    """A reporter for the run's workflow, or None if the run has no audioflow ids.
+
+    The ids are read from the run's parameters in either shape (one `params` model, or the
+    flat fields of runs created before it), and even when other parameters are invalid: the
+    failure of such a run is reported too.
+    """
+    ids = AudioProcessingParameters.ids_of(dict(getattr(flow_run, "parameters", None) or {}))
+    if ids is None:
         log.warning("flow run %s has no task_id/workflow_id; not reporting", flow_run.id)
         return None
+    task_id, workflow_id = ids
     settings = get_settings()
     sender = HttpSender(settings.api.public_url, settings.internal_token, attempts=attempts)
     return WorkflowProgressReporter(
-        str(task_id), str(workflow_id), ProgressPlan(weights={}), sender, min_interval_s=0
+        task_id, workflow_id, ProgressPlan(weights={}), sender, min_interval_s=0
     )
 
 
@@ -83,7 +89,7 @@ def on_failure(flow: Any, flow_run: Any, state: Any) -> None:
     if exc is not None:
         reason, kind = describe(exc), classify(exc)
     else:
-        reason, kind = (state.message or "flow run failed"), "transient"
+        reason, kind = (state.message or "flow run failed"), ErrorKind.TRANSIENT
     _report(flow_run, status="failed", error=reason, error_kind=kind, message="failed")
 
 
@@ -93,7 +99,7 @@ def on_crashed(flow: Any, flow_run: Any, state: Any) -> None:
         flow_run,
         status="crashed",
         error=f"flow run crashed: {state.message or 'no message'}",
-        error_kind="transient",
+        error_kind=ErrorKind.TRANSIENT,
         message="crashed",
     )
 

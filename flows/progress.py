@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from domain.lifecycle import TERMINAL_WORKFLOW_STATUSES as TERMINAL_STATUSES
 from flows.errors import WorkflowEndedError
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ class ProgressPlan:
 Sender = Callable[[dict[str, Any]], None]
 
 
-#: Workflow statuses after which the API refuses every report (its 409 names the status).
-TERMINAL_WORKFLOW_STATUSES = frozenset({"completed", "failed", "crashed", "cancelled"})
+#: Workflow statuses after which the API refuses every report (its 409 names the status),
+#: as they come over the wire.
+TERMINAL_WORKFLOW_STATUSES = frozenset(status.value for status in TERMINAL_STATUSES)
 
 
 class ReportRefusedError(RuntimeError):

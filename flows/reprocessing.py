@@ -1,187 +1,101 @@
 """The `reprocessing` flow: repair what fell through, retry what may pass, reprocess on demand.
 
 Each pass also rewrites episode manifests a store failure left missing or stale and, with
-`AUDIOFLOW_OUTPUT_RETENTION_DAYS` set, removes old output versions (`api.services.retention`).
+`AUDIOFLOW_OUTPUT_RETENTION_DAYS` set, removes old output versions (`domain.retention`).
 
 Scheduled every few minutes from `prefect.yaml` with default parameters (reconcile, retry,
 and sweep the temp folders that killed runs left on this worker); started by hand
 (`audioflow reprocess`, `POST /reprocess`, or the Prefect UI form)
 to reprocess selected tasks, for example to add `opus_64` to the whole back catalogue.
-It writes through the same services as the API, and a summary artifact per run.
+Each pass is a Prefect task (`flows.steps.passes`) that calls the domain, the same services
+as the API; the run writes a summary artifact.
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
-from api.services.reconciler import Reconciler, ReconcileReport
-from api.services.retention import HousekeepingReport, OutputHousekeeping
-from api.services.tasks import TaskService
-from core.errors import AudioflowError
-from core.formats import get_format
-from core.settings import get_settings
-from core.storage import get_store
-from db.engine import build_engine, build_session_factory
-from db.models import TaskStatus
-from db.repositories import TaskRepository
-from flows.workspace import prefect_run_state, sweep_run_dirs
-
-
-class ReprocessParameters(BaseModel):
-    """What a reprocessing run does; every field shows in the Prefect UI's run form."""
-
-    reconcile: bool = Field(
-        default=True, description="Compare queued/running workflows with Prefect and repair them."
-    )
-    retry_failed: bool = Field(
-        default=True, description="Start a new attempt for tasks that failed transiently."
-    )
-    housekeeping: bool = Field(
-        default=True,
-        description="Rewrite missing or stale episode manifests; with "
-        "AUDIOFLOW_OUTPUT_RETENTION_DAYS set, remove old output versions no manifest names.",
-    )
-    task_ids: list[str] = Field(default_factory=list, description="Reprocess these tasks.")
-    episode_ids: list[str] = Field(
-        default_factory=list, description="Reprocess the tasks of these episodes."
-    )
-    status: Literal["done", "failed", "cancelled"] | None = Field(
-        default=None, description="Reprocess tasks with this status."
-    )
-    created_after: datetime | None = Field(default=None, description="Only tasks created since.")
-    created_before: datetime | None = Field(default=None, description="Only tasks created before.")
-    add_formats: list[str] = Field(
-        default_factory=list,
-        description="Formats to add (only these are encoded for tasks that are done).",
-    )
-    sweep_temp: bool = Field(
-        default=True,
-        description="Remove this worker's temp folders of runs that are no longer live.",
-    )
-    dry_run: bool = Field(default=False, description="List what would happen; change nothing.")
-    limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many tasks.")
-    stale_after_s: float = Field(
-        default=600, ge=30, description="Running with no progress this long counts as dead."
-    )
-
-    def selects_tasks(self) -> bool:
-        return bool(
-            self.task_ids
-            or self.episode_ids
-            or self.status
-            or self.created_after
-            or self.created_before
-            or self.add_formats
-        )
+from domain.composition import build_services
+from domain.contracts import ReprocessParameters
+from domain.reconciler import Reconciler, ReconcileReport
+from domain.retention import HousekeepingReport
+from flows.steps.passes import (
+    housekeep_outputs,
+    reconcile_workflows,
+    reprocess_selection,
+    retry_failed_tasks,
+    sweep_temp_folders,
+)
 
 
 @flow(name="reprocessing", description=__doc__, persist_result=False)
 def reprocessing(params: ReprocessParameters | None = None) -> dict[str, Any]:
-    """One pass: reconcile, retry, then reprocess the selection (if any)."""
-    params = params or ReprocessParameters()
+    """One pass: reconcile, retry, then reprocess the selection (if any); each a task."""
+    params = params or ReprocessParameters()  # format names were checked when it was built
     logger = get_run_logger()
-    for name in params.add_formats:
-        get_format(name)
-    settings = get_settings()
-    engine = build_engine(settings.database)
-    session_factory = build_session_factory(engine)
-    store = get_store()
-    reconciler = Reconciler(session_factory, settings, store, stale_after_s=params.stale_after_s)
-    report = ReconcileReport()
+    services = build_services()
+    settings, session_factory, store = services.settings, services.session_factory, services.store
+    reconciler = Reconciler(
+        session_factory,
+        settings,
+        store,
+        stale_after_s=params.stale_after_s,
+        tasks=services.tasks,
+    )
     try:
-        if params.reconcile:
-            reconciler.reconcile(dry_run=params.dry_run, report=report)
-        if params.retry_failed:
-            reconciler.retry_transient_failures(dry_run=params.dry_run, report=report)
+        reconciled = (
+            reconcile_workflows(reconciler, params.dry_run)
+            if params.reconcile
+            else ReconcileReport()
+        )
+        retried = (
+            retry_failed_tasks(reconciler, params.dry_run)
+            if params.retry_failed
+            else ReconcileReport()
+        )
         reprocessed = (
-            _reprocess_selection(session_factory, settings, store, params)
+            reprocess_selection(services.tasks, params)
             if params.selects_tasks()
             else []
         )
         housekeeping = (
-            OutputHousekeeping(session_factory, store, settings.storage.output_retention_days).run(
-                dry_run=params.dry_run
+            housekeep_outputs(
+                session_factory, store, settings.storage.output_retention_days, params.dry_run
             )
             if params.housekeeping
             else HousekeepingReport()
         )
     finally:
-        engine.dispose()
-    swept = _sweep_temp(settings) if params.sweep_temp and not params.dry_run else []
+        services.dispose()
+    swept = sweep_temp_folders(settings) if params.sweep_temp and not params.dry_run else []
+    skipped = reconciled.skipped + retried.skipped + housekeeping.skipped
     summary = {
         "dryRun": params.dry_run,
-        "checked": report.checked,
-        "corrections": [c.__dict__ for c in report.corrections],
-        "retries": [r.__dict__ for r in report.retries],
+        "checked": reconciled.checked,
+        "corrections": [c.__dict__ for c in reconciled.corrections],
+        "retries": [r.__dict__ for r in retried.retries],
         "reprocessed": reprocessed,
         "manifestsWritten": housekeeping.manifests_written,
         "outputsRemoved": housekeeping.removed,
-        "skipped": report.skipped + housekeeping.skipped,
+        "skipped": skipped,
         "sweptTempFolders": swept,
     }
     logger.info(
         "checked %d workflows: %d corrected, %d retried, %d reprocessed, %d skipped; "
         "%d manifests written, %d old outputs removed",
-        report.checked,
-        len(report.corrections),
-        len(report.retries),
+        reconciled.checked,
+        len(reconciled.corrections),
+        len(retried.retries),
         len(reprocessed),
-        len(report.skipped) + len(housekeeping.skipped),
+        len(skipped),
         len(housekeeping.manifests_written),
         len(housekeeping.removed),
     )
     _summary_artifact(summary)
     return summary
-
-
-def _sweep_temp(settings: Any) -> list[str]:
-    """Remove the run folders of dead runs under this worker's temp root (see
-    `flows.workspace`); a sweep that cannot ask Prefect keeps everything."""
-    if not settings.prefect.api_url:
-        return []
-    api_url = settings.prefect.api_url
-    report = sweep_run_dirs(settings.temp_dir, prefect_run_state(api_url), api_url)
-    for error in report.errors:
-        get_run_logger().warning("temp folder kept, its run's state is unknown: %s", error)
-    return report.removed
-
-
-def _reprocess_selection(
-    session_factory: Any, settings: Any, store: Any, params: ReprocessParameters
-) -> list[dict[str, Any]]:
-    with session_factory() as session:
-        tasks, _ = TaskRepository(session).find(
-            ids=[uuid.UUID(t) for t in params.task_ids] or None,
-            episode_ids=params.episode_ids or None,
-            status=TaskStatus(params.status) if params.status else None,
-            created_after=params.created_after,
-            created_before=params.created_before,
-            limit=params.limit,
-        )
-    service = TaskService(session_factory, settings, store=store)
-    done: list[dict[str, Any]] = []
-    for task in tasks:
-        entry: dict[str, Any] = {"taskId": str(task.id), "episodeId": task.episode_id}
-        if task.status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
-            entry["outcome"] = f"skipped: {task.status.value}"
-        elif params.dry_run:
-            entry["outcome"] = "would reprocess" + (
-                f" adding {', '.join(params.add_formats)}" if params.add_formats else ""
-            )
-        else:
-            try:
-                updated = service.reprocess(task.id, params.add_formats or None)
-                entry["outcome"] = f"attempt {updated.attempts}: {updated.status.value}"
-            except AudioflowError as exc:
-                entry["outcome"] = f"skipped: {exc.detail}"
-        done.append(entry)
-    return done
 
 
 def _summary_artifact(summary: dict[str, Any]) -> None:

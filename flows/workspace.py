@@ -34,8 +34,9 @@ from pathlib import Path
 
 from core.formats import get_format
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
-from flows.audio.probe import AudioInfo
+from domain.contracts import ErrorKind
 from flows.errors import ProcessingError
+from media.probe import AudioInfo
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def ensure_free_space(folder: Path, needed: int, purpose: str) -> None:
         raise ProcessingError(
             f"not enough temporary disk space on this worker for {purpose}: "
             f"{needed} bytes needed, {free} bytes free",
-            "transient",
+            ErrorKind.TRANSIENT,
         )
 
 
@@ -197,8 +198,8 @@ def _sweep_stale_spool_file(path: Path, report: SweepReport, now: float | None =
 
 def prefect_run_state(api_url: str) -> RunStateReader:
     """A `RunStateReader` that asks the Prefect server through the API's gateway."""
-    from api import prefect_gateway
     from core.errors import NotFoundError
+    from domain import prefect_gateway
 
     def read(run_id: str) -> str | None:
         try:

@@ -4,7 +4,7 @@ Phases, each `api_phase_s` long after a short warm-up, all on loopback:
 
 1. `POST /tasks`, closed loop: tasks accepted per second. The API answers once the rows
    are committed; its dispatcher threads create the Prefect flow runs behind it (the
-   outbox, `api.services.dispatch`), so the phase also reports the flow runs created per
+   outbox, `domain.dispatch`), so the phase also reports the flow runs created per
    second and how long the backlog took to drain. The worker is stopped first: the runs
    stay Scheduled, and the next phase waits until Prefect's late-runs service has marked
    them Late (see `wait_until_idle`).

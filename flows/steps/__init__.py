@@ -1,2 +1,3 @@
-"""Prefect tasks: the steps of the flows. Each wraps plain functions from `flows.audio`,
-`flows.transcription` and `core.storage`, adding retries and progress reports."""
+"""Prefect tasks: the steps of the flows, declared with one preset (`options.step`). Each wraps
+plain functions from `media`, `transcription`, `core.storage` and (the reprocessing flow's
+passes) `domain`, adding retries and progress reports."""

@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from core.formats import get_format
-from flows.audio.encode import encode
-from flows.audio.probe import AudioInfo, verify_output
 from flows.progress import WorkflowProgressReporter
-from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+from flows.steps.options import step
+from media.encode import encode
+from media.probe import AudioInfo, verify_output
 
 
 @dataclass(frozen=True)
@@ -24,14 +21,7 @@ class EncodedOutput:
     info: AudioInfo
 
 
-@task(
-    name="encode",
-    task_run_name="encode-{format_name}",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@step("encode", task_run_name="encode-{format_name}")
 def encode_format(
     source: Path,
     source_info: AudioInfo,

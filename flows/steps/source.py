@@ -4,25 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from core.storage import get_store
 from core.storage.errors import ObjectNotFoundError
-from flows.audio.probe import AudioInfo, BadAudioError, probe_source
+from domain.contracts import ErrorKind
 from flows.errors import ProcessingError
 from flows.progress import WorkflowProgressReporter
-from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+from flows.steps.options import step
 from flows.workspace import ensure_free_space
+from media.probe import AudioInfo, BadAudioError, probe_source
 
 
-@task(
-    name="download-source",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@step("download-source")
 def fetch_source(
     audio_key: str, workdir: Path, reporter: WorkflowProgressReporter
 ) -> tuple[Path, AudioInfo]:
@@ -41,15 +33,17 @@ def fetch_source(
         size = store.get_file(audio_key, dest)
     except ObjectNotFoundError as exc:
         raise ProcessingError(
-            f"source audio {audio_key!r} not found in {store.describe()}", "permanent"
+            f"source audio {audio_key!r} not found in {store.describe()}", ErrorKind.PERMANENT
         ) from exc
     if size == 0:
-        raise ProcessingError(f"source audio {audio_key!r} is an empty file (0 bytes)", "permanent")
+        raise ProcessingError(
+            f"source audio {audio_key!r} is an empty file (0 bytes)", ErrorKind.PERMANENT
+        )
     try:
         info = probe_source(dest)
     except BadAudioError as exc:
         raise ProcessingError(
-            f"source audio {audio_key!r} is not usable: {exc}", "permanent"
+            f"source audio {audio_key!r} is not usable: {exc}", ErrorKind.PERMANENT
         ) from exc
     reporter.finish_step(
         "download", f"downloaded {size} bytes, {info.duration_s:.1f} s of {info.codec} audio"

@@ -5,17 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from core.concurrency import TRANSCRIPTION_TAG
 from core.settings import get_settings
-from flows.audio.probe import AudioInfo
 from flows.progress import WorkflowProgressReporter
-from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
-from flows.transcription.engines import get_engine
-from flows.transcription.types import Segment
-from flows.transcription.writers import WRITERS
+from flows.steps.options import step
+from media.probe import AudioInfo
+from transcription.engines import get_engine
+from transcription.types import Segment
+from transcription.writers import WRITERS
 
 
 @dataclass(frozen=True)
@@ -28,14 +25,10 @@ class TranscriptFiles:
     first_lines: list[str]
 
 
-@task(
-    name="transcribe",
+@step(
+    "transcribe",
     # Prefect holds the task (AwaitingConcurrencySlot) until the tag's limit has a slot.
     tags=[TRANSCRIPTION_TAG],
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
 )
 def transcribe_source(
     source: Path,

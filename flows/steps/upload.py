@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from core.storage import get_store
 from flows.progress import WorkflowProgressReporter
-from flows.steps.retry import RETRY_DELAYS_S, retry_if_transient
+from flows.steps.options import step
 
 
 @dataclass(frozen=True)
@@ -22,13 +19,7 @@ class PlannedUpload:
     content_type: str
 
 
-@task(
-    name="upload-outputs",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_transient,
-    cache_policy=NO_CACHE,
-)
+@step("upload-outputs")
 def upload_outputs(
     uploads: list[PlannedUpload], reporter: WorkflowProgressReporter
 ) -> dict[str, int]:

@@ -20,16 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.audio_files import ffmpeg
+
 MakeAudio = Callable[..., Path]
-
-
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *args],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +39,7 @@ def make_audio(audio_dir: Path) -> MakeAudio:
     def make(name: str, *ffmpeg_args: str) -> Path:
         if name not in made:
             path = audio_dir / name
-            _ffmpeg(*ffmpeg_args, str(path))
+            ffmpeg(*ffmpeg_args, str(path))
             made[name] = path
         return made[name]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.formats import FORMATS, AudioFormat, get_format
-from flows.audio.encode import EncodeError, _Progress, encode
-from flows.audio.probe import (
+from media.encode import EncodeError, _Progress, encode
+from media.probe import (
     AudioInfo,
     OutputCheckError,
     check_decodes,
@@ -20,6 +20,7 @@ from flows.audio.probe import (
     probe_source,
     verify_output,
 )
+from tests.support.processes import children_named
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -29,20 +30,7 @@ def leftovers(folder: Path) -> list[str]:
 
 def ffmpeg_children() -> list[int]:
     """PIDs of ffmpeg processes that are children of this test process."""
-    me = str(os.getpid())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = stat[stat.rindex(")") + 2 :].split()[1]
-        if ppid == me and comm == "ffmpeg":
-            found.append(int(entry.name))
-    return found
+    return children_named(os.getpid(), "ffmpeg")
 
 
 def stream_types(path: Path) -> list[str]:

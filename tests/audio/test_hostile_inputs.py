@@ -20,11 +20,11 @@ import pytest
 
 from core.formats import get_format
 from core.settings import get_settings
-from flows.audio import limits
-from flows.audio.containers import ALLOWED_DEMUXERS
-from flows.audio.encode import EncodeError, build_command, encode
-from flows.audio.limits import decode_timeout_s, encode_timeout_s
-from flows.audio.probe import (
+from media import limits
+from media.containers import ALLOWED_DEMUXERS
+from media.encode import EncodeError, build_command, encode
+from media.limits import decode_timeout_s, encode_timeout_s
+from media.probe import (
     BadAudioError,
     SourceTooLongError,
     UnsupportedContainerError,
@@ -32,10 +32,10 @@ from flows.audio.probe import (
     probe,
     probe_source,
 )
-from flows.transcription.audio import stream_windows
-from flows.transcription.errors import TranscriptionInputError
 from tests.support.audio_files import ffmpeg
 from tests.support.hostile_media import HOSTILE, lying_mp3
+from transcription.audio import stream_windows
+from transcription.errors import TranscriptionInputError
 
 
 def _ffprobe(path: Path) -> dict[str, str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from core.formats import get_format
-from flows.audio.encode import encode
-from flows.audio.probe import (
+from media.encode import encode
+from media.probe import (
     AudioInfo,
     BadAudioError,
     OutputCheckError,

@@ -19,12 +19,12 @@ from core.settings import get_settings
 from core.storage import reset_store
 from core.storage.errors import StorageFullError
 from core.storage.local import LocalStore
-from flows.audio.encode import EncodeError, encode
-from flows.audio.probe import probe_source
 from flows.errors import ProcessingError, classify
 from flows.progress import ProgressPlan, WorkflowProgressReporter
 from flows.steps.source import fetch_source
 from flows.workspace import create_run_dir, ensure_room_for_outputs, outputs_estimate
+from media.encode import EncodeError, encode
+from media.probe import probe_source
 from tests.audio.conftest import MakeAudio
 from tests.support.audio_files import lavfi_mp3
 from tests.support.small_disk import free_bytes, small_disk

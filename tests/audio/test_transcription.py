@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from core.settings import WhisperSettings
-from flows.transcription.engines import ENGINES, TranscriptionEngine, clear_engine_cache, get_engine
-from flows.transcription.errors import TranscriptionInputError
-from flows.transcription.types import Segment, Transcript
-from flows.transcription.wer import normalize, wer
 from tests.audio.conftest import SpeechClip
+from transcription.engines import ENGINES, TranscriptionEngine, clear_engine_cache, get_engine
+from transcription.errors import TranscriptionInputError
+from transcription.types import Segment, Transcript
+from transcription.wer import normalize, wer
 
 #: Loose: espeak is robotic and tiny.en is the smallest model.
 MAX_WER = 0.35

@@ -3,19 +3,21 @@ PostgreSQL, moto's S3 server over HTTP, ffmpeg and Whisper."""
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from api import prefect_gateway
 from cli.stack import Stack
 from core.storage.s3 import S3Store
-from flows.audio.probe import probe
-from flows.transcription.wer import wer
+from domain import prefect_gateway
+from media.probe import probe
 from tests.e2e.conftest import SPOKEN, api_get, create_task, follow
 from tests.prefect_fixtures import prefect_client
 from tests.support.waiting import wait_for
+from transcription.wer import wer
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +39,8 @@ def test_episode_is_encoded_transcribed_and_stored(
 
     # The flow run exists in Prefect with the ids of both rows.
     run = prefect_gateway.read_flow_run(stack.env["PREFECT_API_URL"], task["workflowInstanceId"])
-    assert run.parameters["task_id"] == task["id"]
-    assert run.parameters["workflow_id"] == task["workflowId"]
+    assert run.parameters["params"]["task_id"] == task["id"]
+    assert run.parameters["params"]["workflow_id"] == task["workflowId"]
 
     states = follow(stack, task["id"])
     statuses = [s["status"] for s in states]
@@ -201,3 +203,126 @@ def test_a_run_started_by_hand_with_bad_parameters_fails_at_once(stack: Stack) -
     )
     assert info.state_type == "FAILED", info
     assert "parameter" in (info.state_message or "").lower(), info.state_message
+
+
+def test_runs_of_both_parameter_shapes_run(
+    stack: Stack, e2e_store: S3Store, speech_mp3: Path
+) -> None:
+    """A task made now runs with one `params` model. Runs an API created before the flow
+    took that model carry the fields as separate parameters, and their workflow rows store
+    them flat: a worker of this version picks such a run up and runs it, and the hooks, the
+    progress reports and the result work as for a new run, with the attempt number
+    (outputs under `a1/`) and from before it was a parameter (under `w{workflowId}/`)."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.states import Scheduled
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+    from domain.dispatch import idempotency_key_for
+
+    api_url = stack.env["PREFECT_API_URL"]
+    deployment_name = "audio-processing/audio-processing"
+    e2e_store.put_file("uploads/ep-flat.mp3", speech_mp3)
+    cases: dict[str, dict[str, Any]] = {
+        "with-attempt": {"attempt": 1, "transcribe": False},
+        "before-attempt": {"transcribe": True},  # no `attempt` key at all
+    }
+    engine = create_engine(stack.env["DATABASE_URL"])
+    made: dict[str, tuple[str, str, str]] = {}
+    try:
+        with prefect_client(api_url) as client:
+            deployment = client.read_deployment_by_name(deployment_name)
+            for name, extra in cases.items():
+                task_id, workflow_id = uuid.uuid4(), uuid.uuid4()
+                flat = {
+                    "task_id": str(task_id),
+                    "workflow_id": str(workflow_id),
+                    "episode_id": f"ep-flat-{name}",
+                    "audio_key": "uploads/ep-flat.mp3",
+                    "encoding_formats": ["mp3_64"],
+                    "language": None,
+                    **extra,
+                }
+                # Held back (scheduled an hour ahead) until its rows exist, as the old API's
+                # rows existed before its run could report.
+                run = client.create_flow_run_from_deployment(
+                    deployment.id,
+                    parameters=flat,
+                    idempotency_key=idempotency_key_for(deployment_name, task_id, 1),
+                    state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(hours=1)),
+                )
+                with sessionmaker(engine).begin() as session:
+                    task = Task(
+                        id=task_id,
+                        type="audio_processing",
+                        status=TaskStatus.PENDING,
+                        episode_id=flat["episode_id"],
+                        payload={
+                            "episodeId": flat["episode_id"],
+                            "audioKey": flat["audio_key"],
+                            "encodingFormats": ["mp3_64"],
+                            "transcribe": flat["transcribe"],
+                            "language": None,
+                        },
+                        attempts=1,
+                        workflow_instance_id=str(run.id),
+                    )
+                    session.add(task)
+                    session.flush()
+                    session.add(
+                        Workflow(
+                            id=workflow_id,
+                            name="audio-processing",
+                            deployment_name=deployment_name,
+                            instance_id=str(run.id),
+                            task_id=task_id,
+                            attempt=1,
+                            status=WorkflowStatus.QUEUED,
+                            progress=0,
+                            parameters=flat,
+                            corrections=[],
+                        )
+                    )
+                    session.flush()
+                    task.workflow_id = workflow_id
+                client.set_flow_run_state(run.id, Scheduled(), force=True)  # due now
+                label = "a1" if "attempt" in extra else f"w{workflow_id}"
+                made[name] = (str(task_id), str(workflow_id), label)
+    finally:
+        engine.dispose()
+
+    new = create_task(
+        stack,
+        {
+            "episodeId": "ep-flat-new-shape",
+            "audioKey": "uploads/ep-flat.mp3",
+            "encodingFormats": ["mp3_64"],
+            "transcribe": False,
+        },
+    )
+    new_run = prefect_gateway.read_flow_run(api_url, new["workflowInstanceId"])
+    assert list(new_run.parameters) == ["params"]
+    assert new_run.parameters["params"]["task_id"] == new["id"]
+    assert new_run.parameters["params"]["attempt"] == 1
+    made["new-shape"] = (new["id"], new["workflowId"], "a1")
+    cases["new-shape"] = {"transcribe": False}
+
+    for name, (made_task, made_workflow, label) in made.items():
+        final = follow(stack, made_task)[-1]
+        assert final["status"] == "done", (name, final)
+        prefix = f"episodes/ep-flat-{name}/tasks/{made_task}/{label}/"
+        result = final["result"]
+        assert result["outputs"]["mp3_64"]["key"] == f"{prefix}audio/mp3_64.mp3"
+        assert e2e_store.exists(result["outputs"]["mp3_64"]["key"])
+        if cases[name]["transcribe"]:
+            keys = result["transcript"]["keys"]
+            names = ("json", "vtt", "srt", "txt")
+            assert keys == {n: f"{prefix}transcript/transcript.{n}" for n in names}
+            assert all(e2e_store.exists(key) for key in keys.values())
+        else:
+            assert "transcript" not in result
+        workflow = api_get(stack, f"/workflows/{made_workflow}")
+        assert workflow["status"] == "completed"
+        assert workflow["parameters"]["task_id"] == made_task  # the row keeps its flat shape

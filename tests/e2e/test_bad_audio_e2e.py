@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ import pytest
 
 from cli.stack import Stack
 from core.storage.s3 import S3Store
-from flows.audio.probe import probe
+from media.probe import probe
 from tests.e2e.conftest import create_task, follow
+from tests.support.audio_files import ffmpeg
 from tests.support.hostile_media import hls_absolute, lying_mp3
 
 pytestmark = pytest.mark.slow
@@ -57,21 +57,12 @@ CASES = {
 }
 
 
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *args],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad-audio")
     tone = ["-f", "lavfi", "-i", "sine=frequency=330:duration=20", "-ac", "1", "-b:a", "128k"]
-    _ffmpeg(*tone, str(folder / "good20.mp3"))  # libmp3lame writes a Xing header: 20 s
-    _ffmpeg(*tone, "-write_xing", "0", str(folder / "noxing20.mp3"))
+    ffmpeg(*tone, str(folder / "good20.mp3"))  # libmp3lame writes a Xing header: 20 s
+    ffmpeg(*tone, "-write_xing", "0", str(folder / "noxing20.mp3"))
     junk = random.Random(7).randbytes(120_000)
     with_xing = (folder / "good20.mp3").read_bytes()
     without_xing = (folder / "noxing20.mp3").read_bytes()
@@ -82,14 +73,14 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (folder / "text.mp3").write_text("Show notes: this episode is about audio.\n" * 20)
     hls_absolute(folder, folder / "good20.mp3")  # a file on the worker's disk
     lying_mp3(folder, seconds=10, claimed_s=30_000).rename(folder / "too-long.mp3")
-    _ffmpeg(
+    ffmpeg(
         "-f", "lavfi", "-i", "testsrc=duration=5:size=320x240:rate=10",
         "-f", "lavfi", "-i", "sine=duration=5",
         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest",
         str(folder / "video.mp4"),
     )  # fmt: skip
-    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", str(folder / "short.mp3"))
-    _ffmpeg(
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", str(folder / "short.mp3"))
+    ffmpeg(
         "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "10", "-b:a", "128k",
         str(folder / "silent.mp3"),
     )  # fmt: skip

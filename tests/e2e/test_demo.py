@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cli.stack import PROJECT_DIR
-from flows.audio.probe import probe
-from flows.transcription.wer import wer
+from media.probe import probe
+from transcription.wer import wer
 
 pytestmark = pytest.mark.slow
 SAMPLE_TEXT = (PROJECT_DIR / "samples" / "sample-episode.txt").read_text()

@@ -21,7 +21,7 @@ import pytest
 
 from cli.stack import Stack, running_stack, start_api, start_prefect_server, start_worker
 from core.storage.s3 import S3Store
-from flows.audio.probe import probe
+from media.probe import probe
 from tests.e2e.conftest import HEADERS, dispatched, stack_databases, stack_env
 from tests.prefect_fixtures import prefect_client
 from tests.support.processes import flow_run_pids, kill_tree
@@ -275,8 +275,8 @@ def test_a_run_the_database_gave_up_on_stops_and_uploads_nothing(
     from sqlalchemy import create_engine
     from sqlalchemy.orm import sessionmaker
 
-    from api.services.workflows import WorkflowService
     from db.models import WorkflowStatus
+    from domain.workflows import WorkflowService
 
     task = submit(fstack, store, long_source, ["aac_128", "mp3_320"])
     run_id = task["workflowInstanceId"]

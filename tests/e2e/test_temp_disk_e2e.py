@@ -12,7 +12,7 @@ import pytest
 
 from cli.stack import Stack, running_stack
 from core.storage.s3 import S3Store
-from flows.audio.probe import probe
+from media.probe import probe
 from tests.e2e.conftest import BUCKET, create_task, follow, stack_databases, stack_env
 from tests.support.audio_files import lavfi_mp3
 from tests.support.small_disk import small_disk

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from alembic import command
 from litestar.testing import TestClient
+from prefect.client.orchestration import SyncPrefectClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
@@ -18,11 +19,12 @@ from core.settings import DatabaseSettings, Settings
 from core.storage.s3 import S3Store
 from db.engine import build_engine, build_session_factory
 from tests.db_fixtures import TEST_TOKEN, alembic_config
-from tests.prefect_fixtures import PrefectServer
+from tests.prefect_fixtures import PrefectServer, prefect_client
 from tests.support.moto_server import FAKE_AWS_ENV, moto_server
 from tests.support.waiting import wait_for
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+PROGRESS = "/internal/workflow-progress"
 
 
 @pytest.fixture
@@ -30,6 +32,13 @@ def settings(base_settings: Settings, prefect_server: PrefectServer) -> Settings
     return replace(
         base_settings, prefect=replace(base_settings.prefect, api_url=prefect_server.url)
     )
+
+
+@pytest.fixture
+def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
+    """A client of the run's Prefect server (tests play the worker's part through it)."""
+    with prefect_client(settings.prefect.api_url) as client:
+        yield client
 
 
 @pytest.fixture
@@ -58,7 +67,7 @@ def factory(
 def create_task(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:
     """POST an audio_processing task (201) and return it once its flow run exists.
 
-    `POST /tasks` answers before Prefect has the run (see `api.services.dispatch`); the
+    `POST /tasks` answers before Prefect has the run (see `domain.dispatch`); the
     app's dispatcher thread records the run's id a moment later.
     """
     response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
@@ -70,6 +79,13 @@ def create_task(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:
         return task if task["workflowInstanceId"] or task["status"] != "pending" else None
 
     return wait_for(f"task {task_id}'s flow run", check, 30)
+
+
+def report_progress(client: TestClient, task: dict[str, Any], **fields: Any) -> None:
+    """POST a progress report for the task's current workflow, as the flow would; 200."""
+    body = {"taskId": task["id"], "workflowId": task["workflowId"], **fields}
+    response = client.post(PROGRESS, json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
 
 
 # --- S3: a real moto server over HTTP (see tests/support/moto_server.py) ---------------------

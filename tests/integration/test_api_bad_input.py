@@ -6,19 +6,11 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Task, Workflow
+from tests.support.rows import count_rows
 
 GOOD = {"episodeId": "ep-1", "audioKey": "uploads/a.mp3", "encodingFormats": ["mp3_128"]}
-
-
-def _count(session_factory: sessionmaker[Session]) -> int:
-    with session_factory() as session:
-        return (session.scalar(select(func.count()).select_from(Task)) or 0) + (
-            session.scalar(select(func.count()).select_from(Workflow)) or 0
-        )
 
 
 @pytest.mark.parametrize(
@@ -77,7 +69,7 @@ def test_bad_task_requests(
     assert response.status_code in (400, 422), response.text
     text = response.text
     assert needle.lower() in text.lower(), text
-    assert _count(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 def test_malformed_json(client: TestClient, session_factory: sessionmaker[Session]) -> None:
@@ -85,7 +77,7 @@ def test_malformed_json(client: TestClient, session_factory: sessionmaker[Sessio
         "/tasks", content=b'{"type": ', headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
-    assert _count(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 @pytest.mark.parametrize(

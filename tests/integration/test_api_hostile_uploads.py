@@ -17,10 +17,10 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.services.uploads import UploadedAudio, UploadService
 from core.settings import MediaSettings, Settings
 from core.storage import build_store
-from tests.support.audio_files import ffmpeg
+from domain.uploads import UploadedAudio, UploadService
+from tests.support.audio_files import ffmpeg, lavfi
 from tests.support.hostile_media import HOSTILE, lying_mp3
 
 
@@ -32,8 +32,7 @@ def secret_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tone(path: Path, seconds: float, *codec: str) -> Path:
-    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", *codec, str(path))
-    return path
+    return lavfi(path, f"sine=frequency=440:duration={seconds}", *codec)
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -128,7 +127,7 @@ def test_past_the_check_slots_uploads_get_503_with_retry_after(
     """Two uploads streaming slowly hold both slots; a third is refused at once, unread."""
     two = replace(settings, api=replace(settings.api, upload_checks=2))
     app = create_app(two, session_factory=session_factory)
-    service: UploadService = app.state.upload_service
+    service: UploadService = app.state.services.uploads
     audio = _tone(tmp_path / "tone.mp3", 2).read_bytes()
     bodies = [SlowBody(audio), SlowBody(audio)]
     results: list[UploadedAudio] = []

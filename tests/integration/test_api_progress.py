@@ -11,9 +11,9 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services import ProgressUpdate, WorkflowService
 from core.errors import ConflictError
 from db.models import WorkflowStatus
+from domain.workflows import ProgressUpdate, WorkflowService
 from tests.db_fixtures import TEST_TOKEN
 from tests.integration.conftest import AUTH, create_task
 

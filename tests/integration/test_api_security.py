@@ -13,12 +13,8 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import math
-import struct
 import uuid
-import wave
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -26,14 +22,14 @@ from typing import Any
 import httpx
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.settings import Settings, SettingsError
 from core.storage.s3 import S3Store
-from db.models import Task, Workflow
 from tests.db_fixtures import TEST_TOKEN
+from tests.support.audio_files import tone_wav_bytes
+from tests.support.rows import count_rows
 
 #: Distinctive values, so that finding them in a body or a log line means a leak.
 API_KEY = "apikey-3f9c1e7a-public-secret"
@@ -41,29 +37,6 @@ INTERNAL = TEST_TOKEN
 BEARER = {"Authorization": f"Bearer {INTERNAL}"}
 KEYED = {"X-API-Key": API_KEY}
 GOOD = {"episodeId": "ep-1", "audioKey": "uploads/a.mp3", "encodingFormats": ["mp3_64"]}
-
-
-def _count(session_factory: sessionmaker[Session]) -> int:
-    with session_factory() as session:
-        return (session.scalar(select(func.count()).select_from(Task)) or 0) + (
-            session.scalar(select(func.count()).select_from(Workflow)) or 0
-        )
-
-
-def _wav() -> bytes:
-    """0.3 s of a 440 Hz tone as a real WAV (uploads are checked by decoding)."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(
-            b"".join(
-                struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 8000)))
-                for n in range(2400)
-            )
-        )
-    return buffer.getvalue()
 
 
 def _assert_no_secret(response: httpx.Response) -> None:
@@ -110,7 +83,7 @@ def test_unsafe_object_keys_are_refused(
     response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
     assert response.status_code == 422, response.text
     assert "audioKey" in response.json()["detail"]
-    assert _count(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 def test_a_lone_surrogate_in_a_key_is_refused(
@@ -123,7 +96,7 @@ def test_a_lone_surrogate_in_a_key_is_refused(
     )
     response = client.post("/tasks", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code in (400, 422), response.text
-    assert _count(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 def test_an_alias_cannot_smuggle_a_second_key(
@@ -133,7 +106,7 @@ def test_an_alias_cannot_smuggle_a_second_key(
     response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
     assert response.status_code == 422, response.text
     assert "disagree" in response.json()["detail"]
-    assert _count(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 # --- the API key and the internal token ----------------------------------------------------
@@ -173,7 +146,7 @@ PUBLIC: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/tasks/{task}/cancel", {}),
     ("POST", "/tasks/{task}/retry", {}),
     ("GET", "/workflows/{workflow}", {}),
-    ("POST", "/uploads", {"params": {"filename": "a.wav"}, "content": _wav()}),
+    ("POST", "/uploads", {"params": {"filename": "a.wav"}, "content": tone_wav_bytes()}),
     ("POST", "/uploads/presign", {"json": {"filename": "a.mp3", "size": 1000}}),
     ("POST", "/reprocess", {"json": {"dryRun": True}}),
 ]
@@ -210,7 +183,7 @@ def test_public_endpoints_refuse_a_missing_or_wrong_key(
             assert response.status_code == 401, (credentials, method, path, response.text)
             assert "API" in response.json()["detail"]
             _assert_no_secret(response)
-    assert _count(session_factory) == 0  # no task was created
+    assert count_rows(session_factory) == 0  # no task was created
     assert s3_store.list_keys("uploads/") == []  # nothing was uploaded
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from dataclasses import replace
 
@@ -9,10 +11,12 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
 from api.app import create_app
+from core.formats import FORMATS
 from core.settings import Settings
 from db.models import Task, Workflow
+from domain import prefect_gateway
+from domain.task_types import TASK_TYPES
 from tests.integration.conftest import create_task
 from tests.support.waiting import wait_for
 
@@ -45,10 +49,10 @@ def test_create_task_starts_a_flow_run_with_the_ids(client: TestClient, settings
     assert task["workflowInstanceId"] and task["status"] == "pending"
 
     run = prefect_gateway.read_flow_run(settings.prefect.api_url, task["workflowInstanceId"])
-    assert run.parameters["task_id"] == task["id"]
-    assert run.parameters["workflow_id"] == task["workflowId"]
-    assert run.parameters["audio_key"] == "uploads/episode-123.mp3"
-    assert run.parameters["encoding_formats"] == ["mp3_128", "mp3_320"]
+    assert run.parameters["params"]["task_id"] == task["id"]
+    assert run.parameters["params"]["workflow_id"] == task["workflowId"]
+    assert run.parameters["params"]["audio_key"] == "uploads/episode-123.mp3"
+    assert run.parameters["params"]["encoding_formats"] == ["mp3_128", "mp3_320"]
     assert "episode:episode-123" in run.tags
 
     workflow = client.get(f"/workflows/{task['workflowId']}").json()
@@ -157,6 +161,57 @@ def test_health_reports_database_and_prefect(client: TestClient) -> None:
 def test_openapi_document_is_served(client: TestClient) -> None:
     spec = client.get("/schema/openapi.json").json()
     assert "/tasks" in spec["paths"] and "/internal/workflow-progress" in spec["paths"]
+    # The reprocess body is derived from `domain.contracts.ReprocessParameters`: camelCase,
+    # closed, the model's bounds, and without the worker-only fields.
+    schemas = spec["components"]["schemas"]
+    reprocess = schemas["ReprocessRequest"]
+    assert reprocess["additionalProperties"] is False
+    assert "addFormats" in reprocess["properties"] and "sweepTemp" not in reprocess["properties"]
+    limit = reprocess["properties"]["limit"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 100_000)
+    assert "transient" in json.dumps(schemas["ProgressRequest"]["properties"]["errorKind"]) or (
+        "transient" in json.dumps(schemas.get("ErrorKind", {}))
+    )
+
+
+def test_the_openapi_document_types_each_task_types_payload(client: TestClient) -> None:
+    """`payload` is no open object: each task type's model, from the model that decodes it."""
+    schemas = client.get("/schema/openapi.json").json()["components"]["schemas"]
+    request = schemas["CreateTaskRequest"]
+    assert request["properties"]["type"]["enum"] == list(TASK_TYPES)
+    assert request["properties"]["payload"]["oneOf"] == [
+        {"$ref": "#/components/schemas/AudioProcessingPayload"}
+    ]
+    payload = schemas["AudioProcessingPayload"]
+    fields = payload["properties"]
+    assert set(fields) == {
+        "episodeId",
+        "audioKey",
+        "audioR2Key",
+        "encodingFormats",
+        "transcribe",
+        "language",
+    }
+    assert payload["additionalProperties"] is False
+    assert sorted(payload["required"]) == ["encodingFormats", "episodeId"]
+    assert "audioKey" in fields["audioR2Key"]["description"]  # the alias says what it is
+    assert sorted(fields["encodingFormats"]["items"]["enum"]) == sorted(FORMATS)
+    assert fields["transcribe"] == {**fields["transcribe"], "type": "boolean", "default": True}
+    # The published pattern is the one enforced: "en\n" matches neither.
+    pattern = next(s["pattern"] for s in fields["language"]["anyOf"] if "pattern" in s)
+    assert re.search(pattern, "en") and re.search(pattern, "deu")
+    assert not any(re.search(pattern, v) for v in ("en\n", "EN", "e", "engl"))
+
+
+def test_an_unknown_format_is_a_422_that_names_the_field_and_the_known_formats(
+    client: TestClient,
+) -> None:
+    payload = PAYLOAD | {"encodingFormats": ["mp3_128", "mp3_999"]}
+    response = client.post("/tasks", json={"type": "audio_processing", "payload": payload})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("payload.encodingFormats[1]:") and "'mp3_999'" in detail
+    assert all(name in detail for name in FORMATS)
 
 
 def test_the_gateway_shares_one_prefect_client_across_threads(settings: Settings) -> None:

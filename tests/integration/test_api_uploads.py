@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,28 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from core.settings import Settings
 from core.storage import build_store
+from tests.support.audio_files import lavfi
 
 
 def _tone(path: Path, seconds: float) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={seconds}",
-            "-ac",
-            "2",
-            "-b:a",
-            "128k",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    return lavfi(path, f"sine=frequency=440:duration={seconds}", "-ac", "2", "-b:a", "128k")
 
 
 @pytest.fixture

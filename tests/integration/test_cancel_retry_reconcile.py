@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -16,23 +15,15 @@ from prefect.states import Completed, Crashed, Failed, Pending, Running
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.reconciler import Reconciler
-from api.services.tasks import TaskService
 from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
-from tests.integration.conftest import AUTH, create_task
-from tests.prefect_fixtures import prefect_client
+from domain.composition import build_services
+from domain.reconciler import Reconciler
+from tests.integration.conftest import AUTH, PROGRESS, create_task, report_progress
 
 PAYLOAD = {"episodeId": "ep-rec", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-PROGRESS = "/internal/workflow-progress"
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
 
 
 @pytest.fixture
@@ -46,14 +37,8 @@ def _create(client: TestClient, payload: dict[str, Any] = PAYLOAD) -> dict[str, 
     return create_task(client, payload)
 
 
-def _report(client: TestClient, task: dict[str, Any], **fields: Any) -> None:
-    body = {"taskId": task["id"], "workflowId": task["workflowId"], **fields}
-    response = client.post(PROGRESS, json=body, headers=AUTH)
-    assert response.status_code == 200, response.text
-
-
 def _put_outputs(settings: Settings, parameters: dict[str, Any], tmp_path: Path) -> None:
-    from api.services.outputs import attempt_output_keys
+    from domain.outputs import attempt_output_keys
 
     store = build_store(settings.storage)
     blob = tmp_path / "blob"
@@ -84,7 +69,7 @@ def test_cancel_stops_the_flow_run_and_ends_both_rows(
 def test_cancel_removes_partial_outputs_but_keeps_earlier_ones(
     client: TestClient, settings: Settings, tmp_path: Path
 ) -> None:
-    from api.services.outputs import attempt_output_keys
+    from domain.outputs import attempt_output_keys
 
     store = build_store(settings.storage)
     earlier_key = "episodes/ep-partial/audio/mp3_64.mp3"  # the layout before attempt folders
@@ -102,8 +87,8 @@ def test_cancel_removes_partial_outputs_but_keeps_earlier_ones(
 
 def test_finished_tasks_cannot_be_cancelled(client: TestClient) -> None:
     task = _create(client)
-    _report(client, task, status="running")
-    _report(client, task, status="completed", result={"outputs": {}})
+    report_progress(client, task, status="running")
+    report_progress(client, task, status="completed", result={"outputs": {}})
     response = client.post(f"/tasks/{task['id']}/cancel")
     assert response.status_code == 409
     assert client.get(f"/tasks/{task['id']}").json()["status"] == "done"
@@ -117,7 +102,7 @@ def test_retry_makes_a_new_attempt_with_its_own_flow_run(
     client: TestClient, prefect: SyncPrefectClient
 ) -> None:
     task = _create(client)
-    _report(client, task, status="failed", error="storage down", errorKind="transient")
+    report_progress(client, task, status="failed", error="storage down", errorKind="transient")
     retried = client.post(f"/tasks/{task['id']}/retry")
     assert retried.status_code == 201, retried.text
     body = retried.json()
@@ -128,7 +113,7 @@ def test_retry_makes_a_new_attempt_with_its_own_flow_run(
     assert [w["attempt"] for w in attempts] == [1, 2]
     assert [w["status"] for w in attempts] == ["failed", "queued"]
     run = prefect.read_flow_run(uuid.UUID(body["workflowInstanceId"]))
-    assert run.parameters["workflow_id"] == body["workflowId"]
+    assert run.parameters["params"]["workflow_id"] == body["workflowId"]
 
     # The old attempt's late news changes its own row only, never the task.
     late = client.post(
@@ -143,9 +128,9 @@ def test_retry_makes_a_new_attempt_with_its_own_flow_run(
 
 def test_done_and_running_tasks_cannot_be_retried(client: TestClient) -> None:
     task = _create(client)
-    _report(client, task, status="running")
+    report_progress(client, task, status="running")
     assert client.post(f"/tasks/{task['id']}/retry").status_code == 409
-    _report(client, task, status="completed")
+    report_progress(client, task, status="completed")
     response = client.post(f"/tasks/{task['id']}/retry")
     assert response.status_code == 409 and "done" in response.json()["detail"]
 
@@ -157,7 +142,7 @@ def test_prefect_crash_without_hook_becomes_crashed(
     client: TestClient, prefect: SyncPrefectClient, reconciler: Reconciler
 ) -> None:
     task = _create(client)
-    _report(client, task, status="running", progress=30)
+    report_progress(client, task, status="running", progress=30)
     run_id = uuid.UUID(task["workflowInstanceId"])
     prefect.set_flow_run_state(run_id, Running(), force=True)
     prefect.set_flow_run_state(run_id, Crashed(message="process killed"), force=True)
@@ -190,7 +175,7 @@ def test_running_without_progress_past_the_window_becomes_crashed(
     session_factory: sessionmaker[Session],
 ) -> None:
     task = _create(client)
-    _report(client, task, status="running")
+    report_progress(client, task, status="running")
     prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Running(), force=True)
     assert reconciler.reconcile().corrections == []  # fresh: left alone
     with session_factory.begin() as session:
@@ -202,6 +187,33 @@ def test_running_without_progress_past_the_window_becomes_crashed(
     report = reconciler.reconcile()
     assert [c.to_status for c in report.corrections] == ["crashed"]
     assert "no progress" in report.corrections[0].reason
+
+
+def test_a_cancelled_task_whose_run_still_runs_silently_stays_cancelled(
+    client: TestClient,
+    prefect: SyncPrefectClient,
+    reconciler: Reconciler,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Only Prefect's Completed lifts a terminal row (the lifecycle's rule for corrections).
+    A stale Running run behind a cancelled row once made it crashed: a failed, transient
+    task that the reconciler then retried, against the person who cancelled it."""
+    task = _create(client)
+    report_progress(client, task, status="running")
+    assert client.post(f"/tasks/{task['id']}/cancel").status_code == 200
+    run_id = uuid.UUID(task["workflowInstanceId"])
+    prefect.set_flow_run_state(run_id, Running(), force=True)  # the run did not stop
+    with session_factory.begin() as session:
+        session.execute(
+            update(Workflow)
+            .where(Workflow.id == uuid.UUID(task["workflowId"]))
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    assert reconciler.reconcile().corrections == []
+    assert reconciler.retry_transient_failures().retries == []
+    row = client.get(f"/tasks/{task['id']}").json()
+    assert (row["status"], row["attempts"]) == ("cancelled", 1)
+    assert client.get(f"/workflows/{task['workflowId']}").json()["corrections"] == []
 
 
 def test_pending_past_the_window_is_crashed_here_and_in_prefect(
@@ -241,7 +253,7 @@ def test_completed_in_prefect_counts_only_with_all_outputs(
     tmp_path: Path,
 ) -> None:
     task = _create(client, PAYLOAD | {"episodeId": "ep-complete"})
-    _report(client, task, status="running")
+    report_progress(client, task, status="running")
     run_id = uuid.UUID(task["workflowInstanceId"])
     prefect.set_flow_run_state(run_id, Completed(), force=True)
     # Outputs missing: not trusted.
@@ -268,7 +280,7 @@ def test_late_correction_crashed_then_completed(
     tmp_path: Path,
 ) -> None:
     task = _create(client, PAYLOAD | {"episodeId": "ep-late"})
-    _report(client, task, status="crashed", error="heartbeat lost", errorKind="transient")
+    report_progress(client, task, status="crashed", error="heartbeat lost", errorKind="transient")
     workflow = client.get(f"/workflows/{task['workflowId']}").json()
     _put_outputs(settings, workflow["parameters"], tmp_path)
     prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Completed(), force=True)
@@ -309,9 +321,9 @@ def test_transient_failures_are_retried_until_the_budget_is_spent(
     client: TestClient, reconciler: Reconciler, settings: Settings
 ) -> None:
     transient = _create(client, PAYLOAD | {"episodeId": "ep-transient"})
-    _report(client, transient, status="failed", error="storage down", errorKind="transient")
+    report_progress(client, transient, status="failed", error="storage down", errorKind="transient")
     permanent = _create(client, PAYLOAD | {"episodeId": "ep-permanent"})
-    _report(client, permanent, status="failed", error="not audio", errorKind="permanent")
+    report_progress(client, permanent, status="failed", error="not audio", errorKind="permanent")
 
     report = reconciler.retry_transient_failures()
     assert [r.task_id for r in report.retries] == [transient["id"]]
@@ -321,7 +333,9 @@ def test_transient_failures_are_retried_until_the_budget_is_spent(
         row = client.get(f"/tasks/{transient['id']}").json()
         if row["status"] == "pending":
             current = {"id": row["id"], "workflowId": row["workflowId"]}
-            _report(client, current, status="failed", error="storage down", errorKind="transient")
+            report_progress(
+                client, current, status="failed", error="storage down", errorKind="transient"
+            )
         reconciler.retry_transient_failures()
     row = client.get(f"/tasks/{transient['id']}").json()
     assert row["attempts"] == settings.max_attempts
@@ -332,7 +346,7 @@ def test_backoff_delays_the_retry(
     client: TestClient, settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
     task = _create(client)
-    _report(client, task, status="failed", error="storage down", errorKind="transient")
+    report_progress(client, task, status="failed", error="storage down", errorKind="transient")
     patient = Reconciler(
         session_factory, settings, build_store(settings.storage), retry_base_s=3600
     )
@@ -350,9 +364,9 @@ def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
         "outputs": {"mp3_128": {"key": "episodes/ep-add/audio/mp3_128.mp3"}},
         "transcript": {"language": "en", "keys": {}},
     }
-    _report(client, task, status="completed", result=first)
+    report_progress(client, task, status="completed", result=first)
 
-    service = TaskService(session_factory, settings, store=build_store(settings.storage))
+    service = build_services(settings, session_factory=session_factory).tasks
     updated = service.reprocess(uuid.UUID(task["id"]), ["opus_64"])
     assert updated.payload["encodingFormats"] == ["mp3_128", "opus_64"]
     assert updated.attempts == 2
@@ -362,7 +376,7 @@ def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
 
     second = {"outputs": {"opus_64": {"key": "episodes/ep-add/audio/opus_64.opus"}}}
     current = {"id": task["id"], "workflowId": str(updated.workflow_id)}
-    _report(client, current, status="completed", result=second)
+    report_progress(client, current, status="completed", result=second)
     result = client.get(f"/tasks/{task['id']}").json()["result"]
     assert set(result["outputs"]) == {"mp3_128", "opus_64"}
     assert result["transcript"]["language"] == "en"

@@ -19,23 +19,17 @@ from litestar.testing import TestClient
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import Cancelled, Running
 
-from api import prefect_gateway
 from core.keys import attempt_prefix
 from core.settings import Settings
 from core.storage import build_store
 from db.models import TaskStatus
+from domain import prefect_gateway
 from tests.integration.conftest import create_task
-from tests.prefect_fixtures import prefect_client
+from tests.support.prefect_runs import run_state
 from tests.support.waiting import wait_for
 
 EPISODE = "ep-cancel"
 PAYLOAD = {"episodeId": EPISODE, "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
 
 
 def _running_task(client: TestClient, prefect: SyncPrefectClient) -> dict[str, Any]:
@@ -45,16 +39,11 @@ def _running_task(client: TestClient, prefect: SyncPrefectClient) -> dict[str, A
     return task
 
 
-def _state(prefect: SyncPrefectClient, run_id: str) -> str | None:
-    state = prefect.read_flow_run(uuid.UUID(run_id)).state
-    return state.type.value if state is not None else None
-
-
 def _stop_like_a_worker(prefect: SyncPrefectClient, run_id: str) -> None:
     """Wait for the cancel request to reach Prefect, then end the run as a worker would."""
     wait_for(
         f"run {run_id} to be cancelling",
-        lambda: _state(prefect, run_id) in ("CANCELLING", "CANCELLED"),
+        lambda: run_state(prefect, run_id) in ("CANCELLING", "CANCELLED"),
         60,
     )
     prefect.set_flow_run_state(uuid.UUID(run_id), Cancelled(), force=True)
@@ -106,7 +95,7 @@ def test_waiting_cancels_hold_no_worker_thread(
         wait_for(
             "every run to be cancelling",
             lambda: all(
-                _state(prefect, t["workflowInstanceId"]) == "CANCELLING" for t in tasks
+                run_state(prefect, t["workflowInstanceId"]) == "CANCELLING" for t in tasks
             ),
             60,
         )
@@ -136,10 +125,10 @@ def test_cancel_removes_the_attempts_folder_only_once_its_run_stopped(
     # folder, which a live run could still be writing to.
     stuck = _running_task(client, prefect)
     stuck_key = partial_output(stuck)
-    service = client.app.state.task_service
+    service = client.app.state.services.tasks
     cancelled = asyncio.run(service.cancel(uuid.UUID(stuck["id"]), wait_s=1.0))
     assert cancelled.status is TaskStatus.CANCELLED
-    assert _state(prefect, stuck["workflowInstanceId"]) == "CANCELLING"
+    assert run_state(prefect, stuck["workflowInstanceId"]) == "CANCELLING"
     assert store.exists(stuck_key)
 
     # A run that stops: its attempt's folder is removed, the other task's stays.

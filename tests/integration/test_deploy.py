@@ -19,8 +19,15 @@ def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectSe
         # The API's runs skip the server's schema check; hand-started repairs keep it.
         assert audio.enforce_parameter_schema is False
         assert repro.enforce_parameter_schema is True
+        # The run form is the parameters model, typed and documented; the flat fields that
+        # older runs carry are accepted but not offered in the form.
         schema = audio.parameter_openapi_schema or {}
-        assert "mp3_320" in schema["properties"]["encoding_formats"]["description"]
+        assert list(schema["properties"]) == ["params"]
+        assert schema["properties"]["params"]["$ref"] == "#/definitions/AudioProcessingParameters"
+        model = schema["definitions"]["AudioProcessingParameters"]
+        assert "mp3_320" in model["properties"]["encoding_formats"]["description"]
+        assert model["properties"]["task_id"]["format"] == "uuid"
+        assert set(model["required"]) == {"task_id", "workflow_id", "episode_id", "audio_key"}
         assert [s.schedule.cron for s in repro.schedules] == ["*/5 * * * *"]  # type: ignore[union-attr]
         automations = client.read_automations_by_name(ZOMBIE_AUTOMATION)
     assert len(automations) == 1

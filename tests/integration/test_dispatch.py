@@ -1,4 +1,4 @@
-"""The flow-run outbox (`api.services.dispatch`), on PostgreSQL and SQLite, against real Prefect.
+"""The flow-run outbox (`domain.dispatch`), on PostgreSQL and SQLite, against real Prefect.
 
 `POST /tasks` only commits rows; these tests drive the dispatcher that creates the flow
 runs behind it: in order, once each, through a Prefect outage, after a crash, and when a
@@ -10,41 +10,32 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
-from api.services.dispatch import FlowRunDispatcher
-from api.services.tasks import TaskService
 from core.errors import UpstreamUnavailableError
 from core.settings import Settings
-from core.storage import build_store
 from db.base import utcnow
 from db.models import TaskStatus, Workflow, WorkflowStatus
-from tests.prefect_fixtures import prefect_client
+from domain import prefect_gateway
+from domain.composition import build_services
+from domain.dispatch import FlowRunDispatcher
+from domain.tasks import TaskService
 from tests.support.waiting import wait_for
 
 PAYLOAD = {"episodeId": "ep-dispatch", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
 
 
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
-
-
 def _service(factory: sessionmaker[Session], settings: Settings, **kwargs: Any) -> TaskService:
     """A TaskService whose dispatcher thread is not running: the test drives it."""
-    return TaskService(factory, settings, store=build_store(settings.storage), **kwargs)
+    return build_services(settings, session_factory=factory, **kwargs).tasks
 
 
 def _create(service: TaskService, episode: str = "ep-dispatch") -> uuid.UUID:
@@ -74,7 +65,7 @@ def test_create_commits_rows_and_the_dispatcher_starts_runs_in_order(
     started: list[str] = []
 
     def recording(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
-        started.append(args[2]["task_id"])
+        started.append(args[2]["params"]["task_id"])
         return prefect_gateway.start_flow_run(*args, **kwargs)
 
     service = _service(factory, settings, start_flow_run=recording)
@@ -92,7 +83,7 @@ def test_create_commits_rows_and_the_dispatcher_starts_runs_in_order(
             workflow = session.get(Workflow, task.workflow_id)
             assert workflow is not None
             assert workflow.instance_id == str(run.id) and workflow.dispatch_after is None
-        assert run.parameters["workflow_id"] == str(task.workflow_id)
+        assert run.parameters["params"]["workflow_id"] == str(task.workflow_id)
     assert not service.dispatcher.dispatch_due()  # nothing left
 
 
@@ -164,7 +155,8 @@ def test_cancelled_while_its_run_is_created_the_run_is_cancelled(
 
     def cancel_meanwhile(*args: Any, **kwargs: Any) -> prefect_gateway.FlowRunInfo:
         info = prefect_gateway.start_flow_run(*args, **kwargs)
-        asyncio.run(holder["service"].cancel(uuid.UUID(args[2]["task_id"])))  # lands first
+        task_id = uuid.UUID(args[2]["params"]["task_id"])
+        asyncio.run(holder["service"].cancel(task_id))  # lands first
         return info
 
     service = holder["service"] = _service(factory, settings, start_flow_run=cancel_meanwhile)

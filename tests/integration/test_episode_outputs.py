@@ -18,22 +18,20 @@ from prefect.states import Completed
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.manifest import current_completion, manifest_keys, read_manifest
-from api.services.outputs import attempt_output_keys, expected_outputs
-from api.services.reconciler import Reconciler
-from api.services.retention import OutputHousekeeping
-from api.services.tasks import TaskService
-from api.services.workflows import ProgressUpdate, WorkflowService
 from core.keys import manifest_key
 from core.settings import Settings
 from core.storage import build_store
 from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.models import Workflow, WorkflowStatus
-from tests.integration.conftest import AUTH, create_task
+from domain.composition import build_services
+from domain.manifest import current_completion, manifest_keys, read_manifest
+from domain.outputs import attempt_output_keys, expected_outputs
+from domain.reconciler import Reconciler
+from domain.retention import OutputHousekeeping
+from domain.workflows import ProgressUpdate, WorkflowService
+from tests.integration.conftest import AUTH, PROGRESS, create_task, report_progress
 from tests.prefect_fixtures import prefect_client
-
-PROGRESS = "/internal/workflow-progress"
 
 
 @pytest.fixture
@@ -79,22 +77,14 @@ def _result(store: ObjectStore, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _report(client: TestClient, task_id: str, workflow_id: str, **fields: Any) -> None:
-    body = {"taskId": task_id, "workflowId": workflow_id, **fields}
-    response = client.post(PROGRESS, json=body, headers=AUTH)
-    assert response.status_code == 200, response.text
-
-
 def _finish(
     client: TestClient, store: ObjectStore, task: dict[str, Any], tag: bytes, tmp_path: Path
 ) -> dict[str, Any]:
     """Run the task's current attempt to `done` as its flow would: upload, then report."""
     params = _parameters(client, task["workflowId"])
     _upload(store, params, tag, tmp_path)
-    _report(client, task["id"], task["workflowId"], status="running")
-    _report(
-        client, task["id"], task["workflowId"], status="completed", result=_result(store, params)
-    )
+    report_progress(client, task, status="running")
+    report_progress(client, task, status="completed", result=_result(store, params))
     row: dict[str, Any] = client.get(f"/tasks/{task['id']}").json()
     assert row["status"] == "done", row
     return row
@@ -175,11 +165,10 @@ def test_a_failure_halfway_leaves_the_manifest_naming_the_done_task(
     blob = tmp_path / "half"
     blob.write_bytes(b"B")
     store.put_file(first_key, blob)  # one format uploaded, then the store went away
-    _report(client, b["id"], b["workflowId"], status="running")
-    _report(
+    report_progress(client, b, status="running")
+    report_progress(
         client,
-        b["id"],
-        b["workflowId"],
+        b,
         status="failed",
         error="storage unavailable",
         errorKind="transient",
@@ -271,7 +260,7 @@ def test_two_tasks_completing_at_once_leave_one_complete_manifest(
         for n, task in enumerate(tasks):
             params = _parameters(client, task["workflowId"])
             _upload(store, params, str(n).encode(), tmp_path)
-            _report(client, task["id"], task["workflowId"], status="running")
+            report_progress(client, task, status="running")
             updates.append(
                 ProgressUpdate(
                     task_id=uuid.UUID(task["id"]),
@@ -317,7 +306,7 @@ def test_adding_a_format_keeps_the_earlier_attempts_keys(
 ) -> None:
     a = _finish(client, store, _create(client, episode, ["mp3_64"]), b"A1", tmp_path)
     first_key = a["result"]["outputs"]["mp3_64"]["key"]
-    service = TaskService(session_factory, settings, store=store)
+    service = build_services(settings, session_factory=session_factory, store=store).tasks
 
     # An added format, done: the result and the manifest name both attempts' keys.
     added = service.reprocess(uuid.UUID(a["id"]), ["opus_64"])
@@ -357,7 +346,7 @@ def test_reconciler_completion_checks_the_attempts_keys_and_writes_the_manifest(
 ) -> None:
     reconciler = Reconciler(session_factory, settings, store, stale_after_s=60, retry_base_s=0)
     task = _create(client, episode, ["mp3_64"])
-    _report(client, task["id"], task["workflowId"], status="running")
+    report_progress(client, task, status="running")
     params = _parameters(client, task["workflowId"])
     _upload(store, params, b"R", tmp_path)
     with prefect_client(settings.prefect.api_url) as prefect:
@@ -392,7 +381,7 @@ def test_a_run_from_before_attempt_folders_is_checked_in_the_old_layout(
     blob = tmp_path / "legacy"
     blob.write_bytes(b"old layout")
     store.put_file(legacy_key, blob)
-    _report(client, task["id"], task["workflowId"], status="running")
+    report_progress(client, task, status="running")
     with prefect_client(settings.prefect.api_url) as prefect:
         prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Completed(), force=True)
     report = reconciler.reconcile()
@@ -420,11 +409,10 @@ def test_retention_removes_only_old_unnamed_versions(
     blob = tmp_path / "legacy"
     blob.write_bytes(b"old layout")
     store.put_file(legacy_key, blob)
-    _report(client, old["id"], old["workflowId"], status="running")
-    _report(
+    report_progress(client, old, status="running")
+    report_progress(
         client,
-        old["id"],
-        old["workflowId"],
+        old,
         status="completed",
         result={"outputs": {"mp3_64": {"key": legacy_key, "size": 10}}},
     )
@@ -432,12 +420,12 @@ def test_retention_removes_only_old_unnamed_versions(
     failed = _create(client, episode, ["mp3_64"])
     failed_params = _parameters(client, failed["workflowId"])
     _upload(store, failed_params, b"F", tmp_path)
-    _report(client, failed["id"], failed["workflowId"], status="failed", error="x")
+    report_progress(client, failed, status="failed", error="x")
     b = _finish(client, store, _create(client, episode, ["mp3_64"]), b"B", tmp_path)
     running = _create(client, episode, ["mp3_64"])
     running_params = _parameters(client, running["workflowId"])
     _upload(store, running_params, b"R", tmp_path)
-    _report(client, running["id"], running["workflowId"], status="running")
+    report_progress(client, running, status="running")
 
     a_keys = [o["key"] for o in a["result"]["outputs"].values()]
     b_keys = [o["key"] for o in b["result"]["outputs"].values()]

@@ -25,10 +25,6 @@ operation is driven through its public Hypothesis strategy (`APIOperation.as_str
 from __future__ import annotations
 
 import asyncio
-import io
-import math
-import struct
-import wave
 from typing import Any
 
 import hypothesis
@@ -50,6 +46,7 @@ from core.settings import Settings
 from db.models import Task
 from db.repositories import TaskRepository
 from tests.integration.conftest import AUTH
+from tests.support.audio_files import tone_wav_bytes
 
 #: Generated cases per operation (both modes and the steered ones together).
 MAX_EXAMPLES = 40
@@ -140,23 +137,7 @@ def task_payloads(draw: st.DrawFn) -> dict[str, Any]:
     return payload
 
 
-def _tiny_wav(seconds: float = 0.3, rate: int = 8000) -> bytes:
-    """A real, decodable mono WAV: a 440 Hz tone."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(
-            b"".join(
-                struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / rate)))
-                for n in range(int(seconds * rate))
-            )
-        )
-    return buffer.getvalue()
-
-
-WAV = _tiny_wav()
+WAV = tone_wav_bytes()
 UPLOAD_BODIES = st.one_of(
     st.just(b""),
     st.just(WAV),
@@ -191,7 +172,7 @@ def api_schema(fuzz_app: Litestar, document: dict[str, Any]) -> Any:
 def _known_ids(app: Litestar, *, cancelled: bool) -> dict[str, str]:
     """A real task (its flow run in Prefect) whose ids the fuzzer may use: pending, or
     cancelled so that a retry can succeed."""
-    service = app.state.task_service
+    service = app.state.services.tasks
     task = service.create_task(
         "audio_processing",
         {"episodeId": "ep-fuzz", "audioKey": "uploads/fuzz.mp3", "encodingFormats": ["mp3_64"]},

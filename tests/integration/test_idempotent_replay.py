@@ -8,9 +8,8 @@ import uuid
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.tasks import TaskService
 from core.settings import Settings
-from core.storage import build_store
+from domain.composition import build_services
 from tests.integration.conftest import AUTH
 
 PAYLOAD = {"episodeId": "ep-replay", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_128"]}
@@ -33,7 +32,7 @@ def test_a_repeat_after_a_reprocess_that_added_formats_returns_the_task(
     assert client.post("/internal/workflow-progress", json=done, headers=AUTH).status_code == 200
 
     # What the reprocessing flow does for `addFormats: ["opus_64"]`.
-    service = TaskService(session_factory, settings, store=build_store(settings.storage))
+    service = build_services(settings, session_factory=session_factory).tasks
     updated = service.reprocess(uuid.UUID(task_id), ["opus_64"])
     assert updated.payload["encodingFormats"] == ["mp3_128", "opus_64"]
 

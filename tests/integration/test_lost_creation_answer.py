@@ -14,18 +14,18 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.states import Failed
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.dispatch import idempotency_key_for
-from api.services.reconciler import Reconciler
-from api.services.tasks import TaskService
-from api.services.workflows import ProgressUpdate, WorkflowService
 from core.settings import Settings
 from core.storage import build_store
 from db.models import TaskStatus, WorkflowStatus
-from tests.prefect_fixtures import prefect_client
+from domain.composition import build_services
+from domain.dispatch import idempotency_key_for
+from domain.reconciler import Reconciler
+from domain.tasks import TaskService
+from domain.workflows import ProgressUpdate, WorkflowService
+from tests.support.prefect_runs import live_runs
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 PAYLOAD = {"episodeId": "ep-lost", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-LIVE = {"SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"}
 
 
 @pytest.fixture
@@ -33,19 +33,6 @@ def proxy(settings: Settings) -> Iterator[TcpProxy]:
     base = settings.prefect.api_url.rsplit("/api", 1)[0]
     with tcp_proxy(base) as running:
         yield running
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
-
-
-def _live_runs(prefect: SyncPrefectClient, task_id: uuid.UUID) -> list[str]:
-    runs = prefect.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"task:{task_id}"]))
-    )
-    return [str(r.id) for r in runs if r.state is not None and r.state.type.value in LIVE]
 
 
 def _failed_attempt(
@@ -78,7 +65,7 @@ def test_a_retry_whose_answer_was_lost_is_found_not_started_twice(
     second_try: str,
 ) -> None:
     proxied = replace(settings, prefect=replace(settings.prefect, api_url=f"{proxy.url}/api"))
-    service = TaskService(session_factory, proxied, store=build_store(settings.storage))
+    service = build_services(proxied, session_factory=session_factory).tasks
     task_id = _failed_attempt(service, session_factory, prefect)
 
     proxy.lose_answers = True
@@ -104,4 +91,4 @@ def test_a_retry_whose_answer_was_lost_is_found_not_started_twice(
     assert again.attempts == 2, "a second run was started instead of finding the first"
     assert again.status is TaskStatus.PENDING
     assert again.workflow_instance_id == str(orphan.id)
-    assert _live_runs(prefect, task_id) == [str(orphan.id)]
+    assert live_runs(prefect, task_id) == [str(orphan.id)]

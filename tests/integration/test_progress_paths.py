@@ -11,14 +11,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from api.services import ProgressUpdate, WorkflowService
 from core.errors import ConflictError, NotFoundError
 from db.engine import autocommit_engine
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from domain import lifecycle
+from domain.lifecycle import Writer
+from domain.workflows import ProgressUpdate, WorkflowService
 
 
 def _task_with_attempts(
@@ -189,3 +191,80 @@ def test_on_postgresql_a_report_survives_the_server_dropping_its_connections(
     )
     assert (moved.progress, moved_task.progress, moved.current_step) == (20, 20, "encode:mp3_128")
     assert disconnects == [True]  # the dead connection was hit once, then retried
+
+
+def _set_status(factory: sessionmaker[Session], workflow: Workflow, status: WorkflowStatus) -> None:
+    with factory.begin() as session:
+        session.execute(
+            update(Workflow).where(Workflow.id == workflow.id).values(status=status.value)
+        )
+
+
+@pytest.mark.parametrize("status", list(WorkflowStatus))
+def test_a_plain_report_in_each_status_does_what_the_lifecycle_says(
+    factory: sessionmaker[Session], status: WorkflowStatus
+) -> None:
+    """The hot path's SQL (PostgreSQL: one generated statement; SQLite: two) against the
+    table: a plain report lands on the statuses a report may keep, and the task then shows
+    the status the lifecycle maps them to; on any other it is refused and changes nothing."""
+    service = WorkflowService(factory)
+    task, (workflow,) = _task_with_attempts(factory, 1)
+    _set_status(factory, workflow, status)
+    report = ProgressUpdate(task.id, workflow.id, progress=12, step="encode:mp3_64")
+    if lifecycle.allows(Writer.REPORT, status, status):
+        moved, moved_task = service.apply_progress(report)
+        assert (moved.status, moved.progress, moved.current_step) == (status, 12, "encode:mp3_64")
+        assert moved_task.status is lifecycle.task_status_for(status)
+        # A report that names the status it keeps takes the same path, with the same rows.
+        named, named_task = service.apply_progress(
+            ProgressUpdate(task.id, workflow.id, progress=13, status=status)
+        )
+        assert (named.status, named.progress, named_task.status) == (
+            status,
+            13,
+            lifecycle.task_status_for(status),
+        )
+    else:
+        with pytest.raises(ConflictError) as refused:
+            service.apply_progress(report)
+        assert refused.value.extra == {"status": status.value}  # what tells a flow to stop
+    with factory() as session:
+        stored_task = session.get_one(Task, task.id)
+        stored = session.get_one(Workflow, workflow.id)
+        assert stored.status is status
+        if lifecycle.allows(Writer.REPORT, status, status):
+            assert (stored.progress, stored_task.progress) == (13, 13)
+            assert stored_task.status is lifecycle.task_status_for(status)
+        else:
+            assert (stored.progress, stored_task.progress) == (0, 0)
+
+
+def test_writers_outside_the_table_are_refused_and_change_nothing(
+    factory: sessionmaker[Session],
+) -> None:
+    service = WorkflowService(factory)
+    task, (workflow,) = _task_with_attempts(factory, 1)
+    # A cancel may cancel, nothing else.
+    with pytest.raises(ConflictError):
+        service.apply_progress(
+            ProgressUpdate(task.id, workflow.id, status=WorkflowStatus.RUNNING),
+            writer=Writer.CANCEL,
+        )
+    service.apply_progress(
+        ProgressUpdate(task.id, workflow.id, status=WorkflowStatus.CANCELLED, error="by request"),
+        writer=Writer.CANCEL,
+    )
+    # The reconciler may lift a terminal row to completed only: never cancelled -> crashed.
+    with pytest.raises(ConflictError) as refused:
+        service.correct(workflow.id, WorkflowStatus.CRASHED, "stale", error="presumed dead")
+    assert "correction cannot make it crashed" in refused.value.detail
+    with factory() as session:
+        stored = session.get_one(Workflow, workflow.id)
+        assert (stored.status, stored.error, stored.corrections) == (
+            WorkflowStatus.CANCELLED,
+            "by request",
+            [],
+        )
+        assert session.get_one(Task, task.id).status is TaskStatus.CANCELLED
+    corrected = service.correct(workflow.id, WorkflowStatus.COMPLETED, "Prefect: Completed")
+    assert corrected is not None and corrected[1].status is TaskStatus.DONE

@@ -22,13 +22,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.settings import Settings
-from tests.prefect_fixtures import prefect_client
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
 
 
 def _queued(prefect: SyncPrefectClient) -> list[str]:

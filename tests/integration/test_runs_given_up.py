@@ -16,25 +16,18 @@ from prefect.states import Pending, Running
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import prefect_gateway
-from api.services.reconciler import Reconciler
 from core.concurrency import TRANSCRIPTION_TAG, tag_limit_name
 from core.settings import Settings
 from core.storage import build_store
 from db.base import utcnow
 from db.models import Workflow
+from domain import prefect_gateway
+from domain.reconciler import Reconciler
 from flows.steps.transcription import transcribe_source
 from tests.integration.conftest import AUTH, create_task
-from tests.prefect_fixtures import prefect_client
+from tests.support.prefect_runs import live_runs
 
 PAYLOAD = {"episodeId": "ep-given-up", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
-LIVE = {"SCHEDULED", "PENDING", "RUNNING", "CANCELLING", "PAUSED"}
-
-
-@pytest.fixture
-def prefect(settings: Settings) -> Iterator[SyncPrefectClient]:
-    with prefect_client(settings.prefect.api_url) as client:
-        yield client
 
 
 def _running_and_stale(
@@ -56,15 +49,6 @@ def _running_and_stale(
     return task
 
 
-def _live_runs(prefect: SyncPrefectClient, task_id: str) -> list[str]:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-
-    runs = prefect.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"task:{task_id}"]))
-    )
-    return [str(r.id) for r in runs if r.state is not None and r.state.type.value in LIVE]
-
-
 def test_a_stale_run_is_ended_in_prefect_before_its_retry_starts(
     client: TestClient,
     prefect: SyncPrefectClient,
@@ -83,7 +67,7 @@ def test_a_stale_run_is_ended_in_prefect_before_its_retry_starts(
     assert len(reconciler.retry_transient_failures().retries) == 1
     row = client.get(f"/tasks/{task['id']}").json()
     assert row["attempts"] == 2
-    assert _live_runs(prefect, task["id"]) == [row["workflowInstanceId"]]  # never two
+    assert live_runs(prefect, task["id"]) == [row["workflowInstanceId"]]  # never two
 
 
 def test_if_prefect_cannot_end_the_run_the_row_stays_and_no_retry_starts(
@@ -112,7 +96,7 @@ def test_if_prefect_cannot_end_the_run_the_row_stays_and_no_retry_starts(
     row = client.get(f"/tasks/{task['id']}").json()
     assert row["status"] == "processing" and row["attempts"] == 1
     assert reconciler.retry_transient_failures().retries == []
-    assert _live_runs(prefect, task["id"]) == [task["workflowInstanceId"]]
+    assert live_runs(prefect, task["id"]) == [task["workflowInstanceId"]]
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -29,16 +28,16 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import httpx
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.settings import Settings
 from core.storage.s3 import S3Store
-from db.models import Task, Workflow
 from tests.integration.conftest import AUTH
 from tests.prefect_fixtures import PrefectServer, prefect_client
+from tests.support.audio_files import lavfi
 from tests.support.moto_server import FAKE_AWS_ENV
+from tests.support.rows import count_rows
 
 API_KEY = "apikey-" + uuid.uuid4().hex
 KEYED = {"X-API-Key": API_KEY}
@@ -46,13 +45,6 @@ GOOD_TASK = {
     "type": "audio_processing",
     "payload": {"episodeId": "ep-1", "audioKey": "uploads/a.mp3", "encodingFormats": ["mp3_64"]},
 }
-
-
-def _rows(session_factory: sessionmaker[Session]) -> int:
-    with session_factory() as session:
-        return (session.scalar(select(func.count()).select_from(Task)) or 0) + (
-            session.scalar(select(func.count()).select_from(Workflow)) or 0
-        )
 
 
 def _on_demand_runs_naming(settings: Settings, marker: str) -> list[Any]:
@@ -101,7 +93,7 @@ def test_json_bodies_need_a_content_type(
     assert "content-type" not in no_type.headers
     response = client.send(no_type)
     assert response.status_code == 415, response.text
-    assert _rows(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 @pytest.mark.parametrize("content_type", NOT_JSON[:4])
@@ -124,7 +116,7 @@ def test_every_json_endpoint_refuses_other_content_types(
         path, content=json.dumps(body), headers=AUTH | {"Content-Type": content_type}
     )
     assert response.status_code == 415, (path, response.text)
-    assert _rows(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 @pytest.mark.parametrize(
@@ -141,9 +133,7 @@ def test_json_media_types_are_accepted(client: TestClient, content_type: str) ->
 def test_the_upload_endpoint_is_not_a_json_endpoint(client: TestClient, tmp_path: Path) -> None:
     """Raw audio bytes with any Content-Type: judged by decoding, as before."""
     wav = tmp_path / "tone.wav"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=0.5", str(wav)], check=True
-    )
+    lavfi(wav, "sine=duration=0.5")
     response = client.post(
         "/uploads",
         params={"filename": "a.wav"},
@@ -213,7 +203,7 @@ def test_another_host_is_400(
     response = default_hosts_client.post("/tasks", json=GOOD_TASK, headers={"Host": host})
     assert response.status_code == 400, response.text
     assert "AUDIOFLOW_ALLOWED_HOSTS" in response.json()["detail"]
-    assert _rows(session_factory) == 0
+    assert count_rows(session_factory) == 0
 
 
 def test_a_configured_host_list_replaces_the_default(

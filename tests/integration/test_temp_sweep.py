@@ -11,10 +11,10 @@ from pathlib import Path
 
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, State
 
-from api import prefect_gateway
 from cli.stack import free_port
 from core.settings import Settings
-from flows.reprocessing import _sweep_temp
+from domain import prefect_gateway
+from flows.steps.passes import sweep_temp_folders
 from flows.workspace import create_run_dir, prefect_run_state, server_tag, sweep_run_dirs
 from tests.prefect_fixtures import prefect_client
 
@@ -82,7 +82,7 @@ def test_folders_of_finished_killed_and_vanished_runs_go_live_ones_stay(
     day_ago = time.time() - 24 * 3600 - 60
     os.utime(stale_spool, (day_ago, day_ago))
 
-    removed = _sweep_temp(replace(settings, temp_dir=root))
+    removed = sweep_temp_folders.fn(replace(settings, temp_dir=root))
 
     assert sorted(removed) == sorted([stale_spool.name, *(f.name for f in dead.values())])
     assert not stale_spool.exists()
@@ -142,7 +142,7 @@ def test_another_servers_run_folders_are_not_judged(settings: Settings, tmp_path
     same_id_elsewhere = _leftover(root, finished_here, other)
     mine = _leftover(root, finished_here, settings.prefect.api_url)
 
-    removed = _sweep_temp(replace(settings, temp_dir=root))
+    removed = sweep_temp_folders.fn(replace(settings, temp_dir=root))
 
     assert removed == [mine.name]
     assert live_elsewhere.is_dir() and len(list(live_elsewhere.iterdir())) == 2

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
+def _processes() -> Iterator[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process in /proc."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -17,10 +18,22 @@ def _children_map() -> dict[int, list[int]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # The command name may contain spaces and parentheses: split after the last ')'.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        # The command name may contain spaces and parentheses: it ends at the last ')'.
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        yield int(entry.name), ppid, comm
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in _processes():
+        children.setdefault(ppid, []).append(pid)
     return children
+
+
+def children_named(pid: int, name: str) -> list[int]:
+    """The direct children of `pid` whose command is `name` (e.g. this test's ffmpegs)."""
+    return [child for child, ppid, comm in _processes() if ppid == pid and comm == name]
 
 
 def descendants(pid: int) -> list[int]:

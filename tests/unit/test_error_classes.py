@@ -14,11 +14,11 @@ from core.storage.errors import (
     StorageFullError,
     StorageUnavailableError,
 )
-from flows.audio.encode import EncodeError
-from flows.audio.probe import BadAudioError
-from flows.audio.tools import ToolMissingError
 from flows.errors import ProcessingError, classify, describe
-from flows.transcription.errors import ModelNotAvailableError, TranscriptionInputError
+from media.encode import EncodeError
+from media.probe import BadAudioError
+from media.tools import ToolMissingError
+from transcription.errors import ModelNotAvailableError, TranscriptionInputError
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,16 @@ import sys
 
 import pytest
 
-from core.formats import FORMATS, AudioFormat, UnknownFormatError, format_names, get_format
+from core.formats import (
+    FORMATS,
+    TRANSCRIPT_FORMATS,
+    AudioFormat,
+    UnknownFormatError,
+    check_format_names,
+    format_names,
+    get_format,
+    get_transcript_format,
+)
 
 REQUIRED = {"mp3_128", "mp3_320", "mp3_64", "aac_128", "opus_64", "flac", "wav"}
 
@@ -83,3 +92,25 @@ def test_module_is_import_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_format_names_are_checked_in_one_place() -> None:
+    assert check_format_names(["mp3_128", "flac"]) == ["mp3_128", "flac"]
+    assert check_format_names([]) == []
+    unknown = r"unknown encoding format\(s\): mp3_999, ogg; known: mp3_128"
+    with pytest.raises(ValueError, match=unknown):
+        check_format_names(["mp3_999", "mp3_128", "ogg"])
+    with pytest.raises(ValueError, match="twice"):
+        check_format_names(["flac", "flac"])
+
+
+def test_transcript_formats_carry_name_extension_and_mime_type() -> None:
+    assert {n: (f.extension, f.content_type) for n, f in TRANSCRIPT_FORMATS.items()} == {
+        "json": ("json", "application/json"),
+        "vtt": ("vtt", "text/vtt"),
+        "srt": ("srt", "application/x-subrip"),
+        "txt": ("txt", "text/plain"),
+    }
+    assert get_transcript_format("srt") is TRANSCRIPT_FORMATS["srt"]
+    with pytest.raises(UnknownFormatError, match=r"unknown transcript format 'docx'.*json, vtt"):
+        get_transcript_format("docx")

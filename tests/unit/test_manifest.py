@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from api.services.manifest import (
+from core.keys import manifest_key
+from core.storage.local import LocalStore
+from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from domain.manifest import (
     ManifestPublisher,
     build_manifest,
     manifest_keys,
     read_manifest,
 )
-from core.keys import manifest_key
-from core.storage.local import LocalStore
-from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 
 NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 

@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from core.storage.local import LocalStore
-from flows.audio.probe import probe
 from flows.errors import WorkflowEndedError, classify
 from flows.progress import HttpSender, ProgressPlan, WorkflowProgressReporter
 from flows.steps import upload as upload_step
 from flows.steps.encoding import encode_format
 from flows.steps.upload import PlannedUpload, upload_outputs
+from media.probe import probe
 
 
 def _sender(status: int, body: dict[str, Any], seen: list[httpx.Request]) -> HttpSender:

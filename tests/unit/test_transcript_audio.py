@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.transcription.audio import SAMPLE_RATE, find_cut, stream_windows
-from flows.transcription.errors import TranscriptionInputError
+from transcription.audio import SAMPLE_RATE, find_cut, stream_windows
+from transcription.errors import TranscriptionInputError
 
 
 def ffmpeg_lavfi(path: Path, source: str, seconds: float) -> Path:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.transcription.types import Segment, Transcript
-from flows.transcription.wer import WordErrors, normalize, wer, word_errors
+from transcription.types import Segment, Transcript
+from transcription.wer import WordErrors, normalize, wer, word_errors
 
 
 def test_normalize_ignores_case_punctuation_and_apostrophes() -> None:

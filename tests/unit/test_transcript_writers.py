@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from flows.transcription.errors import UnknownWriterError
-from flows.transcription.types import Segment, Transcript
-from flows.transcription.writers import (
+from core.formats import TRANSCRIPT_FORMATS
+from transcription.errors import UnknownWriterError
+from transcription.types import Segment, Transcript
+from transcription.writers import (
     MAX_LINE_CHARS,
     MAX_LINES,
     WRITERS,
@@ -60,6 +61,10 @@ def test_registry_names_extensions_and_types() -> None:
         "txt": ("txt", "text/plain"),
     }
     assert get_writer("vtt") is WRITERS["vtt"]
+    # One writer per registered transcript format, and each renders its own entry: what the
+    # domain expects an attempt to store (from `core.formats`) is what the flow writes.
+    assert list(WRITERS) == list(TRANSCRIPT_FORMATS)
+    assert all(w.format is TRANSCRIPT_FORMATS[name] for name, w in WRITERS.items())
 
 
 def test_unknown_format_lists_known_ones() -> None:

