@@ -19,6 +19,10 @@ Why it is built this way:
   after ffmpeg succeeded: a failed, cancelled or timed-out encode never leaves a partial
   file at `dest`. Any exception in the Python side (a KeyboardInterrupt, a failing progress
   callback, a flow cancellation) kills the child and removes the temporary file.
+* An optional `audio_filter` (loudness normalisation from `media.loudness`) is joined to the
+  format's own `-af` chain, before it, so ffmpeg gets one chain (two `-af` options would
+  silently drop the first). Before: the normalisation does its own downmix, the one its
+  measurement was made on, after which the format's downmix has nothing left to do.
 """
 
 from __future__ import annotations
@@ -61,10 +65,31 @@ class EncodeError(RuntimeError):
         self.stderr_tail = stderr_tail
 
 
+def _output_args(fmt: AudioFormat, audio_filter: str | None) -> list[str]:
+    """`fmt`'s output options with `audio_filter` put in front of its `-af` chain (or added
+    as one, before the codec options, if the format has none)."""
+    args = list(fmt.ffmpeg_args)
+    if not audio_filter:
+        return args
+    if "-af" in args:
+        index = args.index("-af") + 1
+        args[index] = f"{audio_filter},{args[index]}"
+        return args
+    return ["-af", audio_filter, *args]
+
+
 def build_command(
-    source: Path, dest: Path, fmt: AudioFormat, *, max_duration_s: float | None = None
+    source: Path,
+    dest: Path,
+    fmt: AudioFormat,
+    *,
+    max_duration_s: float | None = None,
+    audio_filter: str | None = None,
 ) -> list[str]:
     """The ffmpeg command line that encodes `source` into `dest` as `fmt`.
+
+    `audio_filter` (e.g. `media.loudness.normalisation_filter`) runs before the format's
+    own filters (its downmix) and the encoder.
 
     The source is opened with the container allow-list (`media.containers`) and the
     output stops just past `max_duration_s` (default `AUDIOFLOW_MAX_DURATION_S`): sources
@@ -78,7 +103,7 @@ def build_command(
         "-i",
         media_url(source),
         *_SELECT_ARGS,
-        *fmt.ffmpeg_args,
+        *_output_args(fmt, audio_filter),
         *limits.duration_cap_args(limit),
         media_url(dest),
     ]
@@ -160,6 +185,7 @@ def encode(
     duration_s: float | None = None,
     on_progress: ProgressCallback | None = None,
     timeout_s: float | None = None,
+    audio_filter: str | None = None,
 ) -> None:
     """Encode `source` into `dest` as `fmt` with one ffmpeg process.
 
@@ -168,6 +194,8 @@ def encode(
     is given. `on_progress` is called from this thread with rising values in (0, 1], ending
     with 1.0 on success. `timeout_s` bounds the whole encode; by default it scales with
     `duration_s` (see `media.limits`; unknown: with `AUDIOFLOW_MAX_DURATION_S`).
+    `audio_filter` is an extra ffmpeg filter chain for this output (loudness
+    normalisation: `media.loudness.normalisation_filter`); None encodes as before.
 
     Raises EncodeError (with ffmpeg's last messages) if ffmpeg fails or times out;
     `dest` is then untouched. Any exception raised while waiting, including one from
@@ -186,7 +214,7 @@ def encode(
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     os.close(fd)
     tmp = Path(tmp_name)
-    cmd = build_command(source, tmp, fmt)
+    cmd = build_command(source, tmp, fmt, audio_filter=audio_filter)
     timed_out = threading.Event()
 
     with tempfile.TemporaryFile() as errlog:

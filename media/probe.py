@@ -18,6 +18,9 @@ Three checks, from cheap to thorough:
   It also refuses a source longer than `AUDIOFLOW_MAX_DURATION_S`, from the header first
   and again while decoding (see `media.limits`).
 
+`check_decodes(path, loudness_mixes=[...])` and `probe_source_measured` also measure
+loudness (EBU R128, `media.loudness`) in that same decode: one pass over the audio.
+
 Every run reads exactly one file with an allowed demuxer (`media.containers`): a
 playlist, a concat list or an image sequence is refused (UnsupportedContainerError).
 
@@ -26,11 +29,14 @@ playlist, a concat list or an image sequence is refused (UnsupportedContainerErr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import subprocess
 import tempfile
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +44,7 @@ from core.formats import AudioFormat
 from media import limits
 from media.containers import input_args, refused_demuxer, what_it_is
 from media.limits import PROBE_TIMEOUT_S, decode_timeout_s, duration_cap_args
+from media.loudness import LoudnessStats, meter_chain, parse_meter_log
 from media.tools import ffmpeg, ffprobe, media_url, read_tail
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "check_decodes",
     "probe",
     "probe_source",
+    "probe_source_measured",
     "verify_output",
 ]
 
@@ -116,6 +124,8 @@ class DecodeReport:
     error_lines: int
     #: The last few of them, for logs.
     errors_tail: str
+    #: Loudness of each mix asked for (`loudness_mixes`), by mix; empty if none was.
+    loudness: Mapping[str, LoudnessStats] = field(default_factory=dict)
 
 
 def _seconds(value: Any) -> float | None:
@@ -153,6 +163,7 @@ def _run_bounded(
     too_slow: str,
     stdout: int | IO[bytes],
     stderr: int | IO[bytes],
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run an ffmpeg tool on a file a client sent, no longer than `timeout_s`: a file that
     makes it hang is bad audio (BadAudioError `too_slow`), not a stuck worker. On a
@@ -165,6 +176,7 @@ def _run_bounded(
             stderr=stderr,
             timeout=timeout_s,
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise BadAudioError(too_slow) from exc
@@ -263,8 +275,19 @@ def probe(path: Path) -> AudioInfo:
     return _info_from_probe(Path(path), data)
 
 
+def _report_setting(path: Path) -> str:
+    """`FFREPORT` value writing ffmpeg's info-level log to `path` (`:`, `=` and `\\`
+    escaped as its option parser wants)."""
+    escaped = str(path).replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+    return f"file={escaped}:level=32"
+
+
 def check_decodes(
-    path: Path, *, timeout_s: float | None = None, max_duration_s: float | None = None
+    path: Path,
+    *,
+    timeout_s: float | None = None,
+    max_duration_s: float | None = None,
+    loudness_mixes: Sequence[str] = (),
 ) -> DecodeReport:
     """Decode the whole first audio stream to nowhere and report how much decoded.
 
@@ -276,6 +299,12 @@ def check_decodes(
     The decode stops just past `max_duration_s` (default `AUDIOFLOW_MAX_DURATION_S`)
     whatever the header says; reaching it raises SourceTooLongError. `timeout_s`
     (default: scaled to that limit) kills ffmpeg and raises BadAudioError.
+
+    `loudness_mixes` (`media.loudness.mix_for` of each output format, or `AS_DECODED`)
+    adds an ebur128 meter per mix to this decode; the report's `loudness` holds them.
+    Their summary is written at ffmpeg's info level to a separate log (`FFREPORT`), so
+    stderr, the error count and every message stay what they are without meters. A
+    meter that gives no summary raises BadAudioError.
     """
     path = Path(path)
     limit = _max_duration(max_duration_s)
@@ -300,17 +329,29 @@ def check_decodes(
         "null",
         "-",
     ]
-    with tempfile.TemporaryFile() as errlog:
+    chain, meters = meter_chain(loudness_mixes) if loudness_mixes else ("", {})
+    if chain:
+        cmd[-3:-3] = ["-af", chain]
+    meter_log = ""
+    workspace = tempfile.TemporaryDirectory() if meters else contextlib.nullcontext("")
+    with tempfile.TemporaryFile() as errlog, workspace as workdir:
+        env = None
+        report_path = Path(workdir) / "meter.log"
+        if meters:
+            env = {**os.environ, "FFREPORT": _report_setting(report_path)}
         done = _run_bounded(
             cmd,
             timeout_s=timeout_s,
             too_slow=f"{path.name} could not be decoded within {timeout_s:.0f} s",
             stdout=subprocess.PIPE,
             stderr=errlog,
+            env=env,
         )
         errlog.seek(0)
         error_lines = sum(1 for _ in errlog)
         tail = read_tail(errlog, max_lines=5)
+        if meters and done.returncode == 0:
+            meter_log = _read_summaries(report_path)
     _refuse_other_containers(tail, path)
     if done.returncode != 0:
         raise BadAudioError(
@@ -331,7 +372,31 @@ def check_decodes(
             f"{path.name} is longer than the limit of {limit:.0f} s of audio "
             "(AUDIOFLOW_MAX_DURATION_S); decoding was stopped there"
         )
-    return DecodeReport(decoded_s=decoded, error_lines=error_lines, errors_tail=tail)
+    loudness = parse_meter_log(meter_log, meters) if meters else {}
+    missing = sorted(set(meters.values()) - set(loudness))
+    if missing:
+        raise BadAudioError(
+            f"{path.name}: the decode gave no loudness measurement (mix {', '.join(missing)})"
+        )
+    return DecodeReport(
+        decoded_s=decoded, error_lines=error_lines, errors_tail=tail, loudness=loudness
+    )
+
+
+#: The meters' summaries are at the end of the report; a file with millions of damaged
+#: frames makes the report as large as the error log, so only its end is read.
+_SUMMARY_BYTES = 64 * 1024
+
+
+def _read_summaries(report: Path) -> str:
+    """The end of ffmpeg's report (where the ebur128 summaries are), decoded leniently."""
+    try:
+        with report.open("rb") as log_file:
+            log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(0, log_file.tell() - _SUMMARY_BYTES))
+            return log_file.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _max_duration(given: float | None) -> float:
@@ -352,7 +417,24 @@ def probe_source(path: Path, *, max_duration_s: float | None = None) -> AudioInf
     (live-recorded WebM/Matroska has none), it cannot be trusted either way and the decoded
     length is used as is. The returned duration is always the decoded one.
     """
-    path = Path(path)
+    info, _ = _probe_and_decode(Path(path), max_duration_s, ())
+    return info
+
+
+def probe_source_measured(
+    path: Path, loudness_mixes: Sequence[str], *, max_duration_s: float | None = None
+) -> tuple[AudioInfo, Mapping[str, LoudnessStats]]:
+    """`probe_source`, with the source's loudness measured in the same decode: one
+    `LoudnessStats` per mix asked for (`media.loudness.mix_for` of each output format).
+    Same checks, same errors; the audio is still read and decoded once."""
+    info, report = _probe_and_decode(Path(path), max_duration_s, loudness_mixes)
+    return info, report.loudness
+
+
+def _probe_and_decode(
+    path: Path, max_duration_s: float | None, loudness_mixes: Sequence[str]
+) -> tuple[AudioInfo, DecodeReport]:
+    """The body of `probe_source`: the checked AudioInfo and the decode's report."""
     limit = _max_duration(max_duration_s)
     data, warnings = _run_ffprobe(path)
     info = _info_from_probe(path, data, allow_unknown_duration=True)
@@ -367,7 +449,12 @@ def probe_source(path: Path, *, max_duration_s: float | None = None) -> AudioInf
             "(AUDIOFLOW_MAX_DURATION_S)"
         )
     stated = None if estimated else info.duration_s
-    report = check_decodes(path, timeout_s=decode_timeout_s(stated, limit), max_duration_s=limit)
+    report = check_decodes(
+        path,
+        timeout_s=decode_timeout_s(stated, limit),
+        max_duration_s=limit,
+        loudness_mixes=loudness_mixes,
+    )
     # With an estimated length the decoded one is the truth. Unless the decoder also hit
     # damaged data: a file size that promises minutes, of which a fraction of a second
     # decodes among decoding errors, is a corrupt file, not a short one.
@@ -391,7 +478,7 @@ def probe_source(path: Path, *, max_duration_s: float | None = None) -> AudioInf
             report.error_lines,
             report.errors_tail,
         )
-    return replace(info, duration_s=report.decoded_s)
+    return replace(info, duration_s=report.decoded_s), report
 
 
 def verify_output(path: Path, fmt: AudioFormat, source: AudioInfo) -> AudioInfo:
