@@ -19,17 +19,13 @@ the audio are dropped, and an untitled chapter is called `Chapter N`. The result
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from core.episode_metadata import MAX_CHAPTERS, MAX_TEXT_CHARS, Chapter, validate_chapters
-from media.containers import input_args
 from media.limits import PROBE_TIMEOUT_S
-from media.probe import BadAudioError, _describe_failure, _refuse_other_containers, _run_bounded
-from media.tools import ffprobe, media_url
+from media.probe import ffprobe_json
 
 __all__ = ["read_chapters"]
 
@@ -53,35 +49,14 @@ def read_chapters(source: Path, *, duration_s: float | None = None) -> list[Chap
     UnsupportedContainerError) when ffprobe cannot or may not read the file.
     """
     source = Path(source)
-    cmd = [
-        ffprobe(),
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_chapters",
-        "-show_entries",
-        "format=duration",
-        *input_args(),
-        media_url(source),
-    ]
-    done = _run_bounded(
-        cmd,
-        timeout_s=PROBE_TIMEOUT_S,
+    data, _stderr = ffprobe_json(
+        source,
+        ["-show_chapters", "-show_entries", "format=duration"],
+        level="error",
         too_slow=f"{source.name}: reading its chapters took longer than {PROBE_TIMEOUT_S:.0f} s",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        failed=f"the chapters of {source.name} could not be read",
+        no_result=f"the chapters of {source.name} could not be read",
     )
-    stderr = done.stderr.decode("utf-8", "replace")
-    _refuse_other_containers(stderr, source)
-    if done.returncode != 0:
-        raise BadAudioError(
-            f"the chapters of {source.name} could not be read ({_describe_failure(stderr, source)})"
-        )
-    try:
-        data = json.loads(done.stdout or b"{}")
-    except json.JSONDecodeError as exc:
-        raise BadAudioError(f"the chapters of {source.name} could not be read") from exc
     if duration_s is None:
         try:
             duration_s = float(str((data.get("format") or {}).get("duration")))

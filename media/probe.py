@@ -188,35 +188,44 @@ def _run_ffprobe(path: Path) -> tuple[dict[str, Any], str]:
     size = path.stat().st_size  # FileNotFoundError for a missing file: a caller's bug
     if size == 0:
         raise BadAudioError(f"{path.name} is empty (0 bytes)")
-    cmd = [
-        ffprobe(),
-        "-v",
-        "warning",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        *input_args(),
-        media_url(path),
-    ]
+    return ffprobe_json(
+        path,
+        ["-show_format", "-show_streams"],
+        level="warning",
+        too_slow=f"{path.name} could not be read: ffprobe took longer than {PROBE_TIMEOUT_S:.0f} s",
+        failed=f"{path.name} is not an audio or video file ffmpeg can read",
+        no_result=f"{path.name} could not be read (ffprobe gave no result)",
+    )
+
+
+def ffprobe_json(
+    path: Path,
+    show: list[str],
+    *,
+    level: str,
+    too_slow: str,
+    failed: str,
+    no_result: str,
+) -> tuple[dict[str, Any], str]:
+    """ffprobe's JSON (`show`: what to print) for `path` under the container allow-list and
+    the probe timeout, and its stderr. The messages name what the caller was reading:
+    `failed` gets ffmpeg's reason appended; a refused container says what the file is."""
+    cmd = [ffprobe(), "-v", level, "-print_format", "json", *show, *input_args(), media_url(path)]
     done = _run_bounded(
         cmd,
         timeout_s=PROBE_TIMEOUT_S,
-        too_slow=f"{path.name} could not be read: ffprobe took longer than {PROBE_TIMEOUT_S:.0f} s",
+        too_slow=too_slow,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     stderr = done.stderr.decode("utf-8", "replace")
     _refuse_other_containers(stderr, path)
     if done.returncode != 0:
-        raise BadAudioError(
-            f"{path.name} is not an audio or video file ffmpeg can read "
-            f"({_describe_failure(stderr, path)})"
-        )
+        raise BadAudioError(f"{failed} ({_describe_failure(stderr, path)})")
     try:
         data = json.loads(done.stdout or b"{}")
     except json.JSONDecodeError as exc:
-        raise BadAudioError(f"{path.name} could not be read (ffprobe gave no result)") from exc
+        raise BadAudioError(no_result) from exc
     return data, stderr
 
 
