@@ -196,6 +196,20 @@ def transcript_key(prefix: str, extension: str) -> str:
     return validate_key(f"{validate_prefix(prefix)}transcript/transcript.{ext.lower()}")
 
 
+def chapters_key(prefix: str) -> str:
+    """`{prefix}chapters/chapters.json`: the attempt's Podcasting 2.0 chapters file."""
+    if not prefix.endswith("/"):
+        raise InvalidKeyError(f"output prefix {prefix!r} must end with '/'")
+    return validate_key(f"{validate_prefix(prefix)}chapters/chapters.json")
+
+
+def waveform_key(prefix: str) -> str:
+    """`{prefix}waveform/waveform.json`: the attempt's audiowaveform JSON for web players."""
+    if not prefix.endswith("/"):
+        raise InvalidKeyError(f"output prefix {prefix!r} must end with '/'")
+    return validate_key(f"{validate_prefix(prefix)}waveform/waveform.json")
+
+
 def sanitize_filename(filename: str) -> str:
     """A client-supplied file name reduced to `[A-Za-z0-9._-]`, for use as a key segment.
 

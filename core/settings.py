@@ -10,6 +10,7 @@ pass their own values.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -246,13 +247,34 @@ class MediaSettings:
     #: Longest source accepted, in seconds: checked from the header before decoding and
     #: again while decoding (a header can lie). Timeouts scale with it.
     max_duration_s: float = 21600.0
+    #: Zoom of the waveform file (BBC audiowaveform JSON): samples per pixel at the rate of
+    #: the decode it is computed from (16 kHz). 0: no waveform file.
+    waveform_samples_per_pixel: int = 256
+    #: Largest cover image (`metadata.coverKey`) accepted, in bytes.
+    cover_max_bytes: int = 512 * 1024
+    #: Where the store's objects are served to podcast apps (a CDN in front of the bucket),
+    #: e.g. `https://cdn.example.com/`; a chapter's `imageKey` becomes `img` = this + key in
+    #: the chapters file. Unset: `img` is the object key as it is.
+    public_base_url: str | None = None
 
     @classmethod
     def from_env(cls) -> MediaSettings:
         max_duration_s = _env_float("AUDIOFLOW_MAX_DURATION_S", 21600.0)
         if max_duration_s <= 0:
             raise SettingsError(f"AUDIOFLOW_MAX_DURATION_S must be positive, got {max_duration_s}")
-        return cls(max_duration_s=max_duration_s)
+        base = _env("AUDIOFLOW_PUBLIC_BASE_URL", "").strip()
+        if base and not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", base):
+            raise SettingsError(
+                f"AUDIOFLOW_PUBLIC_BASE_URL must be an http(s) URL without query, got {base!r}"
+            )
+        return cls(
+            max_duration_s=max_duration_s,
+            waveform_samples_per_pixel=env_int(
+                "AUDIOFLOW_WAVEFORM_SAMPLES_PER_PIXEL", 256, minimum=0
+            ),
+            cover_max_bytes=env_int("AUDIOFLOW_COVER_MAX_BYTES", 512 * 1024, minimum=1024),
+            public_base_url=(base.rstrip("/") + "/") if base else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Prefect nor Litestar.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -31,9 +32,20 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from core.episode_metadata import (
+    MAX_CHAPTERS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_TEXT_CHARS,
+    Chapter,
+    ChapterError,
+    EpisodeMetadata,
+    MetadataError,
+    validate_chapters,
+)
 from core.formats import check_format_names, format_names
 from core.keys import (
     attempt_label,
@@ -47,10 +59,16 @@ __all__ = [
     "AudioOutput",
     "AudioProcessingParameters",
     "AudioProcessingResult",
+    "ChapterParameters",
+    "ChaptersSummary",
+    "EpisodeMetadataParameters",
     "ErrorKind",
+    "LoudnessFigures",
+    "LoudnessParameters",
     "ReprocessParameters",
     "SourceSummary",
     "TranscriptSummary",
+    "WaveformSummary",
     "problems",
 ]
 
@@ -92,6 +110,105 @@ def _object_key(value: str) -> str:
     return validate_key(value)
 
 
+_Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class LoudnessParameters(BaseModel):
+    """The loudness every output is brought to (ITU-R BS.1770 / EBU R128); the defaults are
+    the podcast norm: -16 LUFS stereo, -19 LUFS mono, true peak at most -1 dBTP."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_lufs: float = Field(
+        default=-16.0, ge=-40.0, le=-5.0, description="Integrated loudness of stereo outputs."
+    )
+    true_peak_dbtp: float = Field(
+        default=-1.0, ge=-9.0, le=0.0, description="Highest true peak of every output."
+    )
+    target_lufs_mono: float | None = Field(
+        default=None,
+        ge=-40.0,
+        le=-5.0,
+        description="Integrated loudness of mono outputs; empty: target_lufs - 3.",
+    )
+
+
+class EpisodeMetadataParameters(BaseModel):
+    """Episode metadata written as tags into every output that carries tags. The rules
+    (lengths, one-line fields, the episode number's range) are `core.episode_metadata`'s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: _Text | None = Field(default=None, description="Episode title.")
+    artist: _Text | None = Field(default=None, description="Artist or host.")
+    album: _Text | None = Field(default=None, description="Album: usually the show's name.")
+    date: dt.date | None = Field(default=None, description="Release date, YYYY-MM-DD.")
+    episode_number: int | None = Field(
+        default=None, ge=0, le=999_999, description="Episode (track) number."
+    )
+    description: Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)] | None = (
+        Field(default=None, description="Episode description (comment tag).")
+    )
+    cover_key: Annotated[str, AfterValidator(_object_key)] | None = Field(
+        default=None,
+        description="Object key of the cover art: a JPEG or PNG (size limit "
+        "AUDIOFLOW_COVER_MAX_BYTES), embedded in every output.",
+    )
+
+    def as_metadata(self) -> EpisodeMetadata:
+        """The tag writer's form, without the cover (the flow fetches and checks that);
+        MetadataError naming the first field that cannot be written as a tag."""
+        return EpisodeMetadata.checked(
+            title=self.title,
+            artist=self.artist,
+            album=self.album,
+            date=self.date,
+            episode_number=self.episode_number,
+            description=self.description,
+        )
+
+    @model_validator(mode="after")
+    def _writable(self) -> EpisodeMetadataParameters:
+        try:
+            self.as_metadata()
+        except MetadataError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class ChapterParameters(BaseModel):
+    """One chapter of the payload's `chapters`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start_time: float = Field(ge=0.0, description="Start, in seconds from the beginning.")
+    title: _Text = Field(description="Chapter title.")
+    url: Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=r"^https?://\S+$")] | None = (
+        Field(default=None, description="A web page about the chapter (chapters file only).")
+    )
+    image_key: Annotated[str, AfterValidator(_object_key)] | None = Field(
+        default=None,
+        description="Object key of the chapter's image (chapters file only: `img`, the key "
+        "under AUDIOFLOW_PUBLIC_BASE_URL).",
+    )
+
+    def as_chapter(self, image_url: str | None = None) -> Chapter:
+        """The tag writer's and chapters file's form; `image_url`: where `image_key` is
+        published."""
+        return Chapter(start_s=self.start_time, title=self.title, url=self.url, image=image_url)
+
+
+def _chapters(value: list[ChapterParameters] | None) -> list[ChapterParameters] | None:
+    """Sorted, one per start time, titles writable: `core.episode_metadata`'s rules (the
+    audio's length is checked by the flow, which knows it)."""
+    if value is not None:
+        try:
+            validate_chapters([c.as_chapter() for c in value])
+        except ChapterError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class AudioProcessingParameters(BaseModel):
     """What one audio-processing attempt does. Field names are the flow's parameters of
     old, so a stored row or a run in flight from before this model reads as it is."""
@@ -122,6 +239,23 @@ class AudioProcessingParameters(BaseModel):
         le=999_999_999,  # the folder name's bound (`core.keys.attempt_prefix`)
         description="The task's attempt number; outputs go to this attempt's own folder "
         "(runs created without it use the workflow id).",
+    )
+    loudness: LoudnessParameters | None = Field(
+        default_factory=LoudnessParameters,
+        description="Loudness every output is brought to; empty: the source's loudness is "
+        "kept (runs created before loudness normalisation read as the defaults).",
+    )
+    metadata: EpisodeMetadataParameters | None = Field(
+        default=None, description="Episode tags (and cover art) for every output."
+    )
+    chapters: Annotated[
+        list[ChapterParameters] | None,
+        Field(max_length=MAX_CHAPTERS),
+        AfterValidator(_chapters),
+    ] = Field(
+        default=None,
+        description="Chapters for every output and the chapters file; empty (null): the "
+        "source's own chapters, if it has any; []: none.",
     )
 
     # -- the forms it travels in ----------------------------------------------------------
@@ -212,6 +346,20 @@ class AudioOutput(_Wire):
     codec: str | None = None
     channels: int | None = None
     sample_rate: int | None = None
+    #: Measured after encoding, by a second meter (not the one that set the gain).
+    loudness: LoudnessFigures | None = None
+    #: The tag fields written into the file (`title`, `cover`, ...), and its chapters.
+    tags: list[str] | None = None
+    chapters: int | None = None
+
+
+class LoudnessFigures(_Wire):
+    """One loudness measurement (ffmpeg `ebur128`, BS.1770-4); None where the meter has no
+    finite figure (silence)."""
+
+    integrated_lufs: float | None = None
+    loudness_range_lu: float | None = None
+    true_peak_dbtp: float | None = None
 
 
 class SourceSummary(_Wire):
@@ -220,6 +368,11 @@ class SourceSummary(_Wire):
     key: str
     duration_s: float
     codec: str
+    #: Measured in the source's decode check, by the mix the outputs are made from
+    #: (`stereo`: as the source is, up to two channels; `mono`: the mono downmix).
+    loudness: dict[str, LoudnessFigures] | None = None
+    #: How many chapters the source itself carried (read when the payload gave none).
+    chapters: int | None = None
 
 
 class TranscriptSummary(_Wire):
@@ -229,6 +382,25 @@ class TranscriptSummary(_Wire):
     language: str | None = None
     segments: int | None = None
     first_lines: list[str] | None = None
+
+
+class ChaptersSummary(_Wire):
+    """The Podcasting 2.0 chapters file (`application/json+chapters`, version 1.2.0)."""
+
+    key: str
+    count: int | None = None
+    #: `payload` (the task's `chapters`) or `source` (read from the source audio).
+    origin: Literal["payload", "source"] | None = None
+
+
+class WaveformSummary(_Wire):
+    """The waveform file (BBC audiowaveform JSON, version 2, 8 bits) for web players."""
+
+    key: str
+    sample_rate: int | None = None
+    samples_per_pixel: int | None = None
+    #: Pixels (min/max pairs).
+    length: int | None = None
 
 
 class AudioProcessingResult(_Wire):
@@ -242,6 +414,8 @@ class AudioProcessingResult(_Wire):
     source: SourceSummary | None = None
     outputs: dict[str, AudioOutput] = Field(default_factory=dict)
     transcript: TranscriptSummary | None = None
+    chapters: ChaptersSummary | None = None
+    waveform: WaveformSummary | None = None
     #: Rebuilt by the reconciler from the store, the flow's own report having been lost.
     reconstructed: bool = False
 
