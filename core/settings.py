@@ -248,7 +248,7 @@ class MediaSettings:
     #: again while decoding (a header can lie). Timeouts scale with it.
     max_duration_s: float = 21600.0
     #: Zoom of the waveform file (BBC audiowaveform JSON): samples per pixel at the rate of
-    #: the decode it is computed from (16 kHz). 0: no waveform file.
+    #: the decode it is computed from (16 kHz); a task asks for the file (`waveform`).
     waveform_samples_per_pixel: int = 256
     #: Largest cover image (`metadata.coverKey`) accepted, in bytes.
     cover_max_bytes: int = 512 * 1024
@@ -270,7 +270,7 @@ class MediaSettings:
         return cls(
             max_duration_s=max_duration_s,
             waveform_samples_per_pixel=env_int(
-                "AUDIOFLOW_WAVEFORM_SAMPLES_PER_PIXEL", 256, minimum=0
+                "AUDIOFLOW_WAVEFORM_SAMPLES_PER_PIXEL", 256, minimum=1
             ),
             cover_max_bytes=env_int("AUDIOFLOW_COVER_MAX_BYTES", 512 * 1024, minimum=1024),
             public_base_url=(base.rstrip("/") + "/") if base else None,

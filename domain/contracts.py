@@ -248,6 +248,10 @@ class AudioProcessingParameters(BaseModel):
     metadata: EpisodeMetadataParameters | None = Field(
         default=None, description="Episode tags (and cover art) for every output."
     )
+    waveform: bool = Field(
+        default=True,
+        description="Also write a waveform file (BBC audiowaveform JSON) for web players.",
+    )
     chapters: Annotated[
         list[ChapterParameters] | None,
         Field(max_length=MAX_CHAPTERS),
