@@ -38,6 +38,9 @@ class Config:
     throughput_minutes: float
     #: Scenario 4: also measure an API with two uvicorn workers.
     api_two_workers: bool
+    #: Scenario 4: the one-worker phases, variants and probes (`BENCH_API_WORKERS=2`: only
+    #: the two-worker phases, for repeated before/after runs of exactly those).
+    api_one_worker: bool = True
     #: Take py-spy profiles (extra, untimed runs).
     profile: bool
     #: Which scenarios to run ("1".."5"); all by default.
@@ -58,7 +61,8 @@ def from_env() -> Config:
     skip or take the py-spy profiles (default: on in full runs, off in quick ones).
     To scale a full run down on a busy machine (RESULTS.md then lists what was smaller):
     `BENCH_E2E_MINUTES=15`, `BENCH_MEMORY_MINUTES=5,15,45`, `BENCH_LATENCY_RUNS=10`,
-    `BENCH_THROUGHPUT=10x2` (episodes x minutes).
+    `BENCH_THROUGHPUT=10x2` (episodes x minutes). `BENCH_API_WORKERS=2`: scenario 4's
+    two-worker phases alone (`1`: the one-worker ones and the variants alone).
     """
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     only_raw = os.environ.get("BENCH_ONLY", "")
@@ -79,6 +83,10 @@ def _overridden(config: Config) -> Config:
         )
     if env.get("BENCH_LATENCY_RUNS"):
         changes["latency_runs"] = int(env["BENCH_LATENCY_RUNS"])
+    if env.get("BENCH_API_WORKERS"):
+        workers = {x.strip() for x in env["BENCH_API_WORKERS"].split(",") if x.strip()}
+        changes["api_one_worker"] = "1" in workers
+        changes["api_two_workers"] = "2" in workers
     if env.get("BENCH_THROUGHPUT"):
         episodes, _, minutes = env["BENCH_THROUGHPUT"].partition("x")
         changes["throughput_episodes"] = int(episodes)

@@ -351,10 +351,12 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     port = int(bench.stack.api_url.rsplit(":", 1)[1])
     db_url = bench.env["DATABASE_URL"]
     prefect_pid = bench.stack.process("prefect-server").popen.pid
-    one = _phases(port, audio_key, config, "1 uvicorn worker", background=True, db_url=db_url,
-                  prefect_pid=prefect_pid)
-    _rows(result, "1 worker", one)
-    result.notes.append(_loadgen_cpu_note(one))
+    one: dict[str, dict[str, Any]] | None = None
+    if config.api_one_worker:
+        one = _phases(port, audio_key, config, "1 uvicorn worker", background=True,
+                      db_url=db_url, prefect_pid=prefect_pid)
+        _rows(result, "1 worker", one)
+        result.notes.append(_loadgen_cpu_note(one))
 
     if config.api_two_workers:
         port2 = free_port()
@@ -369,6 +371,8 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
             api2.stop()
         _rows(result, "2 workers", two)
 
+    if one is None:
+        return
     _event_loop_variant(bench, config, result, workflows_of(one))
     _schema_check_variant(bench, port, audio_key, config, result, db_url, prefect_pid)
     _gateway_probe(bench, config, result)
