@@ -38,13 +38,13 @@ class Config:
     throughput_minutes: float
     #: Scenario 4: also measure an API with two uvicorn workers.
     api_two_workers: bool
-    #: Scenario 4: the one-worker phases, variants and probes (`BENCH_API_WORKERS=2`: only
-    #: the two-worker phases, for repeated before/after runs of exactly those).
-    api_one_worker: bool = True
     #: Take py-spy profiles (extra, untimed runs).
     profile: bool
     #: Which scenarios to run ("1".."5"); all by default.
     only: frozenset[str]
+    #: Scenario 4: the one-worker phases, variants and probes (`BENCH_API_WORKERS=2`: only
+    #: the two-worker phases, for repeated before/after runs of exactly those).
+    api_one_worker: bool = True
 
     @property
     def mode(self) -> str:
