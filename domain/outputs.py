@@ -111,9 +111,9 @@ def result_keys(result: dict[str, Any] | None) -> set[str]:
     keys = {o["key"] for o in (result.get("outputs") or {}).values() if "key" in o}
     keys |= set(((result.get("transcript") or {}).get("keys") or {}).values())
     for name in ("chapters", "waveform"):
-        key = (result.get(name) or {}).get("key")
-        if isinstance(key, str):
-            keys.add(key)
+        file = result.get(name)
+        if isinstance(file, dict) and isinstance(file.get("key"), str):
+            keys.add(file["key"])
     return keys
 
 
