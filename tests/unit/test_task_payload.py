@@ -95,7 +95,12 @@ def test_a_digest_kept_from_before_the_fields_still_matches_the_same_request() -
     ).hexdigest()
     assert request_digest("audio_processing", TYPE.validate(OLD_REQUEST)) == kept
     assert TYPE.comparable(TYPE.validate(OLD_REQUEST)) == OLD_CANONICAL
-    changes: list[dict[str, Any]] = [{"loudness": None}, {"chapters": []}, {"waveform": False}, FULL]
+    changes: list[dict[str, Any]] = [
+        {"loudness": None},
+        {"chapters": []},
+        {"waveform": False},
+        FULL,
+    ]
     for change in changes:
         assert request_digest("audio_processing", TYPE.validate(OLD_REQUEST | change)) != kept
 
