@@ -2,77 +2,17 @@
 
 from __future__ import annotations
 
-import types
-import typing
 import uuid
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
-import annotated_types
 import msgspec
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from domain.contracts import ErrorKind, ReprocessParameters
+from domain.wire import wire_struct
 
 WorkflowStatusName = Literal["queued", "running", "completed", "failed", "crashed", "cancelled"]
-
-#: annotated-types constraints (what pydantic's `Field(ge=...)` records) -> msgspec.Meta.
-_CONSTRAINTS: dict[type, tuple[str, str]] = {
-    annotated_types.Ge: ("ge", "ge"),
-    annotated_types.Gt: ("gt", "gt"),
-    annotated_types.Le: ("le", "le"),
-    annotated_types.Lt: ("lt", "lt"),
-    annotated_types.MinLen: ("min_length", "min_length"),
-    annotated_types.MaxLen: ("max_length", "max_length"),
-}
-
-
-def _msgspec_type(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> Any:
-    """`annotation` with pydantic's bounds and lengths as `msgspec.Meta`, so msgspec
-    enforces them while decoding (400) and Litestar documents them."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        base, *extra = typing.get_args(annotation)
-        return _msgspec_type(base, [*metadata, *extra])
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        converted: Any = list[_msgspec_type(item)]  # type: ignore[misc]
-    elif origin in (Union, types.UnionType):
-        converted = Union[tuple(_msgspec_type(arg) for arg in typing.get_args(annotation))]  # noqa: UP007
-    else:
-        converted = annotation
-    meta: dict[str, Any] = {}
-    for item in metadata:
-        for constraint in item.metadata if isinstance(item, FieldInfo) else [item]:
-            if type(constraint) in _CONSTRAINTS:
-                attribute, keyword = _CONSTRAINTS[type(constraint)]
-                meta[keyword] = getattr(constraint, attribute)
-    return Annotated[converted, msgspec.Meta(**meta)] if meta else converted
-
-
-def request_struct(
-    name: str, model: type[BaseModel], *, exclude: frozenset[str] = frozenset(), doc: str = ""
-) -> type[msgspec.Struct]:
-    """A closed, camelCase request struct with the fields, types, bounds and defaults of a
-    contract model: the wire schema is derived from the one definition, not written again.
-    Rules that need code (validators) run when the handler builds the model (a 422)."""
-    fields: list[tuple[str, Any, Any]] = []
-    for field_name, info in model.model_fields.items():
-        if field_name in exclude:
-            continue
-        default = (
-            msgspec.field(default_factory=info.default_factory)  # type: ignore[arg-type]
-            if info.default_factory is not None
-            else info.default
-        )
-        fields.append((field_name, _msgspec_type(info.annotation, info.metadata), default))
-    struct = msgspec.defstruct(
-        name, fields, rename="camel", forbid_unknown_fields=True, module=__name__
-    )
-    struct.__doc__ = doc
-    return struct
 
 
 class CreateTaskRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -225,7 +165,7 @@ if TYPE_CHECKING:
 else:
     #: `POST /reprocess` body: the fields of `domain.contracts.ReprocessParameters` that a
     #: request may set, in camelCase.
-    ReprocessRequest = request_struct(
+    ReprocessRequest = wire_struct(
         "ReprocessRequest",
         ReprocessParameters,
         exclude=ReprocessParameters.WORKER_ONLY,

@@ -84,12 +84,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     client = _client(args)
     path = Path(args.file)
+    options = submit_options(args)  # a bad option file stops us before the upload
     uploaded = client.upload(path)
     payload: dict[str, Any] = {
         "episodeId": args.episode_id or _episode_id(path),
         "audioKey": uploaded["key"],
         "encodingFormats": [f for f in args.formats.split(",") if f],
         "transcribe": not args.no_transcribe,
+        **options,
     }
     if args.language:
         payload["language"] = args.language
@@ -108,6 +110,55 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         print(task_details(final))
     return EXIT_FOR_STATUS.get(final["status"], 1)
+
+
+def submit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The payload's loudness, metadata, chapters and waveform fields from `submit`'s
+    options; only what an option sets is sent, so the API's defaults apply to the rest
+    (the API checks the values and names the field it refuses)."""
+    options: dict[str, Any] = {}
+    targets = {
+        "targetLufs": args.target_lufs,
+        "truePeakDbtp": args.true_peak,
+        "targetLufsMono": args.target_lufs_mono,
+    }
+    given = {name: value for name, value in targets.items() if value is not None}
+    if args.no_loudness and given:
+        raise CliError("--no-loudness cannot be combined with loudness targets")
+    if args.no_loudness:
+        options["loudness"] = None
+    elif given:
+        options["loudness"] = given
+    if args.metadata:
+        metadata = _json_file(args.metadata, "--metadata")
+        if not isinstance(metadata, dict):
+            raise CliError(f"--metadata {args.metadata}: expected a JSON object")
+        options["metadata"] = metadata
+    if args.chapters:
+        chapters = _json_file(args.chapters, "--chapters")
+        # A Podcasting 2.0 chapters file holds the list under "chapters".
+        if isinstance(chapters, dict) and "chapters" in chapters:
+            chapters = chapters["chapters"]
+        if not isinstance(chapters, list):
+            raise CliError(
+                f"--chapters {args.chapters}: expected a JSON list of chapters "
+                '(or an object with a "chapters" list)'
+            )
+        options["chapters"] = chapters
+    elif args.no_chapters:
+        options["chapters"] = []
+    if args.no_waveform:
+        options["waveform"] = False
+    return options
+
+
+def _json_file(name: str, option: str) -> Any:
+    try:
+        return json.loads(Path(name).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"{option} {name}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise CliError(f"{option} {name}: not JSON ({exc})") from exc
 
 
 def _episode_id(path: Path) -> str:
@@ -260,6 +311,38 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-transcribe", action="store_true")
     submit.add_argument("--language", help="spoken language code, e.g. en")
     submit.add_argument("--episode-id", help="default: derived from the file name")
+    loudness = submit.add_argument_group(
+        "loudness", "default: -16 LUFS stereo, -19 LUFS mono, true peak -1 dBTP"
+    )
+    loudness.add_argument("--target-lufs", type=float, help="integrated loudness, stereo outputs")
+    loudness.add_argument(
+        "--target-lufs-mono",
+        type=float,
+        help="integrated loudness, mono outputs (default: the stereo target - 3)",
+    )
+    loudness.add_argument("--true-peak", type=float, help="highest true peak, dBTP")
+    loudness.add_argument(
+        "--no-loudness", action="store_true", help="keep the source's loudness"
+    )
+    submit.add_argument(
+        "--metadata",
+        metavar="FILE.json",
+        help='episode tags: {"title", "artist", "album", "date", "episodeNumber", '
+        '"description", "coverKey"}',
+    )
+    chapters = submit.add_mutually_exclusive_group()
+    chapters.add_argument(
+        "--chapters",
+        metavar="FILE.json",
+        help='[{"startTime", "title", "url"?, "imageKey"?}], or an object with that list '
+        'under "chapters" (default: the source\'s own chapters)',
+    )
+    chapters.add_argument(
+        "--no-chapters", action="store_true", help="no chapters, not even the source's"
+    )
+    submit.add_argument(
+        "--no-waveform", action="store_true", help="no waveform file for web players"
+    )
     submit.add_argument("--wait", action="store_true", help="follow the task with a progress bar")
     submit.add_argument("--json", action="store_true", help="print the task as the API returns it")
     submit.set_defaults(func=cmd_submit)

@@ -55,6 +55,15 @@ def tasks_table(tasks: list[dict[str, Any]]) -> str:
     return table(rows, ["task", "status", "progress", "episode", "step", "created", "error"])
 
 
+def _loudness(figures: dict[str, Any] | None) -> str:
+    """`-16.0 LUFS, -1.4 dBTP` from an output's measured loudness ('' when not measured)."""
+    if not figures or figures.get("integratedLufs") is None:
+        return ""
+    peak = figures.get("truePeakDbtp")
+    text = f"{figures['integratedLufs']:.1f} LUFS"
+    return text + (f", {peak:.1f} dBTP" if peak is not None else "")
+
+
 def task_details(task: dict[str, Any], storage: str | None = None) -> str:
     """Everything a person wants to know about one task, outputs first."""
     lines = [
@@ -73,18 +82,23 @@ def task_details(task: dict[str, Any], storage: str | None = None) -> str:
     result = task.get("result") or {}
     outputs = result.get("outputs") or {}
     if outputs:
+        # A result the reconciler rebuilt from the store has only keys and sizes.
         rows = [
             [
                 name,
-                f"{o['size'] / 1024:.0f} KiB",
-                f"{o['durationS']:.2f} s",
+                f"{o['size'] / 1024:.0f} KiB" if o.get("size") is not None else "",
+                f"{o['durationS']:.2f} s" if o.get("durationS") is not None else "",
                 f"{o['bitrateKbps']} kb/s" if o.get("bitrateKbps") else "",
-                f"{o['codec']} {o.get('channels')}ch {o.get('sampleRate')} Hz",
+                f"{o['codec']} {o.get('channels')}ch {o.get('sampleRate')} Hz"
+                if o.get("codec")
+                else "",
+                _loudness(o.get("loudness")),
                 o["key"],
             ]
             for name, o in outputs.items()
         ]
-        lines += ["", table(rows, ["format", "size", "duration", "bitrate", "codec", "key"])]
+        headers = ["format", "size", "duration", "bitrate", "codec", "loudness", "key"]
+        lines += ["", table(rows, headers)]
     transcript = result.get("transcript")
     if transcript:
         lines += [
@@ -93,6 +107,18 @@ def task_details(task: dict[str, Any], storage: str | None = None) -> str:
         ]
         lines += [f"  > {line}" for line in transcript.get("firstLines", [])]
         lines += [f"  {name:<5} {key}" for name, key in transcript["keys"].items()]
+    files = []
+    chapters = result.get("chapters")
+    if chapters:
+        about = [f"{chapters['count']} chapters"] if chapters.get("count") is not None else []
+        about += [f"from the {chapters['origin']}"] if chapters.get("origin") else []
+        detail = f"  ({', '.join(about)})" if about else ""
+        files.append(f"chapters    {chapters['key']}{detail}")
+    waveform = result.get("waveform")
+    if waveform:
+        files.append(f"waveform    {waveform['key']}")
+    if files:
+        lines += ["", *files]
     where = storage or result.get("storage")
     if where:
         lines += ["", f"files are in {where}"]

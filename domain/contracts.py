@@ -59,6 +59,7 @@ __all__ = [
     "AudioOutput",
     "AudioProcessingParameters",
     "AudioProcessingResult",
+    "ChapterList",
     "ChapterParameters",
     "ChaptersSummary",
     "EpisodeMetadataParameters",
@@ -82,16 +83,24 @@ class ErrorKind(StrEnum):
     PERMANENT = "permanent"
 
 
-def problems(exc: ValidationError, rename: Callable[[str], str] = str) -> str:
+def problems(
+    exc: ValidationError, rename: Callable[[str], str] = str, *, prefix: str = ""
+) -> str:
     """A `ValidationError` in one line that names each field (`encoding_formats: unknown
-    encoding format(s): mp3_999; known: ...`), for a task's error or a 422's detail;
-    `rename` spells field names as the reader knows them (`to_camel` for HTTP clients)."""
+    encoding format(s): mp3_999; known: ...`, `chapters[1].start_time: ...`), for a task's
+    error or a 422's detail; `rename` spells field names as the reader knows them
+    (`to_camel` for HTTP clients), `prefix` is where the validated value sits
+    (`payload.loudness`)."""
     parts = []
     for error in exc.errors(include_url=False):
-        where = ".".join(rename(p) if isinstance(p, str) else str(p) for p in error["loc"])
-        where = where or "parameters"
+        where = prefix
+        for part in error["loc"]:
+            if isinstance(part, int):
+                where += f"[{part}]"
+            else:
+                where += f".{rename(part)}" if where else rename(part)
         message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
+        parts.append(f"{where or 'parameters'}: {message}")
     return "; ".join(parts)
 
 
@@ -120,17 +129,26 @@ class LoudnessParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target_lufs: float = Field(
-        default=-16.0, ge=-40.0, le=-5.0, description="Integrated loudness of stereo outputs."
+        default=-16.0, ge=-40.0, le=-5.0, description="Integrated loudness of stereo outputs, LUFS."
     )
     true_peak_dbtp: float = Field(
-        default=-1.0, ge=-9.0, le=0.0, description="Highest true peak of every output."
+        default=-1.0, ge=-9.0, le=0.0, description="Highest true peak of every output, dBTP."
     )
     target_lufs_mono: float | None = Field(
         default=None,
-        ge=-40.0,
+        # Down to the lowest stereo target - 3, so the mono target that follows from any
+        # stereo target can also be given (and stored resolved, `resolved()`).
+        ge=-43.0,
         le=-5.0,
-        description="Integrated loudness of mono outputs; empty: target_lufs - 3.",
+        description="Integrated loudness of mono outputs, LUFS; empty: the stereo target - 3.",
     )
+
+    def resolved(self) -> LoudnessParameters:
+        """The same loudness with the mono target spelled out (the stereo target - 3 when
+        not given): the form a task's payload stores, so equal requests compare equal."""
+        if self.target_lufs_mono is not None:
+            return self
+        return self.model_copy(update={"target_lufs_mono": self.target_lufs - 3.0})
 
 
 class EpisodeMetadataParameters(BaseModel):
@@ -181,7 +199,9 @@ class ChapterParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    start_time: float = Field(ge=0.0, description="Start, in seconds from the beginning.")
+    start_time: float = Field(
+        ge=0.0, description="Start, in seconds from the beginning of the audio."
+    )
     title: _Text = Field(description="Chapter title.")
     url: Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=r"^https?://\S+$")] | None = (
         Field(default=None, description="A web page about the chapter (chapters file only).")
@@ -198,15 +218,22 @@ class ChapterParameters(BaseModel):
         return Chapter(start_s=self.start_time, title=self.title, url=self.url, image=image_url)
 
 
-def _chapters(value: list[ChapterParameters] | None) -> list[ChapterParameters] | None:
+def _chapters(value: list[ChapterParameters]) -> list[ChapterParameters]:
     """Sorted, one per start time, titles writable: `core.episode_metadata`'s rules (the
     audio's length is checked by the flow, which knows it)."""
-    if value is not None:
-        try:
-            validate_chapters([c.as_chapter() for c in value])
-        except ChapterError as exc:
-            raise ValueError(str(exc)) from None
+    try:
+        validate_chapters([c.as_chapter() for c in value])
+    except ChapterError as exc:
+        raise ValueError(str(exc)) from None
     return value
+
+
+#: A chapter list as a task may give it: at most `MAX_CHAPTERS`, each chapter valid, the
+#: whole list in order (`_chapters`). One type for the flow's parameters and the API's
+#: payload check (`domain.task_types`).
+ChapterList = Annotated[
+    list[ChapterParameters], Field(max_length=MAX_CHAPTERS), AfterValidator(_chapters)
+]
 
 
 class AudioProcessingParameters(BaseModel):
@@ -252,11 +279,7 @@ class AudioProcessingParameters(BaseModel):
         default=True,
         description="Also write a waveform file (BBC audiowaveform JSON) for web players.",
     )
-    chapters: Annotated[
-        list[ChapterParameters] | None,
-        Field(max_length=MAX_CHAPTERS),
-        AfterValidator(_chapters),
-    ] = Field(
+    chapters: ChapterList | None = Field(
         default=None,
         description="Chapters for every output and the chapters file; empty (null): the "
         "source's own chapters, if it has any; []: none.",

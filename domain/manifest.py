@@ -36,6 +36,9 @@ from db.models import Task, Workflow, WorkflowStatus
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
+#: Single files a result may name beside outputs and transcript: the Podcasting 2.0
+#: chapters file and the waveform file, each `{"key": ...}` in the manifest.
+_FILES = ("chapters", "waveform")
 #: Bound on write-and-check rounds; each extra round means yet another task completed.
 _MAX_ROUNDS = 5
 #: A manifest is a few hundred bytes; a larger object is not ours to parse.
@@ -90,7 +93,12 @@ def build_manifest(task: Task, workflow: Workflow, *, now: datetime) -> dict[str
     }
     if transcript_keys:
         manifest["transcript"] = {"language": transcript.get("language"), "keys": transcript_keys}
+    for name in _FILES:
+        key = _mapping(result.get(name)).get("key")
+        if isinstance(key, str):
+            manifest[name] = {"key": key}
     return manifest
+
 
 
 def _mapping(value: Any) -> dict[Any, Any]:
@@ -105,6 +113,7 @@ def manifest_keys(manifest: dict[str, Any] | None) -> set[str]:
         return set()
     keys = {o.get("key") for o in _mapping(manifest.get("outputs")).values() if isinstance(o, dict)}
     keys |= set(_mapping(_mapping(manifest.get("transcript")).get("keys")).values())
+    keys |= {_mapping(manifest.get(name)).get("key") for name in _FILES}
     return {k for k in keys if isinstance(k, str)}
 
 

@@ -51,8 +51,10 @@ from domain.contracts import (
     AudioOutput,
     AudioProcessingParameters,
     AudioProcessingResult,
+    ChaptersSummary,
     ErrorKind,
     TranscriptSummary,
+    WaveformSummary,
 )
 from domain.dispatch import FlowRunDispatcher
 from domain.lifecycle import Writer
@@ -346,12 +348,14 @@ class Reconciler:
     def _result_from_store(self, workflow: Workflow) -> dict[str, Any]:
         """A result rebuilt from the store when the flow's own report never arrived.
 
-        `missing_outputs` found every key present, in the attempt's folder or (a run
-        created before attempts had folders) in the old episode-level layout.
+        `missing_outputs` found every required key present, in the attempt's folder or (a
+        run created before attempts had folders) in the old episode-level layout. The
+        chapters and waveform files are named when they exist (a chapters file only when
+        the task gave chapters or the source had some).
         """
         params = AudioProcessingParameters.read(workflow.parameters)
         expected = expected_outputs(workflow.parameters)
-        if not all(self.store.exists(key) for key in expected.all_keys()):
+        if not all(self.store.exists(key) for key in expected.required_keys()):
             expected = expected_outputs(workflow.parameters, legacy=True)
         fields: dict[str, Any] = {
             "episode_id": params.episode_id if params is not None else None,
@@ -365,6 +369,10 @@ class Reconciler:
         if expected.transcript:
             # Keyed by transcript format name, as the flow keys them (`expected_outputs`).
             fields["transcript"] = TranscriptSummary(keys=dict(expected.transcript))
+        if expected.chapters is not None and self.store.exists(expected.chapters):
+            fields["chapters"] = ChaptersSummary(key=expected.chapters)
+        if expected.waveform is not None and self.store.exists(expected.waveform):
+            fields["waveform"] = WaveformSummary(key=expected.waveform)
         result = AudioProcessingResult(**fields)
         return result.to_json()
 

@@ -7,16 +7,28 @@ type's name.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel, to_snake
 
+from core.episode_metadata import MAX_CHAPTERS
 from core.errors import InvalidInputError
 from core.formats import FORMATS, check_format_names
 from core.keys import InvalidKeyError, validate_episode_id, validate_key
 from core.settings import Settings
-from domain.contracts import AudioProcessingParameters
+from domain.contracts import (
+    AudioProcessingParameters,
+    ChapterList,
+    ChapterParameters,
+    EpisodeMetadataParameters,
+    LoudnessParameters,
+    problems,
+)
+from domain.wire import wire_struct
 
 if TYPE_CHECKING:
     FormatName = str
@@ -43,7 +55,7 @@ def decode_payload(payload: Any, model: type[Payload]) -> Payload:
 def _explain(message: str, model: type[msgspec.Struct]) -> str:
     """msgspec's message with the field's path first, and what is allowed where that helps:
     the accepted fields for an unknown one, the known values for an enum, the field's
-    description for a pattern."""
+    description for a pattern or a date."""
     problem, _sep, path = message.partition(" - at `$")
     path = path.rstrip("`")
     where, description = _type_at(msgspec.inspect.type_info(model), path)
@@ -55,7 +67,7 @@ def _explain(message: str, model: type[msgspec.Struct]) -> str:
         where, msgspec.inspect.LiteralType
     ):
         problem += f"; known: {', '.join(map(str, where.values))}"
-    elif "matching regex" in problem and description:
+    elif ("matching regex" in problem or problem.startswith("Invalid RFC3339")) and description:
         problem += f" ({description})"
     return f"payload{path}: {problem}"
 
@@ -93,10 +105,51 @@ def _type_at(
     return info, description
 
 
+# The nested parts of the payload: fields, types, bounds, defaults and descriptions of the
+# contract models the flow takes (`domain.contracts`), derived, not written again; what
+# needs code (key checks, chapter order, tag text) is the models' validators, run by
+# `AudioProcessing.validate`.
+if TYPE_CHECKING:
+
+    class LoudnessPayload(msgspec.Struct):
+        """What type checkers see; the fields are those of `LoudnessParameters`."""
+
+    class EpisodeMetadataPayload(msgspec.Struct):
+        """What type checkers see; the fields are those of `EpisodeMetadataParameters`."""
+
+    class ChapterPayload(msgspec.Struct):
+        """What type checkers see; the fields are those of `ChapterParameters`."""
+
+else:
+    LoudnessPayload = wire_struct(
+        "LoudnessPayload",
+        LoudnessParameters,
+        doc="Loudness targets (ITU-R BS.1770 / EBU R128); every field optional.",
+    )
+    EpisodeMetadataPayload = wire_struct(
+        "EpisodeMetadataPayload",
+        EpisodeMetadataParameters,
+        doc="Episode tags written into every output that carries tags; every field "
+        "optional. Text fields are one line (no control characters) except `description`.",
+    )
+    ChapterPayload = wire_struct(
+        "ChapterPayload",
+        ChapterParameters,
+        doc="One chapter. Chapters are sorted by `startTime`, one per start time, and "
+        "start within the audio.",
+    )
+
+#: The pydantic checks of the payload's nested parts (the contract's own types).
+_CHAPTERS = TypeAdapter(ChapterList)
+#: What an absent `loudness` means (and what payloads stored before it existed mean).
+DEFAULT_LOUDNESS = LoudnessParameters()
+
+
 class AudioProcessingPayload(
     msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True
 ):
-    """The payload of an `audio_processing` task: which audio, which outputs."""
+    """The payload of an `audio_processing` task: which audio, which outputs, and how they
+    sound and are tagged."""
 
     episode_id: Annotated[
         str, msgspec.Meta(description="The episode; its outputs' keys start with it")
@@ -118,6 +171,38 @@ class AudioProcessingPayload(
         LanguageCode | None,
         msgspec.Meta(description="Spoken language code such as `en`; absent or null: detected"),
     ] = None
+    loudness: Annotated[
+        LoudnessPayload | msgspec.UnsetType | None,
+        msgspec.Meta(
+            description="Loudness every output is brought to (integrated loudness and true "
+            "peak, measured again after encoding). Absent: the podcast norm, -16 LUFS "
+            "stereo, -19 LUFS mono, true peak -1 dBTP; an object: those targets, each field "
+            "defaulting as said; null: no normalisation, the source's loudness is kept"
+        ),
+    ] = msgspec.UNSET
+    metadata: Annotated[
+        EpisodeMetadataPayload | None,
+        msgspec.Meta(
+            description="Episode tags (and cover art) for every output: ID3v2 on MP3, MP4 "
+            "atoms on AAC, Vorbis comments on Opus and FLAC. Absent or null: no tags (the "
+            "source's tags are never copied)"
+        ),
+    ] = None
+    chapters: Annotated[
+        Annotated[list[ChapterPayload], msgspec.Meta(max_length=MAX_CHAPTERS)] | None,
+        msgspec.Meta(
+            description="Chapters written into every output that carries them and "
+            "published as a Podcasting 2.0 chapters file. Absent or null: the source's "
+            "own chapters, if it has any; []: no chapters",
+        ),
+    ] = None
+    waveform: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Also write a waveform file (BBC audiowaveform JSON, version 2, "
+            "8 bits) for web players such as peaks.js"
+        ),
+    ] = True
 
 
 class TaskType(Protocol):
@@ -140,6 +225,11 @@ class TaskType(Protocol):
 
     def validate(self, payload: Any) -> dict[str, Any]:
         """The payload in canonical form, or InvalidInputError naming what is wrong."""
+        ...
+
+    def comparable(self, canonical: dict[str, Any]) -> dict[str, Any]:
+        """The canonical payload as idempotent repeats compare it (and digest it): fields
+        added to the type later are left out while they hold what their absence means."""
         ...
 
     def deployment_name(self, settings: Settings) -> str:
@@ -205,6 +295,17 @@ class AudioProcessing:
             "encodingFormats": formats,
             "transcribe": decoded.transcribe,
             "language": decoded.language,
+            **_sound_and_tags(decoded),
+        }
+
+    def comparable(self, canonical: dict[str, Any]) -> dict[str, Any]:
+        """Without the fields added by issue 12 while they hold what their absence means:
+        a request made before they existed (its digest kept on the row) compares equal to
+        the same request made now, and a payload stored then to its canonical form now."""
+        return {
+            key: value
+            for key, value in canonical.items()
+            if key not in _ABSENT or value != _ABSENT[key]
         }
 
     def deployment_name(self, settings: Settings) -> str:
@@ -213,6 +314,11 @@ class AudioProcessing:
     def flow_parameters(
         self, task_id: str, workflow_id: str, payload: dict[str, Any], attempt: int
     ) -> dict[str, Any]:
+        # A payload stored before loudness, tags, chapters and waveforms existed has none
+        # of those keys: each then takes the contract's default (loudness: the defaults).
+        later = {
+            to_snake(key): _snake(payload[key]) for key in _ABSENT if key in payload
+        }
         return AudioProcessingParameters(
             task_id=uuid.UUID(task_id),
             workflow_id=uuid.UUID(workflow_id),
@@ -223,6 +329,7 @@ class AudioProcessing:
             language=payload["language"],
             # Names the attempt's own output folder (core.keys.attempt_prefix).
             attempt=attempt,
+            **later,
         ).stored()
 
     def flow_run_parameters(self, stored: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +337,81 @@ class AudioProcessing:
 
     def episode_id(self, payload: dict[str, Any]) -> str | None:
         return str(payload["episodeId"])
+
+
+def _camel(value: Any) -> Any:
+    """A contract model's JSON form with camelCase keys, as the payload spells them."""
+    if isinstance(value, Mapping):
+        return {to_camel(k): _camel(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel(v) for v in value]
+    return value
+
+
+def _snake(value: Any) -> Any:
+    """A payload part with the contract models' snake_case keys."""
+    if isinstance(value, Mapping):
+        return {to_snake(k): _snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake(v) for v in value]
+    return value
+
+
+def _checked(model: type[BaseModel] | TypeAdapter[Any], value: Any, where: str) -> Any:
+    """`value` (snake_case) validated by a contract type; InvalidInputError naming the
+    field as clients spell it (`payload.chapters[1].startTime: ...`)."""
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(value)
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise InvalidInputError(problems(exc, to_camel, prefix=where)) from None
+
+
+def _sound_and_tags(decoded: AudioProcessingPayload) -> dict[str, Any]:
+    """The canonical `loudness`, `metadata`, `chapters` and `waveform`: checked by the
+    contract models the flow takes, with what absence means resolved (loudness: the
+    defaults, the mono target spelled out) and empty metadata as null."""
+    if decoded.loudness is msgspec.UNSET:
+        loudness: LoudnessParameters | None = DEFAULT_LOUDNESS
+    elif decoded.loudness is None:
+        loudness = None
+    else:
+        loudness = _checked(
+            LoudnessParameters, msgspec.structs.asdict(decoded.loudness), "payload.loudness"
+        )
+    metadata = None
+    if decoded.metadata is not None:
+        checked = _checked(
+            EpisodeMetadataParameters,
+            msgspec.structs.asdict(decoded.metadata),
+            "payload.metadata",
+        )
+        dumped = checked.model_dump(mode="json")
+        metadata = _camel(dumped) if any(v is not None for v in dumped.values()) else None
+    chapters = None
+    if decoded.chapters is not None:
+        items = [msgspec.structs.asdict(c) for c in decoded.chapters]
+        chapters = [
+            _camel(c.model_dump(mode="json"))
+            for c in _checked(_CHAPTERS, items, "payload.chapters")
+        ]
+    return {
+        "loudness": None if loudness is None else _camel(loudness.resolved().model_dump()),
+        "metadata": metadata,
+        "chapters": chapters,
+        "waveform": decoded.waveform,
+    }
+
+
+#: The payload fields issue 12 added, and the canonical value that means the same as their
+#: absence (what a payload stored before them means).
+_ABSENT: dict[str, Any] = {
+    "loudness": _camel(DEFAULT_LOUDNESS.resolved().model_dump()),
+    "metadata": None,
+    "chapters": None,
+    "waveform": True,
+}
 
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (AudioProcessing(),)}

@@ -37,8 +37,15 @@ CANCEL_WAIT_S, CANCEL_POLL_S = 15.0, 0.5
 
 
 def request_digest(type_: str, canonical: dict[str, Any]) -> str:
-    """SHA-256 of a task request (type and validated payload), independent of key order."""
-    body = json.dumps({"type": type_, "payload": canonical}, sort_keys=True, separators=(",", ":"))
+    """SHA-256 of a task request (type and validated payload), independent of key order.
+
+    Digested in the type's comparable form (`TaskType.comparable`): a field the type gained
+    later is left out while it holds what its absence means, so a digest kept from before
+    the field existed still matches the same request made now."""
+    comparable = get_task_type(type_).comparable(canonical)
+    body = json.dumps(
+        {"type": type_, "payload": comparable}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -152,10 +159,12 @@ class TaskService:
             return None
         # The request as first made: the payload itself may have changed since (reprocessing
         # adds formats to it). Rows from before the digest was kept have only the payload.
+        task_type = get_task_type(type_)
         same = (
             existing.request_digest == request_digest(type_, canonical)
             if existing.request_digest is not None
-            else existing.type == type_ and existing.payload == canonical
+            else existing.type == type_
+            and task_type.comparable(existing.payload) == task_type.comparable(canonical)
         )
         if not same:
             raise ConflictError(
@@ -254,6 +263,10 @@ class TaskService:
                         or list(add_formats),
                         "transcribe": False,
                     }
+                    if (task.result or {}).get("waveform"):
+                        # Drawn from the source, not a format: the one it has stays current
+                        # (the task's result keeps what an attempt did not remake).
+                        overrides["waveform"] = False
             workflow = self._new_workflow(session, task, overrides)
         return self.dispatcher.dispatch(workflow.id)
 

@@ -191,6 +191,10 @@ def test_the_openapi_document_types_each_task_types_payload(client: TestClient) 
         "encodingFormats",
         "transcribe",
         "language",
+        "loudness",
+        "metadata",
+        "chapters",
+        "waveform",
     }
     assert payload["additionalProperties"] is False
     assert sorted(payload["required"]) == ["encodingFormats", "episodeId"]
@@ -201,6 +205,129 @@ def test_the_openapi_document_types_each_task_types_payload(client: TestClient) 
     pattern = next(s["pattern"] for s in fields["language"]["anyOf"] if "pattern" in s)
     assert re.search(pattern, "en") and re.search(pattern, "deu")
     assert not any(re.search(pattern, v) for v in ("en\n", "EN", "e", "engl"))
+
+
+def test_the_openapi_document_describes_loudness_tags_chapters_and_waveform(
+    client: TestClient,
+) -> None:
+    """Every new field has a description, and the bounds enforced are the ones shown."""
+    schemas = client.get("/schema/openapi.json").json()["components"]["schemas"]
+    fields = schemas["AudioProcessingPayload"]["properties"]
+    for name in ("loudness", "metadata", "chapters", "waveform"):
+        assert fields[name]["description"], name
+    assert "null" in fields["loudness"]["description"]
+    assert "-16 LUFS" in fields["loudness"]["description"]
+    assert "[]" in fields["chapters"]["description"]
+    assert fields["waveform"]["type"] == "boolean" and fields["waveform"]["default"] is True
+    refs = {
+        name: next(s["$ref"] for s in fields[name]["anyOf"] if "$ref" in s)
+        for name in ("loudness", "metadata")
+    }
+    assert refs == {
+        "loudness": "#/components/schemas/LoudnessPayload",
+        "metadata": "#/components/schemas/EpisodeMetadataPayload",
+    }
+    chapters = next(s for s in fields["chapters"]["anyOf"] if s.get("type") == "array")
+    assert chapters["items"] == {"$ref": "#/components/schemas/ChapterPayload"}
+    assert chapters["maxItems"] == 1000
+
+    loudness = schemas["LoudnessPayload"]
+    assert loudness["additionalProperties"] is False
+    target = loudness["properties"]["targetLufs"]
+    assert (target["minimum"], target["maximum"], target["default"]) == (-40, -5, -16)
+    peak = loudness["properties"]["truePeakDbtp"]
+    assert (peak["minimum"], peak["maximum"], peak["default"]) == (-9, 0, -1)
+    mono = next(s for s in loudness["properties"]["targetLufsMono"]["anyOf"] if "minimum" in s)
+    assert (mono["minimum"], mono["maximum"]) == (-43, -5)
+
+    metadata = schemas["EpisodeMetadataPayload"]
+    assert set(metadata["properties"]) == {
+        "title", "artist", "album", "date", "episodeNumber", "description", "coverKey",
+    }  # fmt: skip
+    assert metadata["required"] == [] and metadata["additionalProperties"] is False
+    number = next(s for s in metadata["properties"]["episodeNumber"]["anyOf"] if "type" in s)
+    assert (number["minimum"], number["maximum"]) == (0, 999_999)
+    date = next(s for s in metadata["properties"]["date"]["anyOf"] if s.get("type") == "string")
+    assert date["format"] == "date"
+
+    chapter = schemas["ChapterPayload"]
+    assert sorted(chapter["required"]) == ["startTime", "title"]
+    assert chapter["properties"]["startTime"]["minimum"] == 0
+    for schema in (loudness, metadata, chapter):
+        assert all(prop["description"] for prop in schema["properties"].values()), schema
+
+
+def test_loudness_tags_chapters_and_waveform_are_stored_resolved_and_reach_the_run(
+    client: TestClient, settings: Settings
+) -> None:
+    payload = PAYLOAD | {
+        "loudness": {"targetLufs": -18},
+        "metadata": {"title": "Pilot", "album": "The Show", "date": "2026-11-29"},
+        "chapters": [
+            {"startTime": 0, "title": "Intro"},
+            {"startTime": 95.25, "title": "News", "url": "https://example.com/news"},
+        ],
+        "waveform": False,
+    }
+    task = create_task(client, payload)
+    assert task["payload"]["loudness"] == {
+        "targetLufs": -18.0,
+        "truePeakDbtp": -1.0,
+        "targetLufsMono": -21.0,
+    }
+    assert task["payload"]["metadata"] == {
+        "title": "Pilot",
+        "artist": None,
+        "album": "The Show",
+        "date": "2026-11-29",
+        "episodeNumber": None,
+        "description": None,
+        "coverKey": None,
+    }
+    assert task["payload"]["chapters"] == [
+        {"startTime": 0.0, "title": "Intro", "url": None, "imageKey": None},
+        {"startTime": 95.25, "title": "News", "url": "https://example.com/news", "imageKey": None},
+    ]
+    assert task["payload"]["waveform"] is False
+
+    run = prefect_gateway.read_flow_run(settings.prefect.api_url, task["workflowInstanceId"])
+    params = run.parameters["params"]
+    assert params["loudness"] == {
+        "target_lufs": -18.0,
+        "true_peak_dbtp": -1.0,
+        "target_lufs_mono": -21.0,
+    }
+    assert params["metadata"]["album"] == "The Show" and params["metadata"]["date"] == "2026-11-29"
+    assert [(c["start_time"], c["title"]) for c in params["chapters"]] == [
+        (0.0, "Intro"),
+        (95.25, "News"),
+    ]
+    assert params["waveform"] is False
+
+
+def test_without_the_new_fields_a_task_gets_the_defaults(client: TestClient) -> None:
+    response = client.post("/tasks", json={"type": "audio_processing", "payload": PAYLOAD})
+    assert response.status_code == 201, response.text
+    stored = response.json()["payload"]
+    assert stored["loudness"] == {
+        "targetLufs": -16.0,
+        "truePeakDbtp": -1.0,
+        "targetLufsMono": -19.0,
+    }
+    assert (stored["metadata"], stored["chapters"], stored["waveform"]) == (None, None, True)
+    workflow = client.get(f"/workflows/{response.json()['workflowId']}").json()
+    assert workflow["parameters"]["loudness"]["target_lufs"] == -16.0
+    assert workflow["parameters"]["waveform"] is True
+
+    # null keeps the source's loudness; [] asks for no chapters (not the source's).
+    off = PAYLOAD | {"episodeId": "ep-off", "loudness": None, "chapters": []}
+    response = client.post("/tasks", json={"type": "audio_processing", "payload": off})
+    assert response.status_code == 201, response.text
+    assert response.json()["payload"]["loudness"] is None
+    assert response.json()["payload"]["chapters"] == []
+    workflow = client.get(f"/workflows/{response.json()['workflowId']}").json()
+    assert workflow["parameters"]["loudness"] is None
+    assert workflow["parameters"]["chapters"] == []
 
 
 def test_an_unknown_format_is_a_422_that_names_the_field_and_the_known_formats(

@@ -270,6 +270,44 @@ def test_completed_in_prefect_counts_only_with_all_outputs(
     assert row["status"] == "done" and row["error"] is None
     key = f"episodes/ep-complete/tasks/{task['id']}/a1/audio/mp3_64.mp3"
     assert row["result"]["outputs"]["mp3_64"]["key"] == key
+    # The chapters and waveform files were there too: the rebuilt result names them.
+    folder = f"episodes/ep-complete/tasks/{task['id']}/a1/"
+    assert row["result"]["chapters"] == {"key": f"{folder}chapters/chapters.json"}
+    assert row["result"]["waveform"] == {"key": f"{folder}waveform/waveform.json"}
+
+
+def test_a_completed_run_must_have_its_waveform_but_may_lack_chapters(
+    client: TestClient,
+    prefect: SyncPrefectClient,
+    reconciler: Reconciler,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """Chapters from the source exist only if the source had some; the waveform the task
+    asked for always does."""
+    from domain.outputs import expected_outputs
+
+    task = _create(client, PAYLOAD | {"episodeId": "ep-wave", "transcribe": False})
+    workflow = client.get(f"/workflows/{task['workflowId']}").json()
+    expected = expected_outputs(workflow["parameters"])
+    assert expected.waveform is not None and expected.chapters is not None
+    store = build_store(settings.storage)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x" * 10)
+    for key in expected.audio.values():
+        store.put_file(key, blob)
+    prefect.set_flow_run_state(uuid.UUID(task["workflowInstanceId"]), Completed(), force=True)
+    report = reconciler.reconcile()
+    assert [c.to_status for c in report.corrections] == ["failed"]
+    error = client.get(f"/tasks/{task['id']}").json()["error"]
+    assert error == f"outputs missing: {expected.waveform}"
+
+    store.put_file(expected.waveform, blob)
+    report = reconciler.reconcile()
+    assert [(c.from_status, c.to_status) for c in report.corrections] == [("failed", "completed")]
+    result = client.get(f"/tasks/{task['id']}").json()["result"]
+    assert result["waveform"] == {"key": expected.waveform}
+    assert "chapters" not in result and result["reconstructed"] is True
 
 
 def test_late_correction_crashed_then_completed(
@@ -380,6 +418,32 @@ def test_reprocess_adds_a_format_and_keeps_earlier_outputs(
     result = client.get(f"/tasks/{task['id']}").json()["result"]
     assert set(result["outputs"]) == {"mp3_128", "opus_64"}
     assert result["transcript"]["language"] == "en"
+
+
+def test_adding_a_format_keeps_the_waveform_the_task_has(
+    client: TestClient, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """The waveform is drawn from the source, not a format: an attempt that only adds a
+    format does not make it again, and the task's result keeps the one it has. A task
+    without one (done before waveforms existed) gets one."""
+    service = build_services(settings, session_factory=session_factory).tasks
+    for episode, first_waveform in (("ep-wave-kept", True), ("ep-wave-new", False)):
+        task = _create(client, PAYLOAD | {"episodeId": episode, "encodingFormats": ["mp3_128"]})
+        first: dict[str, Any] = {"outputs": {"mp3_128": {"key": f"episodes/{episode}/a.mp3"}}}
+        if first_waveform:
+            first["waveform"] = {"key": f"episodes/{episode}/waveform.json"}
+        report_progress(client, task, status="completed", result=first)
+        updated = service.reprocess(uuid.UUID(task["id"]), ["opus_64"])
+        workflow = client.get(f"/workflows/{updated.workflow_id}").json()
+        assert workflow["parameters"]["encoding_formats"] == ["opus_64"]
+        assert workflow["parameters"]["waveform"] is (not first_waveform)
+
+        second = {"outputs": {"opus_64": {"key": f"episodes/{episode}/b.opus"}}}
+        current = {"id": task["id"], "workflowId": str(updated.workflow_id)}
+        report_progress(client, current, status="completed", result=second)
+        result = client.get(f"/tasks/{task['id']}").json()["result"]
+        assert set(result["outputs"]) == {"mp3_128", "opus_64"}
+        assert ("waveform" in result) is first_waveform
 
 
 def test_reprocess_endpoint_starts_a_reprocessing_run(

@@ -26,7 +26,7 @@ from db.base import utcnow
 from db.models import Workflow, WorkflowStatus
 from domain.composition import build_services
 from domain.manifest import current_completion, manifest_keys, read_manifest
-from domain.outputs import attempt_output_keys, expected_outputs
+from domain.outputs import attempt_output_keys, expected_outputs, result_keys
 from domain.reconciler import Reconciler
 from domain.retention import OutputHousekeeping
 from domain.workflows import ProgressUpdate, WorkflowService
@@ -70,11 +70,19 @@ def _upload(store: ObjectStore, params: dict[str, Any], tag: bytes, tmp_path: Pa
 
 
 def _result(store: ObjectStore, params: dict[str, Any]) -> dict[str, Any]:
-    outputs = expected_outputs(params).audio
-    return {
+    """The result the flow reports for what `_upload` put: outputs, chapters, waveform."""
+    expected = expected_outputs(params)
+    result: dict[str, Any] = {
         "episodeId": params["episode_id"],
-        "outputs": {name: {"key": key, "size": store.size(key)} for name, key in outputs.items()},
+        "outputs": {
+            name: {"key": key, "size": store.size(key)} for name, key in expected.audio.items()
+        },
     }
+    if expected.chapters is not None:
+        result["chapters"] = {"key": expected.chapters, "origin": "source"}
+    if expected.waveform is not None:
+        result["waveform"] = {"key": expected.waveform}
+    return result
 
 
 def _finish(
@@ -114,6 +122,12 @@ def _assert_manifest_names(
     assert named == {name: out["key"] for name, out in task["result"]["outputs"].items()}
     for name, key in named.items():
         assert store.size(key) == manifest["outputs"][name]["size"]
+    for name in ("chapters", "waveform"):
+        assert manifest.get(name) == (
+            {"key": task["result"][name]["key"]} if name in task["result"] else None
+        )
+        if name in manifest:
+            assert store.exists(manifest[name]["key"])
 
 
 # -- case 2 of issue 10 -------------------------------------------------------------------
@@ -427,8 +441,10 @@ def test_retention_removes_only_old_unnamed_versions(
     _upload(store, running_params, b"R", tmp_path)
     report_progress(client, running, status="running")
 
-    a_keys = [o["key"] for o in a["result"]["outputs"].values()]
-    b_keys = [o["key"] for o in b["result"]["outputs"].values()]
+    # Every file each result names: outputs, and the chapters and waveform files.
+    a_keys = sorted(result_keys(a["result"]))
+    b_keys = sorted(result_keys(b["result"]))
+    assert len(a_keys) == len(b_keys) == 3
     failed_keys = attempt_output_keys(failed_params)
     running_keys = attempt_output_keys(running_params)
 

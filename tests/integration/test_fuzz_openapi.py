@@ -107,7 +107,44 @@ VALID_PAYLOADS = st.fixed_dictionaries(
             st.sampled_from(list(FORMATS)), min_size=1, max_size=3, unique=True
         ),
     },
-    optional={"transcribe": st.booleans(), "language": st.sampled_from(["en", "deu"])},
+    optional={
+        "transcribe": st.booleans(),
+        "language": st.sampled_from(["en", "deu"]),
+        "loudness": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "targetLufs": st.floats(-40, -5),
+                    "truePeakDbtp": st.floats(-9, 0),
+                    "targetLufsMono": st.floats(-43, -5),
+                },
+            ),
+        ),
+        "metadata": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "title": st.sampled_from(["Pilot", "épisode ü", "x" * 1000]),
+                    "date": st.dates().map(str),
+                    "episodeNumber": st.integers(0, 999_999),
+                    "description": st.sampled_from(["notes\nline two\tand a tab"]),
+                    "coverKey": st.sampled_from(["covers/a.jpg"]),
+                },
+            ),
+        ),
+        "chapters": st.one_of(
+            st.none(),
+            st.lists(st.floats(0, 86_400), max_size=4, unique=True).map(
+                lambda starts: [
+                    {"startTime": start, "title": f"chapter {n}"}
+                    for n, start in enumerate(sorted(starts))
+                ]
+            ),
+        ),
+        "waveform": st.booleans(),
+    },
 )
 #: One way to break each field (hostile text may also happen to be valid: fine).
 BROKEN_FIELDS: dict[str, st.SearchStrategy[Any]] = {
@@ -124,6 +161,38 @@ BROKEN_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "transcribe": st.one_of(st.integers(0, 1), st.none(), HOSTILE_TEXT),
     "language": st.one_of(st.sampled_from(["EN", "en\n", "english"]), HOSTILE_TEXT),
     "colour": st.just("blue"),
+    "loudness": st.one_of(
+        st.fixed_dictionaries({"targetLufs": st.floats(allow_nan=False)}),
+        st.fixed_dictionaries({"truePeakDbtp": st.sampled_from([0.1, "loud", None])}),
+        st.just({"targetLufs": -16, "extra": 1}),
+        HOSTILE_TEXT,
+    ),
+    "metadata": st.one_of(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "title": HOSTILE_TEXT,
+                "date": HOSTILE_TEXT,
+                "episodeNumber": st.integers(),
+                "coverKey": HOSTILE_TEXT,
+            },
+        ),
+        HOSTILE_TEXT,
+    ),
+    "chapters": st.one_of(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "startTime": st.floats(allow_nan=False, allow_infinity=False),
+                    "title": HOSTILE_TEXT,
+                },
+                optional={"url": HOSTILE_TEXT, "imageKey": HOSTILE_TEXT},
+            ),
+            max_size=4,
+        ),
+        HOSTILE_TEXT,
+    ),
+    "waveform": st.one_of(st.none(), st.integers(0, 1), HOSTILE_TEXT),
 }
 
 

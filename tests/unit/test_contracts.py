@@ -47,10 +47,20 @@ FLAT: dict[str, Any] = {
 # -- audio-processing parameters -----------------------------------------------------------
 
 
+#: What the fields issue 12 added hold when a run or row does not have them.
+LATER_DEFAULTS: dict[str, Any] = {
+    "loudness": {"target_lufs": -16.0, "true_peak_dbtp": -1.0, "target_lufs_mono": None},
+    "metadata": None,
+    "waveform": True,
+    "chapters": None,
+}
+
+
 def test_the_stored_form_is_the_flat_shape_and_round_trips() -> None:
     params = AudioProcessingParameters.model_validate(FLAT)
-    assert params.stored() == FLAT
-    assert params.flow_run_parameters() == {FLOW_PARAMETER: FLAT}
+    # Parameters stored before loudness, tags, chapters and waveforms read as the defaults.
+    assert params.stored() == FLAT | LATER_DEFAULTS
+    assert params.flow_run_parameters() == {FLOW_PARAMETER: FLAT | LATER_DEFAULTS}
     assert AudioProcessingParameters.from_run_parameters(params.flow_run_parameters()) == params
     assert AudioProcessingParameters.from_run_parameters(params.stored()) == params
     assert json.loads(json.dumps(params.flow_run_parameters())) == params.flow_run_parameters()
@@ -151,7 +161,9 @@ def test_expected_outputs_are_exactly_what_the_flow_writes(
     result, uploads = _flow_result(params, tmp_path)
     written = [upload.key for upload in uploads]
     expected = expected_outputs(params.flow_run_parameters())
-    assert written == expected.all_keys()
+    # Audio and transcript as named by `expected`; the chapters and waveform files (issue
+    # 12) are named there too (`expected.chapters`, `expected.waveform`) for the flow.
+    assert written == [*expected.audio.values(), *expected.transcript.values()]
     assert {n: o.key for n, o in result.outputs.items()} == expected.audio
     assert (result.transcript.keys if result.transcript else {}) == expected.transcript
     # The reconciler's rebuilt result keys transcripts the same way (by format name).

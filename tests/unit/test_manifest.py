@@ -86,10 +86,29 @@ def test_the_manifest_names_one_tasks_result() -> None:
     }
 
 
+def test_the_manifest_names_the_chapters_and_waveform_files() -> None:
+    """The files issue 12 adds are named, and so protected from the retention sweep."""
+    prefix = "episodes/ep-1/tasks/t/a1/"
+    result = _result(prefix) | {
+        "chapters": {"key": f"{prefix}chapters/chapters.json", "count": 3, "origin": "source"},
+        "waveform": {"key": f"{prefix}waveform/waveform.json", "length": 1200},
+    }
+    manifest = build_manifest(*_done("ep-1", result), now=NOW)
+    assert manifest["chapters"] == {"key": f"{prefix}chapters/chapters.json"}
+    assert manifest["waveform"] == {"key": f"{prefix}waveform/waveform.json"}
+    assert {f"{prefix}chapters/chapters.json", f"{prefix}waveform/waveform.json"} <= (
+        manifest_keys(manifest)
+    )
+    # A result without them (no chapters anywhere, or made before issue 12) names neither.
+    plain = build_manifest(*_done("ep-1", _result(prefix)), now=NOW)
+    assert "chapters" not in plain and "waveform" not in plain
+
+
 @pytest.mark.parametrize(
     "result",
     [
         None,
+        {"chapters": "x", "waveform": {"key": 5}},
         [],
         {"outputs": []},
         {"outputs": {"mp3_64": "x"}},
