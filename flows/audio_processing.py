@@ -150,7 +150,9 @@ def audio_processing(
             waveform_samples_per_pixel=(
                 settings.media.waveform_samples_per_pixel if run.waveform else None
             ),
-            waveform_mix=mix_for(get_format(formats[0])) if formats else None,
+            # The waveform shows the first format as published: its own downmix when it is
+            # normalised (the gain is then that mix's); else the channels' average.
+            waveform_mix=mix_for(get_format(formats[0])) if formats and target else None,
         )
         source, source_info = source_audio.path, source_audio.info
         logger.info("source: %.1f s of %s", source_info.duration_s, source_info.codec)
@@ -468,7 +470,7 @@ def outputs_markdown(episode_id: str, result: dict[str, Any]) -> str:
         ]
         for mix, measured in source["loudness"].items():
             lines.append(f"| {mix} | {_loudness_cells(measured)} |")
-    elif source:
+    elif source and result["outputs"]:
         lines += ["", "**Loudness**: kept as the source's (no normalisation)."]
     if "transcript" in result:
         t = result["transcript"]

@@ -36,6 +36,7 @@ from media.loudness import (
     meter_chain,
     mix_for,
     normalisation_filter,
+    normalisation_gain_db,
     output_channels,
     parse_meter_log,
 )
@@ -245,6 +246,25 @@ def test_loudnorm_values_are_clamped_to_what_ffmpeg_accepts() -> None:
     )  # fmt: skip
     assert "measured_I=0.00" in chain and "I=-5.00" in chain
     assert chain.endswith("aresample=22050"), "lossless formats keep the source's rate"
+
+
+def test_the_gain_the_flow_scales_the_waveform_by_is_the_filters() -> None:
+    """`normalisation_gain_db` (what the waveform is scaled by) is the chain's `volume`,
+    per format and channel count, and 0 for silence (which the chain leaves alone)."""
+    for stats in (_stats(-24.0, -12.0), _stats(-35.0, -3.0), _stats(-8.0, 2.0)):
+        for name in ("mp3_64", "mp3_128", "flac"):
+            for channels in (1, 2):
+                fmt = get_format(name)
+                chain = normalisation_filter(
+                    stats, fmt, source_channels=channels, source_sample_rate=44100
+                )
+                gain = normalisation_gain_db(stats, fmt, source_channels=channels)
+                assert f"volume={gain:.2f}dB" in chain.split(","), (name, channels, chain)
+    silence = _stats(-70.0, float("-inf"))
+    assert normalisation_gain_db(silence, get_format("mp3_128"), source_channels=2) == 0.0
+    assert "volume" not in normalisation_filter(
+        silence, get_format("mp3_128"), source_channels=2, source_sample_rate=44100
+    )
 
 
 def test_custom_mono_target() -> None:

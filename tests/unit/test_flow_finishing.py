@@ -218,7 +218,8 @@ def test_the_artifact_shows_loudness_chapters_and_waveform(tmp_path: Path) -> No
     assert "**Source loudness**" in text and "| stereo | -30.0 | 4.0 | -12.0 |" in text
     assert "**Chapters**: 2 from the source" in text
     assert "**Waveform**: 63 pixels of 256 samples at 16000 Hz" in text
-    kept = outputs_markdown("ep-1", {"outputs": {}, "source": {"key": "k"}})
+    out = {"key": "k.mp3", "size": 1, "durationS": 1.0, "bitrateKbps": 128, "codec": "mp3"}
+    kept = outputs_markdown("ep-1", {"outputs": {"mp3_128": out}, "source": {"key": "k"}})
     assert "kept as the source's" in kept
 
 
