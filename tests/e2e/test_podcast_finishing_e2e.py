@@ -327,14 +327,16 @@ def test_quiet_loud_and_clipping_sources_come_out_on_target_in_every_format(
             assert_on_target(local, out["channels"], f"{name} {format_name}")
 
     # The quiet source's waveform shows the audio as published (+19 dB), not the source:
-    # its peaks match those of the first output, computed here from that file.
+    # its peaks match those of the first output, computed here from that file, within
+    # 1 dB (the waveform caps peaks at the limiter's ceiling; the limiter itself also
+    # lowers the samples around them for its attack and release, 0.6 dB here).
     quiet = finals["quiet"]["result"]
     wave = json.loads(fetch(e2e_store, quiet["waveform"]["key"], tmp_path).read_text())
     published = waveform_pixels_of(
         fetch(e2e_store, quiet["outputs"]["mp3_128"]["key"], tmp_path), 256
     )
     drawn = np.percentile(np.array(wave["data"]).reshape(-1, 2)[:, 1], 90)
-    assert drawn == pytest.approx(np.percentile(published[:, 1], 90), abs=3)
+    assert abs(20 * np.log10(drawn / np.percentile(published[:, 1], 90))) <= 1.0
     as_source = np.percentile(waveform_pixels_of(media_dir / "quiet.wav", 256)[:, 1], 90)
     assert drawn > 5 * as_source
 
