@@ -3,11 +3,22 @@
 Reads as the job's steps; the work lives in `flows.steps` (Prefect tasks) and below them
 in plain functions. Encodes run side by side (one ffmpeg each), then transcription runs
 alone: on two cores, encoding and transcribing at once was slower than one after the other.
+
+Issue 12's podcast finishing rides on those steps rather than adding passes over the
+audio: the source's one decode check also measures its loudness (per mix the formats need)
+and feeds the waveform; each encode normalises in its own filter chain, then is tagged
+(metadata, cover, chapters) and measured by a second meter; the cover and chapter images
+are checked before anything is downloaded. The chapters file (Podcasting 2.0 JSON) and
+the waveform file (audiowaveform JSON) are uploaded with the other outputs.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,16 +31,22 @@ from prefect.runtime import flow_run
 from pydantic import ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+from core.episode_metadata import CHAPTERS_CONTENT_TYPE, chapters_document
 from core.formats import TRANSCRIPT_FORMATS, get_format
+from core.keys import chapters_key, waveform_key
 from core.settings import get_settings
 from core.storage import get_store
 from domain.contracts import (
     AudioOutput,
     AudioProcessingParameters,
     AudioProcessingResult,
+    ChaptersSummary,
     ErrorKind,
+    LoudnessFigures,
+    LoudnessParameters,
     SourceSummary,
     TranscriptSummary,
+    WaveformSummary,
     problems,
 )
 from domain.outputs import ExpectedOutputs, expected_outputs
@@ -37,11 +54,27 @@ from flows import hooks
 from flows.errors import ProcessingError, classify, describe
 from flows.progress import HttpSender, ProgressPlan, WorkflowProgressReporter
 from flows.steps.encoding import EncodedOutput, encode_format
-from flows.steps.source import fetch_source
+from flows.steps.episode import (
+    EpisodeChapters,
+    check_artwork,
+    episode_chapters,
+    episode_metadata,
+)
+from flows.steps.source import SourceAudio, fetch_source
 from flows.steps.transcription import TranscriptFiles, transcribe_source
 from flows.steps.upload import PlannedUpload, upload_outputs
 from flows.workspace import create_run_dir, ensure_room_for_outputs
+from media.loudness import (
+    TRUE_PEAK_MARGIN_DB,
+    LoudnessStats,
+    LoudnessTarget,
+    mix_for,
+    normalisation_gain_db,
+)
 from media.probe import AudioInfo
+
+#: The waveform file's content type (audiowaveform JSON is plain JSON).
+WAVEFORM_CONTENT_TYPE = "application/json"
 
 
 @flow(
@@ -105,13 +138,51 @@ def audio_processing(
         settings.temp_dir, flow_run.id, run.episode_id, settings.prefect.api_url
     )
     try:
-        source, source_info = fetch_source(run.audio_key, workdir, reporter)
+        # The cover and chapter images first: a missing or bad one fails the task before
+        # the source is downloaded.
+        artwork = check_artwork(run.metadata, run.chapters, workdir, settings.media)
+        target = loudness_target(run.loudness)
+        source_audio = fetch_source(
+            run.audio_key,
+            workdir,
+            reporter,
+            loudness_mixes=[mix_for(get_format(name)) for name in formats] if target else [],
+            waveform_samples_per_pixel=(
+                settings.media.waveform_samples_per_pixel if run.waveform else None
+            ),
+            # The waveform shows the first format as published: its own downmix when it is
+            # normalised (the gain is then that mix's); else the channels' average.
+            waveform_mix=mix_for(get_format(formats[0])) if formats and target else None,
+        )
+        source, source_info = source_audio.path, source_audio.info
         logger.info("source: %.1f s of %s", source_info.duration_s, source_info.codec)
-        ensure_room_for_outputs(workdir, source_info, formats, run.transcribe)
+        chapters = episode_chapters(
+            run.chapters, source, source_info.duration_s, artwork.image_urls
+        )
+        metadata = episode_metadata(run.metadata, artwork.cover)
+        ensure_room_for_outputs(
+            workdir,
+            source_info,
+            formats,
+            run.transcribe,
+            waveform_pixels=source_audio.waveform.length if source_audio.waveform else 0,
+            cover_bytes=len(artwork.cover.data) if artwork.cover else 0,
+            chapters=len(chapters.chapters),
+        )
         encoded: list[EncodedOutput] = [
             f.result()
             for f in [
-                encode_format.submit(source, source_info, name, workdir, reporter)
+                encode_format.submit(
+                    source,
+                    source_info,
+                    name,
+                    workdir,
+                    reporter,
+                    source_loudness=source_audio.loudness,
+                    target=target,
+                    metadata=metadata,
+                    chapters=chapters.chapters,
+                )
                 for name in formats
             ]
         ]
@@ -120,10 +191,22 @@ def audio_processing(
             if run.transcribe
             else None
         )
-        uploads = _plan_uploads(expected, encoded, transcript)
+        extras = _side_files(run, workdir, source_audio, target, chapters)
+        uploads = _plan_uploads(expected, encoded, transcript) + [f.upload for f in extras]
         sizes = upload_outputs(uploads, reporter)
         storage = get_store().describe()
-        result = _result(run, expected, storage, source_info, encoded, transcript, sizes)
+        result = _result(
+            run,
+            expected,
+            storage,
+            source_info,
+            encoded,
+            transcript,
+            sizes,
+            source_audio=source_audio,
+            chapters=chapters,
+            side_files=extras,
+        )
         result_json = result.to_json()
         # Post the result now: the completion hook then only has to make it final.
         reporter.report(step="finishing", message="outputs stored", result=result_json)
@@ -161,6 +244,117 @@ def _update_artifact(artifact_id: Any, percent: int) -> None:
         get_run_logger().debug("progress artifact not updated: %s", exc)
 
 
+def loudness_target(params: LoudnessParameters | None) -> LoudnessTarget | None:
+    """The target every output is normalised to; None keeps the source's loudness."""
+    if params is None:
+        return None
+    return LoudnessTarget(
+        integrated_lufs=params.target_lufs,
+        true_peak_dbtp=params.true_peak_dbtp,
+        mono_integrated_lufs=params.target_lufs_mono,
+    )
+
+
+def mix_label(mix: str, source_channels: int) -> str:
+    """What a measured mix is called in the result: `mono` or `stereo` as the outputs made
+    from it are (`mono|stereo` keeps the source's channels up to two)."""
+    layouts = mix.split("|")
+    if layouts == ["mono"] or (source_channels <= 1 and "mono" in layouts):
+        return "mono"
+    return "stereo" if "stereo" in layouts else mix
+
+
+def figures(stats: LoudnessStats) -> LoudnessFigures:
+    """A measurement as the result carries it (no finite figure: None)."""
+
+    def finite(value: float) -> float | None:
+        return round(value, 2) if math.isfinite(value) else None
+
+    return LoudnessFigures(
+        integrated_lufs=finite(stats.integrated_lufs),
+        loudness_range_lu=finite(stats.lra_lu),
+        true_peak_dbtp=finite(stats.true_peak_dbtp),
+    )
+
+
+def waveform_document(
+    source: SourceAudio, reference_format: str | None, target: LoudnessTarget | None
+) -> dict[str, Any]:
+    """The audiowaveform JSON of the source's decode, as the audio is published.
+
+    The pixels were taken from the source before its loudness was known (the same decode
+    measured it), so they are scaled here by the gain the normalisation applies to the
+    reference output (the first requested format: the one a web player is given first) and
+    capped at the ceiling its limiter holds the peaks to. Without that, a web player would
+    draw a quiet source's waveform as a flat line while the published file plays at
+    podcast loudness, and a clipping one as a solid block the limiter has since tamed.
+    The limiter's gain reduction around each peak (its attack and release) is not
+    reproduced, only its ceiling: on a heavily limited source the waveform can stand a
+    fraction of a dB above the published audio (0.6 dB measured on -35 LUFS noise
+    brought up 19 dB), which a player's drawing does not show. Without normalisation the
+    waveform is the source's own.
+    """
+    assert source.waveform is not None
+    gain, ceiling = 0.0, 1.0
+    if target is not None and reference_format is not None:
+        fmt = get_format(reference_format)
+        stats = source.loudness.get(mix_for(fmt))
+        if stats is not None:
+            gain = normalisation_gain_db(
+                stats, fmt, source_channels=source.info.channels, target=target
+            )
+            ceiling = 10 ** ((target.true_peak_dbtp - TRUE_PEAK_MARGIN_DB) / 20)
+    return source.waveform.result(gain_db=gain, ceiling=ceiling)
+
+
+@dataclass(frozen=True)
+class SideFile:
+    """The chapters file or the waveform file: written in the run's folder, uploaded with
+    the outputs, and what the result says about it."""
+
+    upload: PlannedUpload
+    summary: ChaptersSummary | WaveformSummary
+
+
+def _side_files(
+    run: AudioProcessingParameters,
+    workdir: Path,
+    source: SourceAudio,
+    target: LoudnessTarget | None,
+    chapters: EpisodeChapters,
+) -> list[SideFile]:
+    """The chapters file (when there are chapters) and the waveform file (when asked for)."""
+    files: list[SideFile] = []
+    if chapters.chapters:
+        path = workdir / "chapters.json"
+        path.write_text(json.dumps(chapters_document(chapters.chapters), ensure_ascii=False))
+        key = chapters_key(run.prefix)
+        files.append(
+            SideFile(
+                PlannedUpload(key, path, CHAPTERS_CONTENT_TYPE),
+                ChaptersSummary(key=key, count=len(chapters.chapters), origin=chapters.origin),
+            )
+        )
+    if run.waveform and source.waveform is not None:
+        reference = run.encoding_formats[0] if run.encoding_formats else None
+        document = waveform_document(source, reference, target)
+        path = workdir / "waveform.json"
+        path.write_text(json.dumps(document, separators=(",", ":")))
+        key = waveform_key(run.prefix)
+        files.append(
+            SideFile(
+                PlannedUpload(key, path, WAVEFORM_CONTENT_TYPE),
+                WaveformSummary(
+                    key=key,
+                    sample_rate=document["sample_rate"],
+                    samples_per_pixel=document["samples_per_pixel"],
+                    length=document["length"],
+                ),
+            )
+        )
+    return files
+
+
 def _plan_uploads(
     expected: ExpectedOutputs, encoded: list[EncodedOutput], transcript: TranscriptFiles | None
 ) -> list[PlannedUpload]:
@@ -186,10 +380,20 @@ def _result(
     encoded: list[EncodedOutput],
     transcript: TranscriptFiles | None,
     sizes: dict[str, int],
+    *,
+    source_audio: SourceAudio | None = None,
+    chapters: EpisodeChapters | None = None,
+    side_files: list[SideFile] | None = None,
 ) -> AudioProcessingResult:
     outputs: dict[str, AudioOutput] = {}
     for output in encoded:
         key = expected.audio[output.format_name]
+        extra: dict[str, Any] = {}
+        if output.loudness is not None:
+            extra["loudness"] = figures(output.loudness)
+        if output.tags is not None:
+            extra["tags"] = list(output.tags.fields)
+            extra["chapters"] = output.tags.chapters
         outputs[output.format_name] = AudioOutput(
             key=key,
             size=sizes[key],
@@ -198,7 +402,16 @@ def _result(
             codec=output.info.codec,
             channels=output.info.channels,
             sample_rate=output.info.sample_rate,
+            **extra,
         )
+    source_extra: dict[str, Any] = {}
+    if source_audio is not None and source_audio.loudness:
+        source_extra["loudness"] = {
+            mix_label(mix, source_info.channels): figures(stats)
+            for mix, stats in source_audio.loudness.items()
+        }
+    if chapters is not None and chapters.source_count is not None:
+        source_extra["chapters"] = chapters.source_count
     fields: dict[str, Any] = {
         "episode_id": run.episode_id,
         "storage": storage,
@@ -206,9 +419,13 @@ def _result(
             key=run.audio_key,
             duration_s=round(source_info.duration_s, 3),
             codec=source_info.codec,
+            **source_extra,
         ),
         "outputs": outputs,
     }
+    for side in side_files or ():
+        name = "chapters" if isinstance(side.summary, ChaptersSummary) else "waveform"
+        fields[name] = side.summary
     if transcript is not None:
         fields["transcript"] = TranscriptSummary(
             language=transcript.language,
@@ -219,20 +436,64 @@ def _result(
     return AudioProcessingResult(**fields)
 
 
-def _outputs_artifact(episode_id: str, result: dict[str, Any]) -> None:
+def _loudness_cells(figures: dict[str, Any] | None) -> str:
+    """`integrated LUFS | LRA LU | true peak dBTP` cells of the artifact's tables."""
+    if not figures:
+        return "- | - | -"
+    return " | ".join(
+        str(figures.get(name, "-"))
+        for name in ("integratedLufs", "loudnessRangeLu", "truePeakDbtp")
+    )
+
+
+def outputs_markdown(episode_id: str, result: dict[str, Any]) -> str:
+    """The run's Prefect artifact: the outputs with their loudness and tags, the source's
+    loudness, the transcript, chapters and waveform files (from the stored result)."""
     lines = [
         f"# Episode `{episode_id}`",
         "",
-        "| format | key | size (bytes) | duration (s) | bitrate (kbps) | codec |",
-        "|---|---|---|---|---|---|",
+        "| format | key | size (bytes) | duration (s) | bitrate (kbps) | codec | "
+        "loudness (LUFS) | LRA (LU) | true peak (dBTP) | tags | chapters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, out in result["outputs"].items():
+        tags = ", ".join(out.get("tags") or []) or "-"
         lines.append(
             f"| {name} | `{out['key']}` | {out['size']} | {out['durationS']} | "
-            f"{out['bitrateKbps']} | {out['codec']} |"
+            f"{out['bitrateKbps']} | {out['codec']} | {_loudness_cells(out.get('loudness'))} | "
+            f"{tags} | {out.get('chapters', '-')} |"
         )
+    source = result.get("source") or {}
+    if source.get("loudness"):
+        lines += [
+            "",
+            f"**Source loudness** (`{source['key']}`, as measured in its decode check):",
+            "",
+            "| mix | loudness (LUFS) | LRA (LU) | true peak (dBTP) |",
+            "|---|---|---|---|",
+        ]
+        for mix, measured in source["loudness"].items():
+            lines.append(f"| {mix} | {_loudness_cells(measured)} |")
+    elif source and result["outputs"]:
+        lines += ["", "**Loudness**: kept as the source's (no normalisation)."]
     if "transcript" in result:
         t = result["transcript"]
         lines += ["", f"**Transcript** ({t['language']}, {t['segments']} segments):", ""]
         lines += [f"- `{key}`" for key in t["keys"].values()]
-    create_markdown_artifact("\n".join(lines), description=f"Outputs of episode {episode_id}")
+    if "chapters" in result:
+        c = result["chapters"]
+        lines += ["", f"**Chapters**: {c['count']} from the {c['origin']}: `{c['key']}`"]
+    if "waveform" in result:
+        w = result["waveform"]
+        lines += [
+            "",
+            f"**Waveform**: {w['length']} pixels of {w['samplesPerPixel']} samples at "
+            f"{w['sampleRate']} Hz: `{w['key']}`",
+        ]
+    return "\n".join(lines)
+
+
+def _outputs_artifact(episode_id: str, result: dict[str, Any]) -> None:
+    create_markdown_artifact(
+        outputs_markdown(episode_id, result), description=f"Outputs of episode {episode_id}"
+    )

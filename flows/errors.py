@@ -33,10 +33,13 @@ def _permanent_types() -> tuple[type[BaseException], ...]:
     from prefect.exceptions import ParameterBindError, ParameterTypeError, SignatureMismatchError
     from pydantic import ValidationError
 
+    from core.episode_metadata import ChapterError, MetadataError
     from core.keys import InvalidKeyError
     from core.storage.errors import StorageError
+    from media.cover import CoverArtError
     from media.encode import EncodeError
     from media.probe import BadAudioError, OutputCheckError
+    from media.tags import TagWriteError
     from media.tools import ToolMissingError
     from transcription.errors import ModelNotAvailableError, TranscriptionInputError
 
@@ -44,6 +47,12 @@ def _permanent_types() -> tuple[type[BaseException], ...]:
         BadAudioError,
         EncodeError,
         OutputCheckError,
+        # Tags, cover and chapters are the payload's and the store's objects: the same
+        # ones fail the same way on every try.
+        TagWriteError,
+        CoverArtError,
+        ChapterError,
+        MetadataError,
         StorageError,  # missing object, no such bucket, access denied: retrying won't help
         InvalidKeyError,
         TranscriptionInputError,

@@ -54,6 +54,12 @@ STALE_SPOOL_AGE_S = 24 * 3600
 #: Transcript files (text, SRT, VTT, JSON with segments) per second of audio, generously:
 #: speech is about 3 words a second and the JSON repeats each word with its timings.
 TRANSCRIPT_BYTES_PER_S = 400
+#: The waveform JSON per pixel: two values of at most 4 characters, each with ", ".
+WAVEFORM_BYTES_PER_PIXEL = 12
+#: A chapter in the chapters JSON, generously (title and URL are usually short).
+CHAPTER_BYTES = 2048
+#: A small file's fixed part (JSON keys, a file system block).
+SMALL_FILE_BYTES = 4096
 
 
 def server_tag(prefect_api_url: str) -> str:
@@ -107,25 +113,58 @@ def ensure_free_space(folder: Path, needed: int, purpose: str) -> None:
         )
 
 
-def outputs_estimate(info: AudioInfo, format_names: Iterable[str], transcribe: bool) -> int:
+def outputs_estimate(
+    info: AudioInfo,
+    format_names: Iterable[str],
+    transcribe: bool,
+    *,
+    waveform_pixels: int = 0,
+    cover_bytes: int = 0,
+    chapters: int = 0,
+) -> int:
     """Bytes the run's folder needs beyond the source: every format (they are encoded side
-    by side, so all at once) plus the transcript files."""
-    needed = sum(
-        get_format(name).estimated_bytes(info.duration_s, info.sample_rate, info.channels)
-        for name in format_names
-    )
+    by side, so all at once) plus the transcript files, the waveform and chapters files,
+    and what tagging adds: the cover in every output, and for an M4A with chapters a
+    second copy while ffmpeg remuxes it (`media.tags`)."""
+    names = list(format_names)
+    sizes = {
+        name: get_format(name).estimated_bytes(info.duration_s, info.sample_rate, info.channels)
+        for name in names
+    }
+    needed = sum(sizes.values())
     if transcribe:
         needed += int(TRANSCRIPT_BYTES_PER_S * info.duration_s)
+    if waveform_pixels:
+        needed += WAVEFORM_BYTES_PER_PIXEL * waveform_pixels + SMALL_FILE_BYTES
+    if chapters:
+        needed += CHAPTER_BYTES * chapters + SMALL_FILE_BYTES
+        needed += sum(size for name, size in sizes.items() if get_format(name).extension == "m4a")
+    needed += cover_bytes * len(names)
     return needed
 
 
 def ensure_room_for_outputs(
-    workdir: Path, info: AudioInfo, format_names: Iterable[str], transcribe: bool
+    workdir: Path,
+    info: AudioInfo,
+    format_names: Iterable[str],
+    transcribe: bool,
+    *,
+    waveform_pixels: int = 0,
+    cover_bytes: int = 0,
+    chapters: int = 0,
 ) -> None:
     """Before encoding: the source is already in `workdir`; is there room for the outputs?"""
     names = list(format_names)
     what = ", ".join(names) + (" and the transcript" if transcribe else "")
-    ensure_free_space(workdir, outputs_estimate(info, names, transcribe), what or "the outputs")
+    needed = outputs_estimate(
+        info,
+        names,
+        transcribe,
+        waveform_pixels=waveform_pixels,
+        cover_bytes=cover_bytes,
+        chapters=chapters,
+    )
+    ensure_free_space(workdir, needed, what or "the outputs")
 
 
 # -- sweeping the folders of dead runs -----------------------------------------------------

@@ -65,6 +65,7 @@ __all__ = [
     "mix_filter",
     "mix_for",
     "normalisation_filter",
+    "normalisation_gain_db",
     "output_channels",
     "parse_meter_log",
 ]
@@ -258,6 +259,22 @@ def _clamp(value: float, bounds: tuple[float, float]) -> float:
     return min(high, max(low, value))
 
 
+def normalisation_gain_db(
+    stats: LoudnessStats,
+    fmt: AudioFormat,
+    *,
+    source_channels: int,
+    target: LoudnessTarget = DEFAULT_TARGET,
+) -> float:
+    """The gain `normalisation_filter` applies to an output of `fmt` (0 for silence);
+    `stats` is the measurement of `mix_for(fmt)`. The peaks above the limiter's ceiling
+    (`target.true_peak_dbtp - TRUE_PEAK_MARGIN_DB`) are then held there."""
+    if not stats.integrated_lufs > _SILENCE_LUFS:
+        return 0.0
+    channels = output_channels(fmt, source_channels)
+    return target.integrated_for(channels) - stats.integrated_lufs
+
+
 def normalisation_filter(
     stats: LoudnessStats,
     fmt: AudioFormat,
@@ -285,7 +302,7 @@ def normalisation_filter(
     target_i = target.integrated_for(channels)
     aim_tp = target.true_peak_dbtp - TRUE_PEAK_MARGIN_DB
     if stats.integrated_lufs > _SILENCE_LUFS:
-        gain = target_i - stats.integrated_lufs
+        gain = normalisation_gain_db(stats, fmt, source_channels=source_channels, target=target)
         peak_after = stats.true_peak_dbtp + gain
         if peak_after <= aim_tp:
             parts.append(f"volume={gain:.2f}dB")

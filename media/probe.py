@@ -19,7 +19,10 @@ Three checks, from cheap to thorough:
   and again while decoding (see `media.limits`).
 
 `check_decodes(path, loudness_mixes=[...])` and `probe_source_measured` also measure
-loudness (EBU R128, `media.loudness`) in that same decode: one pass over the audio.
+loudness (EBU R128, `media.loudness`) in that same decode: one pass over the audio. Given
+a `media.waveform.WaveformBuilder`, the same ffmpeg process also writes a second output,
+the audio as 16 kHz mono 16-bit PCM to a pipe, read by a thread into the builder (which
+keeps only the pixels): the waveform costs no second read or decode either.
 
 Every run reads exactly one file with an allowed demuxer (`media.containers`): a
 playlist, a concat list or an image sequence is refused (UnsupportedContainerError).
@@ -35,17 +38,21 @@ import logging
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from core.formats import AudioFormat
+from core.formats import KEEP_CHANNELS_UP_TO_STEREO, AudioFormat
 from media import limits
 from media.containers import input_args, refused_demuxer, what_it_is
 from media.limits import PROBE_TIMEOUT_S, decode_timeout_s, duration_cap_args
 from media.loudness import LoudnessStats, meter_chain, parse_meter_log
 from media.tools import ffmpeg, ffprobe, media_url, read_tail
+
+if TYPE_CHECKING:
+    from media.waveform import WaveformBuilder
 
 __all__ = [
     "DURATION_TOLERANCE_S",
@@ -164,6 +171,7 @@ def _run_bounded(
     stdout: int | IO[bytes],
     stderr: int | IO[bytes],
     env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run an ffmpeg tool on a file a client sent, no longer than `timeout_s`: a file that
     makes it hang is bad audio (BadAudioError `too_slow`), not a stuck worker. On a
@@ -177,6 +185,7 @@ def _run_bounded(
             timeout=timeout_s,
             check=False,
             env=env,
+            pass_fds=tuple(pass_fds),
         )
     except subprocess.TimeoutExpired as exc:
         raise BadAudioError(too_slow) from exc
@@ -297,6 +306,8 @@ def check_decodes(
     timeout_s: float | None = None,
     max_duration_s: float | None = None,
     loudness_mixes: Sequence[str] = (),
+    waveform: WaveformBuilder | None = None,
+    waveform_filter: str = "",
 ) -> DecodeReport:
     """Decode the whole first audio stream to nowhere and report how much decoded.
 
@@ -314,6 +325,11 @@ def check_decodes(
     Their summary is written at ffmpeg's info level to a separate log (`FFREPORT`), so
     stderr, the error count and every message stay what they are without meters. A
     meter that gives no summary raises BadAudioError.
+
+    `waveform` adds a second output to the same ffmpeg process: the decoded audio through
+    `waveform_filter` (`media.waveform.mono_filter`; default ffmpeg's own downmix), as
+    mono 16-bit PCM at the builder's rate, to a pipe that a thread reads into the builder
+    block by block (`_pcm_reader`): memory stays flat whatever the length.
     """
     path = Path(path)
     limit = _max_duration(max_duration_s)
@@ -343,11 +359,14 @@ def check_decodes(
         cmd[-3:-3] = ["-af", chain]
     meter_log = ""
     workspace = tempfile.TemporaryDirectory() if meters else contextlib.nullcontext("")
-    with tempfile.TemporaryFile() as errlog, workspace as workdir:
+    pcm = _pcm_reader(waveform) if waveform is not None else contextlib.nullcontext(None)
+    with tempfile.TemporaryFile() as errlog, workspace as workdir, pcm as pcm_fd:
         env = None
         report_path = Path(workdir) / "meter.log"
         if meters:
             env = {**os.environ, "FFREPORT": _report_setting(report_path)}
+        if waveform is not None and pcm_fd is not None:
+            cmd += _pcm_output_args(waveform.sample_rate, waveform_filter, limit, pcm_fd)
         done = _run_bounded(
             cmd,
             timeout_s=timeout_s,
@@ -355,6 +374,7 @@ def check_decodes(
             stdout=subprocess.PIPE,
             stderr=errlog,
             env=env,
+            pass_fds=(pcm_fd,) if pcm_fd is not None else (),
         )
         errlog.seek(0)
         error_lines = sum(1 for _ in errlog)
@@ -390,6 +410,61 @@ def check_decodes(
     return DecodeReport(
         decoded_s=decoded, error_lines=error_lines, errors_tail=tail, loudness=loudness
     )
+
+
+#: Bytes read from the PCM pipe at a time (2 s of 16 kHz 16-bit mono).
+_PCM_CHUNK = 64 * 1024
+
+
+def _pcm_output_args(rate: int, mono_filter: str, limit_s: float, fd: int) -> list[str]:
+    """ffmpeg output options for the waveform's PCM: the first audio stream again, through
+    `mono_filter`, resampled in float and written as mono s16le to file descriptor `fd`."""
+    chain = ",".join(
+        part
+        for part in (
+            mono_filter,
+            f"aresample={rate}",
+            "aformat=sample_fmts=s16:channel_layouts=mono",
+        )
+        if part
+    )
+    return ["-map", "0:a:0", *duration_cap_args(limit_s), "-af", chain, "-f", "s16le", f"pipe:{fd}"]
+
+
+@contextlib.contextmanager
+def _pcm_reader(builder: WaveformBuilder) -> Iterator[int]:
+    """A pipe whose write end (yielded) ffmpeg writes PCM to, and a thread feeding what
+    arrives into `builder`.
+
+    On leaving, this process's copy of the write end is closed, so the thread sees the end
+    of the stream once ffmpeg has exited (normally or killed by the timeout), and is
+    joined. If the builder fails, the thread keeps draining the pipe (so ffmpeg never
+    blocks on a full pipe) and the error is raised here after the decode.
+    """
+    read_fd, write_fd = os.pipe()
+    failures: list[BaseException] = []
+
+    def pump(feed: Callable[[bytes], None]) -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(_PCM_CHUNK):
+                if failures:
+                    continue
+                try:
+                    feed(chunk)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    failures.append(exc)
+
+    thread = threading.Thread(
+        target=pump, args=(builder.feed_s16le,), name="waveform-pcm", daemon=True
+    )
+    thread.start()
+    try:
+        yield write_fd
+    finally:
+        os.close(write_fd)
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 #: The meters' summaries are at the end of the report; a file with millions of damaged
@@ -431,17 +506,32 @@ def probe_source(path: Path, *, max_duration_s: float | None = None) -> AudioInf
 
 
 def probe_source_measured(
-    path: Path, loudness_mixes: Sequence[str], *, max_duration_s: float | None = None
+    path: Path,
+    loudness_mixes: Sequence[str],
+    *,
+    max_duration_s: float | None = None,
+    waveform: WaveformBuilder | None = None,
+    waveform_mix: str | None = None,
 ) -> tuple[AudioInfo, Mapping[str, LoudnessStats]]:
     """`probe_source`, with the source's loudness measured in the same decode: one
     `LoudnessStats` per mix asked for (`media.loudness.mix_for` of each output format).
-    Same checks, same errors; the audio is still read and decoded once."""
-    info, report = _probe_and_decode(Path(path), max_duration_s, loudness_mixes)
+    Same checks, same errors; the audio is still read and decoded once.
+
+    With `waveform`, that decode also fills the builder with the audio as an output made
+    from `waveform_mix` (`mix_for` of that output's format; default: the source's channels
+    up to stereo) has it, averaged to mono (`media.waveform.mono_filter`)."""
+    info, report = _probe_and_decode(
+        Path(path), max_duration_s, loudness_mixes, waveform, waveform_mix
+    )
     return info, report.loudness
 
 
 def _probe_and_decode(
-    path: Path, max_duration_s: float | None, loudness_mixes: Sequence[str]
+    path: Path,
+    max_duration_s: float | None,
+    loudness_mixes: Sequence[str],
+    waveform: WaveformBuilder | None = None,
+    waveform_mix: str | None = None,
 ) -> tuple[AudioInfo, DecodeReport]:
     """The body of `probe_source`: the checked AudioInfo and the decode's report."""
     limit = _max_duration(max_duration_s)
@@ -458,11 +548,19 @@ def _probe_and_decode(
             "(AUDIOFLOW_MAX_DURATION_S)"
         )
     stated = None if estimated else info.duration_s
+    waveform_filter = ""
+    if waveform is not None:
+        from media.waveform import mono_filter
+
+        mix = waveform_mix or KEEP_CHANNELS_UP_TO_STEREO.rpartition("channel_layouts=")[2]
+        waveform_filter = mono_filter(mix, info.channels)
     report = check_decodes(
         path,
         timeout_s=decode_timeout_s(stated, limit),
         max_duration_s=limit,
         loudness_mixes=loudness_mixes,
+        waveform=waveform,
+        waveform_filter=waveform_filter,
     )
     # With an estimated length the decoded one is the truth. Unless the decoder also hit
     # damaged data: a file size that promises minutes, of which a fraction of a second

@@ -1,15 +1,58 @@
-"""Encode the source into one output format and check the result by decoding it."""
+"""Encode the source into one output format, tag it, and check the result by decoding it.
+
+One output goes through, in order:
+
+1. the encode, with the loudness normalisation in its filter chain when the task asks for
+   it (`media.loudness.normalisation_filter`, from the source's measurement of the mix
+   this format is made from);
+2. `verify_output`: codec, channels, rate, bitrate and duration from the headers;
+3. the tags (episode metadata, cover, chapters: `media.tags.write_tags`), for the formats
+   that carry them, then `verify_output` again, since tagging rewrites the container
+   (an M4A with chapters is remuxed by ffmpeg);
+4. one full decode of the finished file: with loudness normalisation it is the second
+   meter (`measure_loudness`, ebur128, not the chain that set the gain) and
+   `check_loudness` decides; without, `check_decodes` alone. Measuring the tagged file
+   means the meter hears exactly the bytes that are published, and the same decode proves
+   the tagged file still decodes to its full length.
+
+A miss in any check fails the step as permanent with the figures: the same source and
+parameters would miss again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.episode_metadata import Chapter, ChapterError, EpisodeMetadata
 from core.formats import get_format
+from domain.contracts import ErrorKind
+from flows.errors import ProcessingError
 from flows.progress import WorkflowProgressReporter
 from flows.steps.options import step
 from media.encode import encode
-from media.probe import AudioInfo, verify_output
+from media.loudness import (
+    LoudnessStats,
+    LoudnessTarget,
+    check_loudness,
+    measure_loudness,
+    mix_for,
+    normalisation_filter,
+)
+from media.probe import (
+    DURATION_TOLERANCE_S,
+    AudioInfo,
+    BadAudioError,
+    OutputCheckError,
+    check_decodes,
+    verify_output,
+)
+from media.tags import TAGGED_EXTENSIONS, TagReport, TagWriteError, write_tags
+
+#: Share of an encode step's progress that is the encode itself; the tags and the
+#: checking decode (about a tenth of an encode's time) make the rest.
+ENCODE_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -19,6 +62,11 @@ class EncodedOutput:
     format_name: str
     path: Path
     info: AudioInfo
+    #: Measured on the finished file by the second meter; None without normalisation.
+    loudness: LoudnessStats | None = None
+    #: What was written into it; None when nothing was (no metadata and no chapters, or a
+    #: format without tags).
+    tags: TagReport | None = None
 
 
 @step("encode", task_run_name="encode-{format_name}")
@@ -28,21 +76,109 @@ def encode_format(
     format_name: str,
     workdir: Path,
     reporter: WorkflowProgressReporter,
+    *,
+    source_loudness: Mapping[str, LoudnessStats] | None = None,
+    target: LoudnessTarget | None = None,
+    metadata: EpisodeMetadata | None = None,
+    chapters: Sequence[Chapter] = (),
 ) -> EncodedOutput:
-    """One ffmpeg process straight from the source file: flat memory whatever the length."""
+    """One ffmpeg process straight from the source file: flat memory whatever the length.
+
+    `target` (with `source_loudness`, the decode check's measurement by mix) normalises
+    the output; None keeps the source's loudness. `metadata` and `chapters` are written
+    as tags where the format carries them.
+    """
     fmt = get_format(format_name)
     step = f"encode:{format_name}"
     dest = workdir / f"{fmt.name}.{fmt.extension}"
+    audio_filter = None
+    if target is not None:
+        stats = (source_loudness or {}).get(mix_for(fmt))
+        if stats is None:  # a caller's bug: the decode check measures every format's mix
+            raise ProcessingError(
+                f"{format_name}: the source's loudness was not measured for the "
+                f"{mix_for(fmt)!r} mix",
+                ErrorKind.PERMANENT,
+            )
+        audio_filter = normalisation_filter(
+            stats,
+            fmt,
+            source_channels=source_info.channels,
+            source_sample_rate=source_info.sample_rate,
+            target=target,
+        )
     reporter.update(step, 0.0, f"encoding {format_name}")
     encode(
         source,
         dest,
         fmt,
         duration_s=source_info.duration_s,
+        audio_filter=audio_filter,
         on_progress=lambda fraction: reporter.update(
-            step, fraction, f"encoding {format_name} ({int(fraction * 100)}%)"
+            step, ENCODE_SHARE * fraction, f"encoding {format_name} ({int(fraction * 100)}%)"
         ),
     )
     info = verify_output(dest, fmt, source_info)
+    tags = _tag(dest, format_name, info, metadata, chapters)
+    if tags is not None:
+        info = verify_output(dest, fmt, source_info)
+    reporter.update(step, ENCODE_SHARE, f"checking {format_name}")
+    loudness = _check_decode(dest, format_name, info, target, tagged=tags is not None)
     reporter.finish_step(step, f"encoded {format_name}")
-    return EncodedOutput(format_name=format_name, path=dest, info=info)
+    return EncodedOutput(
+        format_name=format_name, path=dest, info=info, loudness=loudness, tags=tags
+    )
+
+
+def _tag(
+    dest: Path,
+    format_name: str,
+    info: AudioInfo,
+    metadata: EpisodeMetadata | None,
+    chapters: Sequence[Chapter],
+) -> TagReport | None:
+    """Write the tags when there are any and the format carries them; the report, or None
+    when nothing was written."""
+    fmt = get_format(format_name)
+    if fmt.extension not in TAGGED_EXTENSIONS or (
+        (metadata is None or metadata.is_empty()) and not chapters
+    ):
+        return None
+    try:
+        report = write_tags(dest, fmt, metadata, chapters, duration_s=info.duration_s)
+    except (TagWriteError, ChapterError) as exc:
+        raise ProcessingError(
+            f"{format_name}: tags could not be written: {exc}", ErrorKind.PERMANENT
+        ) from exc
+    return None if report.skipped else report
+
+
+def _check_decode(
+    dest: Path,
+    format_name: str,
+    info: AudioInfo,
+    target: LoudnessTarget | None,
+    *,
+    tagged: bool,
+) -> LoudnessStats | None:
+    """The one full decode of the finished file: its loudness (checked against `target`)
+    when normalising, else (after tagging) that it still decodes to its length."""
+    try:
+        if target is not None:
+            measured = measure_loudness(dest)
+        elif tagged:
+            report = check_decodes(dest)
+            if abs(report.decoded_s - info.duration_s) > DURATION_TOLERANCE_S:
+                raise OutputCheckError(
+                    f"{format_name} output decodes to {report.decoded_s:.2f} s after tagging; "
+                    f"its header says {info.duration_s:.2f} s"
+                )
+            return None
+        else:
+            return None
+    except BadAudioError as exc:
+        raise OutputCheckError(f"{format_name} output does not decode: {exc}") from exc
+    verdict = check_loudness(measured, target, channels=info.channels)
+    if not verdict.ok:
+        raise ProcessingError(f"{format_name}: {verdict.message}", ErrorKind.PERMANENT)
+    return measured

@@ -20,14 +20,9 @@ not show.
 
 from __future__ import annotations
 
-import json
-import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pyloudnorm
 import pytest
 
 from core.formats import FORMATS, AudioFormat, get_format
@@ -41,37 +36,25 @@ from media.loudness import (
     meter_chain,
     mix_for,
     normalisation_filter,
+    normalisation_gain_db,
     output_channels,
     parse_meter_log,
 )
 from media.probe import BadAudioError, check_decodes, probe_source, probe_source_measured
 from tests.support.audio_files import ffmpeg
+from tests.support.loudness_meters import (
+    ebur128_direct,
+    ffprobe_stream,
+    loudness_sources,
+    pyloudnorm_integrated,
+)
 
 SECONDS = 6
 RATE = 44100
 TARGET = LoudnessTarget()
 ALL_MIXES = sorted({mix_for(fmt) for fmt in FORMATS.values()})
 
-_SQUARE = "if(lt(mod(t*220\\,1)\\,0.5)\\,1\\,-1)"
-#: One sample at 0.5 every 2.5 s: a true peak near -6 dBTP, next to no energy.
-_CLICKS = "0.5*eq(mod(n\\,110250)\\,1000)"
-SOURCES: dict[str, tuple[str, ...]] = {
-    "quiet": (
-        "-f", "lavfi", "-i", f"anoisesrc=d={SECONDS}:c=pink:r={RATE}:a=0.075:seed=5",
-        "-f", "lavfi", "-i", f"aevalsrc=exprs={_CLICKS}:s={RATE}:d={SECONDS}",
-        "-filter_complex",
-        "[0:a]lowpass=f=10000[n];[n][1:a]amix=inputs=2:normalize=0,pan=stereo|c0=c0|c1=c0",
-    ),
-    "loud": (
-        "-f", "lavfi", "-i", f"anoisesrc=d={SECONDS}:c=pink:r={RATE}:a=1:seed=3",
-        "-f", "lavfi", "-i", f"anoisesrc=d={SECONDS}:c=pink:r={RATE}:a=1:seed=4",
-        "-filter_complex",
-        "[0:a][1:a]join=inputs=2:channel_layout=stereo,lowpass=f=10000,volume=5dB",
-    ),
-    "clipping": (
-        "-f", "lavfi", "-i", f"aevalsrc=exprs='{_SQUARE}|{_SQUARE}':s={RATE}:d={SECONDS}",
-    ),
-}  # fmt: skip
+SOURCES = loudness_sources(SECONDS, RATE)
 #: What the sources are meant to measure (checked independently below).
 SOURCE_LOUDNESS = {"quiet": -35.0, "loud": -8.0}
 
@@ -91,49 +74,6 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def measured(sources: dict[str, Path]) -> dict[str, dict[str, LoudnessStats]]:
     """Each source's loudness per mix, from the decode check (the code under test)."""
     return {name: dict(probe_source_measured(path, ALL_MIXES)[1]) for name, path in sources.items()}
-
-
-# --- the independent meters ----------------------------------------------------------------
-
-
-def _ffprobe_stream(path: Path) -> dict[str, object]:
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-         "stream=sample_rate,channels", "-of", "json", str(path)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    stream: dict[str, object] = json.loads(done.stdout)["streams"][0]
-    return stream
-
-
-def ebur128_direct(path: Path, pre: str = "") -> tuple[float, float]:
-    """(integrated LUFS, true peak dBTP) from ffmpeg's ebur128 run here, on its stderr."""
-    chain = f"{pre}," if pre else ""
-    done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", str(path),
-         "-af", f"{chain}ebur128=peak=true", "-f", "null", "-"],
-        check=True, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    summary = done.stderr[done.stderr.rindex("Summary:") :]
-    integrated = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))  # type: ignore[union-attr]
-    peak = re.search(r"Peak:\s+(-?inf|-?[\d.]+) dBFS", summary).group(1)  # type: ignore[union-attr]
-    return integrated, float(peak)
-
-
-def pyloudnorm_integrated(path: Path, *, mono: bool = False) -> float:
-    """Integrated loudness by pyloudnorm, on the file decoded to float PCM at its own rate
-    (downmixed to mono by ffmpeg's -ac 1 when `mono`)."""
-    stream = _ffprobe_stream(path)
-    rate = int(str(stream["sample_rate"]))
-    channels = 1 if mono else int(str(stream["channels"]))
-    done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-ac", str(channels),
-         "-f", "f32le", "-c:a", "pcm_f32le", "-"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    samples = np.frombuffer(done.stdout, dtype="<f4").astype(np.float64)
-    data = samples.reshape(-1, channels) if channels > 1 else samples
-    return float(pyloudnorm.Meter(rate).integrated_loudness(data))
 
 
 # --- the sources are what they claim -------------------------------------------------------
@@ -252,7 +192,7 @@ def test_every_source_comes_out_on_target_in_every_format(
     assert direct_i == pytest.approx(want, abs=1.0), f"ebur128: {direct_i:.2f} LUFS"
     assert true_peak <= TARGET.true_peak_dbtp + 0.1, f"true peak {true_peak} dBTP"
 
-    stream = _ffprobe_stream(path)
+    stream = ffprobe_stream(path)
     assert int(str(stream["sample_rate"])) == (fmt.sample_rate or RATE)
     assert int(str(stream["channels"])) == channels
     # The module's own post-encode check agrees.
@@ -306,6 +246,25 @@ def test_loudnorm_values_are_clamped_to_what_ffmpeg_accepts() -> None:
     )  # fmt: skip
     assert "measured_I=0.00" in chain and "I=-5.00" in chain
     assert chain.endswith("aresample=22050"), "lossless formats keep the source's rate"
+
+
+def test_the_gain_the_flow_scales_the_waveform_by_is_the_filters() -> None:
+    """`normalisation_gain_db` (what the waveform is scaled by) is the chain's `volume`,
+    per format and channel count, and 0 for silence (which the chain leaves alone)."""
+    for stats in (_stats(-24.0, -12.0), _stats(-35.0, -3.0), _stats(-8.0, 2.0)):
+        for name in ("mp3_64", "mp3_128", "flac"):
+            for channels in (1, 2):
+                fmt = get_format(name)
+                chain = normalisation_filter(
+                    stats, fmt, source_channels=channels, source_sample_rate=44100
+                )
+                gain = normalisation_gain_db(stats, fmt, source_channels=channels)
+                assert f"volume={gain:.2f}dB" in chain.split(","), (name, channels, chain)
+    silence = _stats(-70.0, float("-inf"))
+    assert normalisation_gain_db(silence, get_format("mp3_128"), source_channels=2) == 0.0
+    assert "volume" not in normalisation_filter(
+        silence, get_format("mp3_128"), source_channels=2, source_sample_rate=44100
+    )
 
 
 def test_custom_mono_target() -> None:

@@ -119,7 +119,8 @@ def test_room_for_the_requested_formats_is_checked_before_encoding(
 ) -> None:
     store.put_file("uploads/noise.mp3", noisy_stereo_mp3)
     workdir = create_run_dir(small_temp, _RUN_ID, "ep-1", _PREFECT)
-    source, info = fetch_source.fn("uploads/noise.mp3", workdir, _reporter())
+    fetched = fetch_source.fn("uploads/noise.mp3", workdir, _reporter())
+    source, info = fetched.path, fetched.info
     free = free_bytes(small_temp)
 
     # 60 s of 44.1 kHz stereo as WAV is 10.6 MB: refused, naming needed vs free bytes.
