@@ -98,3 +98,15 @@ def episode(minutes: float, out_dir: Path = OUT_DIR) -> Path:
     )
     part.replace(path)
     return path
+
+
+def cover_image(out_dir: Path = OUT_DIR) -> Path:
+    """A 1400x1400 JPEG (Apple's smallest podcast artwork), for the tags of scenario 1."""
+    path = out_dir / "cover-1400.jpg"
+    if not path.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.part.jpg")
+        _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1400x1400", "-frames:v", "1", "-q:v", "4",
+                str(part))
+        part.replace(path)
+    return path

@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -154,14 +154,17 @@ class BenchStack:
         formats: tuple[str, ...] = ("mp3_128", "mp3_320"),
         transcribe: bool = True,
         episode_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Followed:
-        """`POST /tasks` for one episode; the clock starts just before the request."""
+        """`POST /tasks` for one episode; the clock starts just before the request.
+        `extra`: more payload fields (`loudness`, `metadata`, `chapters`, `waveform`)."""
         payload = {
             "episodeId": episode_id or f"bench-{uuid.uuid4().hex[:12]}",
             "audioKey": audio_key,
             "encodingFormats": list(formats),
             "transcribe": transcribe,
             "language": "en",
+            **(extra or {}),
         }
         submitted = time.time()
         response = self.api.post("/tasks", json={"type": "audio_processing", "payload": payload})

@@ -14,10 +14,18 @@ from bench.config import Config
 from bench.floor import Floor, measure_floor
 from bench.harness import BenchStack
 from bench.report import Row, ScenarioResult, verdict
-from bench.scenarios.episodes import FORMATS, EpisodeRun, run_episode
+from bench.scenarios.episodes import (
+    FORMATS,
+    PLAIN_PAYLOAD,
+    EpisodeRun,
+    podcast_payload,
+    run_episode,
+)
 from bench.stats import mb, ratio, secs
 
 TARGET_RATIO = 1.15
+#: Issue 12: loudness, tags, chapters and the waveform add at most 10 % to the episode.
+TARGET_PODCAST_RATIO = 1.10
 
 
 def floor_rows(floor: Floor) -> list[Row]:
@@ -74,19 +82,25 @@ def processes_markdown(run: EpisodeRun) -> str:
     return "\n".join(lines)
 
 
-def measure(bench: BenchStack, config: Config) -> tuple[Floor, EpisodeRun, list[Floor]]:
-    """The floor for the scenario-1 episode, the episode through the stack, the floor again
-    (encode and transcription only); the floor used is each part's faster measurement."""
+def measure(
+    bench: BenchStack, config: Config
+) -> tuple[Floor, EpisodeRun, EpisodeRun, list[Floor]]:
+    """The floor for the scenario-1 episode; the episode through the stack as a podcast
+    platform sends it (loudness, tags with cover, chapters, waveform); the same job without
+    those (`PLAIN_PAYLOAD`, the job as before issue 12); the floor again (encode and
+    transcription only). The floor used is each part's faster measurement."""
     source = audio.episode(config.e2e_minutes)
     print(f"   floor for {config.e2e_minutes:g} min ...", flush=True)
     before = measure_floor(source, FORMATS)
     _print_floor("floor before", before)
-    run = run_episode(bench, config.e2e_minutes)
+    run = run_episode(bench, config.e2e_minutes,
+                      extra=podcast_payload(bench, config.e2e_minutes), label=" (podcast audio)")
+    plain = run_episode(bench, config.e2e_minutes, extra=PLAIN_PAYLOAD, label=" (plain)")
     if not config.floor_after:
-        return before, run, [before]
+        return before, run, plain, [before]
     after = measure_floor(source, FORMATS, parallel=False)
     _print_floor("floor after", after)
-    return before.best_of(after), run, [before, after]
+    return before.best_of(after), run, plain, [before, after]
 
 
 def _print_floor(label: str, floor: Floor) -> None:
@@ -99,12 +113,41 @@ def run_cpu_s(run: EpisodeRun) -> float:
     return sum(p.cpu_s for p in run.sampler.procs.values() if p.role != "worker")
 
 
+def podcast_rows(run: EpisodeRun, plain: EpisodeRun) -> list[Row]:
+    """What loudness, tags, chapters and the waveform add: the two runs of one job, with
+    and without them, and the steps that changed (download: the source's decode check now
+    also meters loudness and feeds the waveform; encode: the gain/limiter, the post-encode
+    meter and the tag writes)."""
+    r = run.wall_s / plain.wall_s
+    rows = [
+        Row("podcast audio (loudness, tags, chapters, waveform) vs without",
+            secs(run.wall_s), f"without {secs(plain.wall_s)}", ratio(run.wall_s, plain.wall_s),
+            f"<= {TARGET_PODCAST_RATIO}x", verdict(r <= TARGET_PODCAST_RATIO),
+            f"{run.wall_s - plain.wall_s:+.1f} s"),
+    ]
+    for step in ("download", "encode", "transcribe", "upload"):
+        with_s, without_s = run.step_s(step), plain.step_s(step)
+        if with_s is not None and without_s is not None:
+            rows.append(Row(f"  {step} step, with / without", secs(with_s), secs(without_s),
+                            ratio(with_s, without_s), "", "", f"{with_s - without_s:+.1f} s"))
+    rows.append(Row("  CPU seconds of the flow run, with / without", f"{run_cpu_s(run):.0f} s",
+                    f"{run_cpu_s(plain):.0f} s", ratio(run_cpu_s(run), run_cpu_s(plain))))
+    return rows
+
+
 def report(
-    floor: Floor, run: EpisodeRun, floors: list[Floor], config: Config, result: ScenarioResult
+    floor: Floor,
+    run: EpisodeRun,
+    plain: EpisodeRun,
+    floors: list[Floor],
+    config: Config,
+    result: ScenarioResult,
 ) -> None:
     result.sizes = (f"one {config.e2e_minutes:g}-minute speech episode, mp3_128 + mp3_320 + "
-                    "transcript (faster-whisper tiny.en); floor measured just before and just "
-                    "after it, each part at its faster measurement")
+                    "transcript (faster-whisper tiny.en), as a podcast platform sends it "
+                    "(default loudness, tags with a cover, chapters, waveform) and the same "
+                    "job without those; floor measured just before and just after them, each "
+                    "part at its faster measurement")
     best = floor.best_s
     r = run.wall_s / best
     result.add(
@@ -127,6 +170,7 @@ def report(
             f"{mb(run.sampler.hwm_by_role_mb().get('flow-run'))}",
             "worker " + mb(run.sampler.hwm_by_role_mb().get("worker"))),
     )
+    result.add(*podcast_rows(run, plain))
     result.section("Where the time goes (timeline of the run against the floor)",
                    gap_markdown(run, floor))
     result.notes.append(

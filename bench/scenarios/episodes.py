@@ -21,6 +21,35 @@ FORMATS = ("mp3_128", "mp3_320")
 STEP_ORDER = ("download", "encode", "transcribe", "upload")
 
 
+#: The payload fields that turn off what issue 12 added (loudness normalisation, tags,
+#: chapters, the waveform file): the job as it was before, for the same-run comparison.
+PLAIN_PAYLOAD: dict[str, Any] = {"loudness": None, "waveform": False, "chapters": []}
+
+
+def podcast_payload(bench: BenchStack, minutes: float) -> dict[str, Any]:
+    """What a podcast platform sends: default loudness (-16/-19 LUFS, -1 dBTP), episode
+    tags with a 1400x1400 cover, a chapter every 10 minutes, the waveform file."""
+    cover_key = bench.put_source(audio.cover_image())
+    seconds = minutes * 60
+    chapters = [
+        {"startTime": float(start), "title": f"Part {n + 1}"}
+        for n, start in enumerate(range(0, max(1, int(seconds)), 600))
+    ]
+    return {
+        "metadata": {
+            "title": f"Benchmark episode ({minutes:g} min)",
+            "artist": "audioflow bench",
+            "album": "audioflow benchmarks",
+            "date": "2026-11-29",
+            "episodeNumber": 1,
+            "description": "A looped speech clip, for timing the podcast audio steps.",
+            "coverKey": cover_key,
+        },
+        "chapters": chapters,
+        "waveform": True,
+    }
+
+
 def step_of(task_run_name: str) -> str:
     """`encode-mp3_128` -> encode, `transcribe-a1b` -> transcribe (Prefect adds suffixes)."""
     for step in STEP_ORDER:
@@ -107,12 +136,15 @@ def run_episode(
     *,
     formats: tuple[str, ...] = FORMATS,
     timeout_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+    label: str = "",
 ) -> EpisodeRun:
-    """Process one `minutes`-long speech episode (formats + transcript), sampling memory."""
+    """Process one `minutes`-long speech episode (formats + transcript), sampling memory;
+    `extra`: more payload fields (see `podcast_payload`, `PLAIN_PAYLOAD`)."""
     key = bench.put_source(audio.episode(minutes))
     timeout_s = timeout_s or 600 + minutes * 60 * 3
     with TreeSampler(bench.worker_pids, interval_s=0.2) as sampler:
-        followed = bench.create_task(key, formats=formats, transcribe=True)
+        followed = bench.create_task(key, formats=formats, transcribe=True, extra=extra)
         bench.follow([followed], timeout_s=timeout_s, poll_s=0.5)
     if followed.status != "done":
         raise RuntimeError(
@@ -132,6 +164,6 @@ def run_episode(
         task_runs=bench.task_runs(flow_run_id),
         states=states,
     )
-    print(f"   {minutes:g} min episode: {run.wall_s:.1f} s POST to done; peak tree RSS "
+    print(f"   {minutes:g} min episode{label}: {run.wall_s:.1f} s POST to done; peak tree RSS "
           f"{sampler.peak_total_mb():.0f} MB", flush=True)
     return run
