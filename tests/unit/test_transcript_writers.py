@@ -354,8 +354,8 @@ def test_speech_with_pauses_gives_no_short_cues_and_keeps_the_limits(name: str) 
         segment = spoken(text, clock_s, word_s=rng.uniform(0.12, 0.5), gap_s=rng.uniform(0, 0.3))
         segments.append(segment)
         clock_s = segment.end + rng.choice([0.05, 0.3, 0.8, 1.2, 3.0])
-    text = Transcript("en", clock_s + 5, segments)
-    parsed = parse_cues(render(name, text), name)
+    whole = Transcript("en", clock_s + 5, segments)
+    parsed = parse_cues(render(name, whole), name)
     max_chars, max_lines = LIMITS[name]
     previous_end = 0.0
     for start, end, lines in parsed:
