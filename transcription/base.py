@@ -45,6 +45,9 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 #: ... unless the no-speech probability is above this too: then it is silence, skipped.
 NO_SPEECH_THRESHOLD = 0.6
+#: A segment is split where two of its words are this far apart (seconds): as long as the
+#: pause that starts a new paragraph in the text and HTML transcripts.
+SPLIT_PAUSE_S = 2.0
 
 SegmentCallback = Callable[[Segment], None]
 
@@ -203,12 +206,10 @@ class TranscriptionEngine(ABC):
                 if not guard.keep(raw):
                     continue
                 previous = segments[-1] if segments else None
-                segment = _place(window, speech, raw, previous)
-                if segment is None:
-                    continue
-                segments.append(segment)
-                if on_segment is not None:
-                    on_segment(segment)
+                for segment in _place(window, speech, raw, previous):
+                    segments.append(segment)
+                    if on_segment is not None:
+                        on_segment(segment)
         log.info(
             "%s: %.1f s of audio, %.1f s decoded, %d segments, %d dropped, in %.1f s",
             self.name,
@@ -246,7 +247,7 @@ class TranscriptionEngine(ABC):
 
 def _place(
     window: AudioWindow, speech: SpeechMap | None, raw: RawSegment, previous: Segment | None
-) -> Segment | None:
+) -> list[Segment]:
     """Move a segment and its words to episode time, inside the window and after `previous`.
 
     Repairs, each because an engine's raw times can break it:
@@ -261,20 +262,32 @@ def _place(
       can overlap by a few tens of milliseconds. Its end is at least its start;
     * a segment with words spans exactly its words (both engines do this themselves when
       word timing is on; it is redone after the repairs above so that it stays true);
-      without words, it starts no earlier than the previous segment ended.
+      without words, it starts no earlier than the previous segment ended;
+    * a segment is split where its words are `SPLIT_PAUSE_S` apart: with VAD the engine
+      heard the speech on both sides of a removed silence as one, and often made one
+      segment of it, which a player would then show through the silence.
 
-    Returns None for text without letters or digits: Whisper emits lone punctuation (".")
-    over noise, which is not speech.
+    Returns no segment for text without letters or digits: Whisper emits lone punctuation
+    (".") over noise, which is not speech.
     """
     text = raw.text.strip()
     if not any(char.isalnum() for char in text):
-        return None
+        return []
 
     def episode_time(seconds: float) -> float:
         return window.start_s + min(max(seconds, 0.0), window.duration_s)
 
     floor = previous.end if previous is not None else 0.0
-    words: list[Word] = []
+    if not any(w.text.strip() for w in raw.words):
+        start, end = raw.start, raw.end
+        if speech is not None:
+            start, end = speech.segment_to_window(start, end)
+        start = round(max(episode_time(start), floor), 3)
+        end = round(max(episode_time(end), start), 3)
+        return [Segment(start, end, text)]
+    # Each part: its words as placed, and their texts as the engine spelled them (with the
+    # leading spaces of languages that have them), to rebuild a split segment's text.
+    parts: list[tuple[list[Word], list[str]]] = []
     for raw_word in raw.words:
         word_text = raw_word.text.strip()
         if not word_text:
@@ -284,13 +297,15 @@ def _place(
             start, end = speech.span_to_window(start, end)
         start = round(max(episode_time(start), floor), 3)
         end = round(max(episode_time(end), start), 3)
-        words.append(Word(start, end, word_text, raw_word.probability))
+        if not parts or start - floor >= SPLIT_PAUSE_S:
+            parts.append(([], []))
+        parts[-1][0].append(Word(start, end, word_text, raw_word.probability))
+        parts[-1][1].append(raw_word.text)
         floor = end
-    if words:
-        return Segment(words[0].start, words[-1].end, text, tuple(words))
-    start, end = raw.start, raw.end
-    if speech is not None:
-        start, end = speech.segment_to_window(start, end)
-    start = round(max(episode_time(start), floor), 3)
-    end = round(max(episode_time(end), start), 3)
-    return Segment(start, end, text)
+    if len(parts) == 1:
+        words = parts[0][0]
+        return [Segment(words[0].start, words[-1].end, text, tuple(words))]
+    return [
+        Segment(words[0].start, words[-1].end, "".join(spelled).strip(), tuple(words))
+        for words, spelled in parts
+    ]

@@ -62,8 +62,7 @@ def test_words_are_placed_in_episode_time_in_order_inside_their_segment() -> Non
         ),
     )
     previous = Segment(95.0, 100.2, "Before.")
-    segment = _place(window(100.0, 2.0), None, raw, previous)
-    assert segment is not None
+    (segment,) = _place(window(100.0, 2.0), None, raw, previous)
     assert segment.text == "Hello there, friend."
     assert [(w.start, w.end, w.text) for w in segment.words] == [
         (100.2, 100.5, "Hello"),  # not before the previous segment ended
@@ -83,14 +82,21 @@ def test_words_come_back_from_speech_regions() -> None:
         "one two",
         (RawWord(0.5, 1.0, " one", 0.9), RawWord(2.5, 3.0, " two", 0.9)),
     )
-    segment = _place(window(60.0, 20.0), speech, raw, None)
-    assert segment is not None
-    assert [(w.start, w.end) for w in segment.words] == [(62.5, 63.0), (72.5, 73.0)]
-    assert (segment.start, segment.end) == (62.5, 73.0)
+    # The engine heard "one two" as one segment; they were ten seconds apart: two segments.
+    first, second = _place(window(60.0, 20.0), speech, raw, None)
+    assert (first.text, first.start, first.end) == ("one", 62.5, 63.0)
+    assert (second.text, second.start, second.end) == ("two", 72.5, 73.0)
+    assert [w.text for w in first.words + second.words] == ["one", "two"]
 
 
 def test_punctuation_alone_is_not_a_segment() -> None:
-    assert _place(window(0.0, 5.0), None, RawSegment(0.0, 1.0, " . ."), None) is None
+    assert _place(window(0.0, 5.0), None, RawSegment(0.0, 1.0, " . ."), None) == []
+
+
+def test_a_segment_without_word_times_keeps_its_own() -> None:
+    previous = Segment(0.0, 1.2, "Before.")
+    (segment,) = _place(window(0.0, 5.0), None, RawSegment(1.0, 2.5, " After."), previous)
+    assert (segment.start, segment.end, segment.text, segment.words) == (1.2, 2.5, "After.", ())
 
 
 def test_guard_drops_what_failed_the_engines_thresholds_and_counts_it() -> None:
