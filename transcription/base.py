@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from core.settings import WhisperSettings
-from transcription.audio import DEFAULT_WINDOW_S, AudioWindow, stream_windows
+from transcription.audio import DEFAULT_WINDOW_S, SAMPLE_RATE, AudioWindow, stream_windows
 from transcription.models import ResolvedModel, resolve_model
 from transcription.types import Segment, Transcript, Word
 from transcription.vad import SpeechMap, silero_model_path, speech_regions
@@ -198,7 +198,7 @@ class TranscriptionEngine(ABC):
             if speech is not None and speech.empty:
                 continue
             samples = speech.samples if speech is not None else window.samples
-            speech_s += len(samples) / len(window.samples) * window.duration_s
+            speech_s += len(samples) / SAMPLE_RATE
             result = self._transcribe_window(samples, language)
             if language is None:
                 language, language_probability = result.language, result.language_probability
