@@ -79,12 +79,16 @@ class FasterWhisperEngine(TranscriptionEngine):
 
 
 def _raw_segment(segment: Any) -> RawSegment:
+    # Plain floats: faster-whisper hands out numpy scalars for some times.
     return RawSegment(
-        segment.start,
-        segment.end,
-        segment.text,
-        tuple(RawWord(w.start, w.end, w.word, float(w.probability)) for w in segment.words or ()),
-        avg_logprob=segment.avg_logprob,
-        compression_ratio=segment.compression_ratio,
-        no_speech_prob=segment.no_speech_prob,
+        float(segment.start),
+        float(segment.end),
+        str(segment.text),
+        tuple(
+            RawWord(float(w.start), float(w.end), str(w.word), float(w.probability))
+            for w in segment.words or ()
+        ),
+        avg_logprob=float(segment.avg_logprob),
+        compression_ratio=float(segment.compression_ratio),
+        no_speech_prob=float(segment.no_speech_prob),
     )
