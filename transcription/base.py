@@ -225,6 +225,7 @@ class TranscriptionEngine(ABC):
             segments,
             language_probability=language_probability,
             dropped_segments=guard.dropped,
+            decoded_s=round(speech_s, 3),
         )
 
     def _pin_language(self, language: str | None) -> str | None:

@@ -53,6 +53,9 @@ class Transcript:
     #: Segments the engine produced but that failed its own quality thresholds (see
     #: `transcription.base.HallucinationGuard`) and were left out.
     dropped_segments: int = 0
+    #: Seconds of audio the model decoded: all but digital silence without voice activity
+    #: detection, only the speech regions with it (for real-time factors and for tests).
+    decoded_s: float = 0.0
 
     @property
     def text(self) -> str:

@@ -68,6 +68,7 @@ def assert_well_formed(transcript: Transcript, duration_s: float) -> None:
             assert previous_end <= word.start <= word.end, (word, segment)
             assert segment.start <= word.start and word.end <= segment.end, (word, segment)
             assert word.probability is not None and 0.0 <= word.probability <= 1.0
+            assert type(word.start) is float and type(word.end) is float  # not numpy scalars
             previous_end = word.end
         assert segment.words[0].start == segment.start and segment.words[-1].end == segment.end
         previous_end = segment.end

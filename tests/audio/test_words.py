@@ -114,6 +114,12 @@ def test_vad_costs_no_accuracy(
         print(f"  without:  {transcripts[name, False].text}")
         assert with_vad.errors <= without.errors, (name, with_vad, without)
         assert with_vad.wer < 0.35
+        # The long pauses were not decoded (less their padding); without VAD, everything was.
+        long_pauses = sum(p for p in PAUSES_S if p >= 2.0)
+        decoded, everything = transcripts[name, True], transcripts[name, False]
+        print(f"  decoded {decoded.decoded_s:.1f} s of {everything.decoded_s:.1f} s")
+        assert everything.decoded_s == pytest.approx(paused_speech.duration_s, abs=0.1)
+        assert decoded.decoded_s < everything.decoded_s - long_pauses + 3 * 0.8 + 0.5
 
 
 @pytest.mark.parametrize("name", ENGINE_NAMES)
@@ -268,3 +274,5 @@ def test_noise_and_music_give_no_words(
     transcript = get_engine(settings_for(name, vad=True)).transcribe(path, language="en")
     assert transcript.segments == [], transcript.text
     assert transcript.words == []
+    # Voice activity detection found no speech, so the model decoded nothing at all.
+    assert transcript.decoded_s == 0.0
