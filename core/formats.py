@@ -293,6 +293,8 @@ _TRANSCRIPTS: tuple[TranscriptFormat, ...] = (
     TranscriptFormat("vtt", extension="vtt", content_type="text/vtt"),
     TranscriptFormat("srt", extension="srt", content_type="application/x-subrip"),
     TranscriptFormat("txt", extension="txt", content_type="text/plain"),
+    # HTML (Podcasting 2.0's `text/html`): paragraphs, each after its start time.
+    TranscriptFormat("html", extension="html", content_type="text/html"),
 )
 
 #: Every transcript file an attempt that transcribes writes, by name (in writing order).

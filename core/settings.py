@@ -294,6 +294,16 @@ class WhisperSettings:
     #: Transcriptions that may run at once across the work pool (a Prefect tag limit
     #: set by `audioflow deploy`); one per machine's worth of cores is right.
     slots: int = 1
+    #: Voice activity detection (Silero, shipped inside faster-whisper): only speech is
+    #: decoded, by either engine, so music, noise and silence give no words and cost no
+    #: decoding time.
+    vad: bool = True
+    #: Silero speech probability above which a 32 ms frame counts as speech.
+    vad_threshold: float = 0.5
+    #: Silence shorter than this stays inside a speech region (milliseconds).
+    vad_min_silence_ms: int = 2000
+    #: Audio kept on each side of a speech region, so that soft word onsets survive (ms).
+    vad_speech_pad_ms: int = 400
 
     @classmethod
     def from_env(cls) -> WhisperSettings:
@@ -304,6 +314,43 @@ class WhisperSettings:
             beam_size=env_int("AUDIOFLOW_WHISPER_BEAM_SIZE", 1),
             threads=env_int("AUDIOFLOW_WHISPER_THREADS", 0),
             slots=max(1, env_int("AUDIOFLOW_TRANSCRIPTION_SLOTS", 1)),
+            vad=_env_bool("AUDIOFLOW_WHISPER_VAD", True),
+            vad_threshold=_vad_threshold(),
+            vad_min_silence_ms=env_int("AUDIOFLOW_WHISPER_VAD_MIN_SILENCE_MS", 2000, minimum=0),
+            vad_speech_pad_ms=env_int("AUDIOFLOW_WHISPER_VAD_SPEECH_PAD_MS", 400, minimum=0),
+        )
+
+
+def _vad_threshold() -> float:
+    """`AUDIOFLOW_WHISPER_VAD_THRESHOLD`: a probability strictly between 0 and 1."""
+    threshold = _env_float("AUDIOFLOW_WHISPER_VAD_THRESHOLD", 0.5)
+    if not 0.0 < threshold < 1.0:
+        raise SettingsError(
+            f"AUDIOFLOW_WHISPER_VAD_THRESHOLD must be between 0 and 1, got {threshold}"
+        )
+    return threshold
+
+
+@dataclass(frozen=True)
+class CaptionSettings:
+    """How WebVTT and SRT captions are laid out (the cues themselves follow word times)."""
+
+    #: SRT characters per line: the Podcasting 2.0 guidance for SRT transcripts.
+    srt_max_line_chars: int = 32
+    #: SRT lines per cue.
+    srt_max_lines: int = 2
+    #: WebVTT characters per line: the common broadcast guideline.
+    vtt_max_line_chars: int = 42
+    #: WebVTT lines per cue.
+    vtt_max_lines: int = 2
+
+    @classmethod
+    def from_env(cls) -> CaptionSettings:
+        return cls(
+            srt_max_line_chars=env_int("AUDIOFLOW_SRT_MAX_LINE_CHARS", 32, minimum=10),
+            srt_max_lines=env_int("AUDIOFLOW_SRT_MAX_LINES", 2, minimum=1),
+            vtt_max_line_chars=env_int("AUDIOFLOW_VTT_MAX_LINE_CHARS", 42, minimum=10),
+            vtt_max_lines=env_int("AUDIOFLOW_VTT_MAX_LINES", 2, minimum=1),
         )
 
 
@@ -320,6 +367,8 @@ class Settings:
     whisper: WhisperSettings
     #: Source length bounds (`AUDIOFLOW_MAX_DURATION_S`).
     media: MediaSettings = field(default_factory=MediaSettings)
+    #: Caption line limits of the WebVTT and SRT transcripts.
+    captions: CaptionSettings = field(default_factory=CaptionSettings)
     #: Retry budget for transient failures (reprocessing).
     max_attempts: int = field(default=3)
     #: Wait before the first automatic retry; doubles with each attempt (capped at an hour).
@@ -366,6 +415,7 @@ class Settings:
             storage=StorageSettings.from_env(home),
             whisper=WhisperSettings.from_env(),
             media=MediaSettings.from_env(),
+            captions=CaptionSettings.from_env(),
             max_attempts=env_int("AUDIOFLOW_MAX_ATTEMPTS", 3),
             retry_backoff_s=_env_float("AUDIOFLOW_RETRY_BACKOFF_S", 30.0),
             temp_dir=Path(_env("AUDIOFLOW_TEMP_DIR", str(default_temp_dir()))).resolve(),

@@ -1,17 +1,20 @@
-"""What every speech-to-text engine does the same way: lazy loading, windows, segment times.
+"""What every speech-to-text engine does the same way: windows, speech regions, times, guards.
 
-An engine only knows how to load its model and transcribe one window of samples. Everything
+An engine only knows how to load its model and transcribe one stretch of samples. Everything
 that must not differ between engines lives here: the model is loaded once per engine object
 under a lock (a Prefect worker may run tasks in threads), long audio is fed in bounded
-windows, segment times are moved from window time to episode time and kept in order, and
-the language detected in the first window is pinned for the rest of the episode so that a
-multilingual model does not switch language halfway through.
+windows, only the speech in a window is decoded (`transcription.vad`, on by default), segments
+that fail the engines' own quality thresholds are dropped and counted (`HallucinationGuard`),
+segment and word times are moved back to episode time and kept in order, and the language
+detected in the first window is pinned for the rest of the episode so that a multilingual
+model does not switch language halfway through.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,9 +24,10 @@ from typing import ClassVar
 import numpy as np
 
 from core.settings import WhisperSettings
-from transcription.audio import DEFAULT_WINDOW_S, AudioWindow, stream_windows
+from transcription.audio import DEFAULT_WINDOW_S, SAMPLE_RATE, AudioWindow, stream_windows
 from transcription.models import ResolvedModel, resolve_model
-from transcription.types import Segment, Transcript
+from transcription.types import Segment, Transcript, Word
+from transcription.vad import SpeechMap, silero_model_path, speech_regions
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +37,91 @@ SILENCE_PEAK = 1e-4
 #: Reported when no window had any sound to detect a language from.
 UNDETERMINED_LANGUAGE = "und"
 
+#: The quality thresholds both engines use by default to retry a 30 s decode at a higher
+#: temperature; passed to them explicitly so that they and `HallucinationGuard` agree.
+#: A gzip compression ratio above this means repeated text (a repetition loop)...
+COMPRESSION_RATIO_THRESHOLD = 2.4
+#: ... an average token log probability below this, a guess ...
+LOG_PROB_THRESHOLD = -1.0
+#: ... unless the no-speech probability is above this too: then it is silence, skipped.
+NO_SPEECH_THRESHOLD = 0.6
+#: A segment is split where two of its words are this far apart (seconds): as long as the
+#: pause that starts a new paragraph in the text and HTML transcripts.
+SPLIT_PAUSE_S = 2.0
+
 SegmentCallback = Callable[[Segment], None]
 
 
 @dataclass(frozen=True)
+class RawWord:
+    """A word as an engine gives it, in the time of the samples it was given."""
+
+    start: float
+    end: float
+    text: str
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class RawSegment:
+    """A segment as an engine gives it, with the statistics of the decode that produced it
+    (both engines report those of the whole 30 s decode on each of its segments)."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[RawWord, ...] = ()
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+
+
+@dataclass(frozen=True)
 class WindowResult:
-    """One window's output, in window time; `segments` may be lazy (produced on iteration)."""
+    """One window's output, in its samples' time; `segments` may be lazy (produced on
+    iteration). `language_probability` is None when the language was not detected."""
 
     language: str
-    segments: Iterable[tuple[float, float, str]]
+    segments: Iterable[RawSegment]
+    language_probability: float | None = None
+
+
+class HallucinationGuard:
+    """Drops segments whose decode failed the engines' own thresholds, and counts them.
+
+    Both engines retry a 30 s decode at rising temperatures while its output is too
+    repetitive (compression ratio) or too unlikely (average log probability), and skip it
+    as silence when it is unlikely *and* the model thinks nobody speaks. When every
+    temperature fails they still return the last (or least bad) attempt: that is where
+    repetition loops and invented sentences come from. Such segments are dropped here, so a
+    decode is kept only if it passed at some temperature.
+    """
+
+    def __init__(self) -> None:
+        self.dropped = 0
+
+    @staticmethod
+    def fails(segment: RawSegment) -> bool:
+        """Whether `segment`'s decode failed a threshold at every temperature tried."""
+        if segment.compression_ratio is not None and (
+            segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD
+        ):
+            return True
+        return segment.avg_logprob is not None and segment.avg_logprob < LOG_PROB_THRESHOLD
+
+    def keep(self, segment: RawSegment) -> bool:
+        """False (and counted) for a segment that fails."""
+        if self.fails(segment):
+            self.dropped += 1
+            log.info(
+                "dropped segment %r (compression ratio %s, avg log prob %s, no speech %s)",
+                segment.text[:80],
+                segment.compression_ratio,
+                segment.avg_logprob,
+                segment.no_speech_prob,
+            )
+            return False
+        return True
 
 
 class TranscriptionEngine(ABC):
@@ -65,6 +145,8 @@ class TranscriptionEngine(ABC):
         with self._lock:
             if self._loaded:
                 return
+            if self.settings.vad:
+                silero_model_path()  # a missing VAD model is a configuration error: say so now
             resolved = resolve_model(self.settings.model, self.name)
             log.info("loading %s model %s from %s", self.name, resolved.spec, resolved.path)
             self._load(resolved)
@@ -82,7 +164,8 @@ class TranscriptionEngine(ABC):
 
     @abstractmethod
     def _transcribe_window(self, samples: np.ndarray, language: str | None) -> WindowResult:
-        """Transcribe one window of 16 kHz mono float32 samples; `None` means detect."""
+        """Transcribe 16 kHz mono float32 samples (a window, or its speech joined) with word
+        timing and the thresholds above; `language=None` means detect it."""
 
     def transcribe(
         self,
@@ -93,28 +176,57 @@ class TranscriptionEngine(ABC):
     ) -> Transcript:
         """Transcribe a whole file; `on_segment` sees each segment as soon as it exists.
 
-        Raises `TranscriptionInputError` for a file that cannot be decoded. Silence gives a
-        transcript without segments.
+        Raises `TranscriptionInputError` for a file that cannot be decoded. Silence, noise
+        and music (with voice activity detection on) give a transcript without segments.
         """
         self.load()
         language = self._pin_language(language)
+        language_probability: float | None = None
+        guard = HallucinationGuard()
         segments: list[Segment] = []
-        duration_s = 0.0
+        duration_s = speech_s = 0.0
+        started = time.monotonic()
         for window in stream_windows(audio_path, self.window_s):
             duration_s = window.end_s
             if float(np.max(np.abs(window.samples), initial=0.0)) < SILENCE_PEAK:
                 continue
-            result = self._transcribe_window(window.samples, language)
-            language = language or result.language
-            for start, end, text in result.segments:
-                previous = segments[-1] if segments else None
-                segment = _place(window, start, end, text, previous)
-                if segment is None:
+            speech = (
+                SpeechMap(window.samples, speech_regions(window.samples, self.settings))
+                if self.settings.vad
+                else None
+            )
+            if speech is not None and speech.empty:
+                continue
+            samples = speech.samples if speech is not None else window.samples
+            speech_s += len(samples) / SAMPLE_RATE
+            result = self._transcribe_window(samples, language)
+            if language is None:
+                language, language_probability = result.language, result.language_probability
+            for raw in result.segments:
+                if not guard.keep(raw):
                     continue
-                segments.append(segment)
-                if on_segment is not None:
-                    on_segment(segment)
-        return Transcript(language or UNDETERMINED_LANGUAGE, round(duration_s, 3), segments)
+                previous = segments[-1] if segments else None
+                for segment in _place(window, speech, raw, previous):
+                    segments.append(segment)
+                    if on_segment is not None:
+                        on_segment(segment)
+        log.info(
+            "%s: %.1f s of audio, %.1f s decoded, %d segments, %d dropped, in %.1f s",
+            self.name,
+            duration_s,
+            speech_s,
+            len(segments),
+            guard.dropped,
+            time.monotonic() - started,
+        )
+        return Transcript(
+            language or UNDETERMINED_LANGUAGE,
+            round(duration_s, 3),
+            segments,
+            language_probability=language_probability,
+            dropped_segments=guard.dropped,
+            decoded_s=round(speech_s, 3),
+        )
 
     def _pin_language(self, language: str | None) -> str | None:
         """Whisper's code for `language`; English-only models transcribe English whatever is
@@ -135,16 +247,66 @@ class TranscriptionEngine(ABC):
 
 
 def _place(
-    window: AudioWindow, start: float, end: float, text: str, previous: Segment | None
-) -> Segment | None:
-    """Move a window-time segment to episode time, inside its window and after `previous`."""
-    text = text.strip()
+    window: AudioWindow, speech: SpeechMap | None, raw: RawSegment, previous: Segment | None
+) -> list[Segment]:
+    """Move a segment and its words to episode time, inside the window and after `previous`.
+
+    Repairs, each because an engine's raw times can break it:
+
+    * every time is clamped into the window: an engine may report times a little past the
+      end of the audio it was given (Whisper's timestamps run on a 20 ms grid, the word
+      alignment on the padded 30 s input);
+    * with voice activity detection, each word is mapped back by the speech region holding
+      its midpoint and clamped into that region, so no word spans removed silence;
+    * a word never starts before the previous word ended (this segment's or an earlier
+      one's): the alignments of two 30 s decodes, or a word clamped at a region's start,
+      can overlap by a few tens of milliseconds. Its end is at least its start;
+    * a segment with words spans exactly its words (both engines do this themselves when
+      word timing is on; it is redone after the repairs above so that it stays true);
+      without words, it starts no earlier than the previous segment ended;
+    * a segment is split where its words are `SPLIT_PAUSE_S` apart: with VAD the engine
+      heard the speech on both sides of a removed silence as one, and often made one
+      segment of it, which a player would then show through the silence.
+
+    Returns no segment for text without letters or digits: Whisper emits lone punctuation
+    (".") over noise, which is not speech.
+    """
+    text = raw.text.strip()
     if not any(char.isalnum() for char in text):
-        # Whisper emits lone punctuation ("." or ". .") over noise: not speech.
-        return None
-    start = window.start_s + min(max(start, 0.0), window.duration_s)
-    end = window.start_s + min(max(end, 0.0), window.duration_s)
-    if previous is not None:
-        start = max(start, previous.start)
-    end = max(end, start)
-    return Segment(round(start, 3), round(end, 3), text)
+        return []
+
+    def episode_time(seconds: float) -> float:
+        return window.start_s + min(max(seconds, 0.0), window.duration_s)
+
+    floor = previous.end if previous is not None else 0.0
+    if not any(w.text.strip() for w in raw.words):
+        start, end = raw.start, raw.end
+        if speech is not None:
+            start, end = speech.segment_to_window(start, end)
+        start = round(max(episode_time(start), floor), 3)
+        end = round(max(episode_time(end), start), 3)
+        return [Segment(start, end, text)]
+    # Each part: its words as placed, and their texts as the engine spelled them (with the
+    # leading spaces of languages that have them), to rebuild a split segment's text.
+    parts: list[tuple[list[Word], list[str]]] = []
+    for raw_word in raw.words:
+        word_text = raw_word.text.strip()
+        if not word_text:
+            continue
+        start, end = raw_word.start, raw_word.end
+        if speech is not None:
+            start, end = speech.span_to_window(start, end)
+        start = round(max(episode_time(start), floor), 3)
+        end = round(max(episode_time(end), start), 3)
+        if not parts or start - floor >= SPLIT_PAUSE_S:
+            parts.append(([], []))
+        parts[-1][0].append(Word(start, end, word_text, raw_word.probability))
+        parts[-1][1].append(raw_word.text)
+        floor = end
+    if len(parts) == 1:
+        words = parts[0][0]
+        return [Segment(words[0].start, words[-1].end, text, tuple(words))]
+    return [
+        Segment(words[0].start, words[-1].end, "".join(spelled).strip(), tuple(words))
+        for words, spelled in parts
+    ]

@@ -2,7 +2,10 @@
 
 Always given a local model directory and `local_files_only=True`, so it never reaches for the
 Hugging Face Hub. Segments come from faster-whisper's lazy generator, so the caller's
-`on_segment` runs as each one is decoded.
+`on_segment` runs as each one is decoded. Word times come from faster-whisper's own
+cross-attention alignment (`word_timestamps=True`), which tiny.en supports: CTranslate2's
+converter stores the model's alignment heads in its config. Its `vad_filter` stays off:
+`transcription.base` gives it only the speech already, the same speech as openai-whisper.
 
 `threads=0` means one thread per CPU this process may use. CTranslate2's own default is four,
 which oversubscribes a two-core worker: measured on one (60 s of speech, alternating runs in
@@ -16,7 +19,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from transcription.base import TranscriptionEngine, WindowResult
+from transcription.base import (
+    COMPRESSION_RATIO_THRESHOLD,
+    LOG_PROB_THRESHOLD,
+    NO_SPEECH_THRESHOLD,
+    RawSegment,
+    RawWord,
+    TranscriptionEngine,
+    WindowResult,
+)
 from transcription.models import ResolvedModel
 
 
@@ -26,7 +37,7 @@ def usable_cpus() -> int:
 
 
 class FasterWhisperEngine(TranscriptionEngine):
-    """faster-whisper's `WhisperModel`, unbatched, without its VAD filter."""
+    """faster-whisper's `WhisperModel`, unbatched, with word timing, without its VAD filter."""
 
     name: ClassVar[str] = "faster-whisper"
 
@@ -53,6 +64,31 @@ class FasterWhisperEngine(TranscriptionEngine):
             samples,
             language=language,
             beam_size=self.settings.beam_size,
+            word_timestamps=True,
             vad_filter=False,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+            log_prob_threshold=LOG_PROB_THRESHOLD,
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
         )
-        return WindowResult(info.language, ((s.start, s.end, s.text) for s in segments))
+        return WindowResult(
+            info.language,
+            (_raw_segment(s) for s in segments),
+            # faster-whisper says 1 when told the language; only a detection is a probability.
+            language_probability=float(info.language_probability) if language is None else None,
+        )
+
+
+def _raw_segment(segment: Any) -> RawSegment:
+    # Plain floats: faster-whisper hands out numpy scalars for some times.
+    return RawSegment(
+        float(segment.start),
+        float(segment.end),
+        str(segment.text),
+        tuple(
+            RawWord(float(w.start), float(w.end), str(w.word), float(w.probability))
+            for w in segment.words or ()
+        ),
+        avg_logprob=float(segment.avg_logprob),
+        compression_ratio=float(segment.compression_ratio),
+        no_speech_prob=float(segment.no_speech_prob),
+    )

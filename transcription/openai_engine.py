@@ -1,9 +1,15 @@
 """The openai-whisper engine: the reference implementation, on PyTorch's CPU build.
 
 Kept as a second engine to compare against and to fall back to. It runs in float32 (fp16 is
-not supported on CPU) and never needs triton, which only serves CUDA word timings. The model
-is built from a checkpoint file ourselves rather than with `whisper.load_model`, which would
-download when given a model name; `strict=True` refuses a checkpoint missing any weight.
+not supported on CPU) and never needs triton, which only serves CUDA word timings: on the CPU
+the word alignment's dynamic time warping runs in numba. The model is built from a checkpoint
+file ourselves rather than with `whisper.load_model`, which would download when given a model
+name; `strict=True` refuses a checkpoint missing any weight. Word timing needs the model's
+alignment heads, which the conversion carries over from the CTranslate2 config.
+
+`whisper.transcribe` does not report how sure its language detection was, so when it is
+asked to detect (a multilingual model, no language given) we detect first, the way it does
+(the first 30 s), and pass the language on.
 
 openai-whisper returns a window's segments all at once, so `on_segment` runs once per window
 for this engine rather than as each segment is decoded. Its decoder installs key/value-cache
@@ -19,7 +25,15 @@ import numpy as np
 
 from core.settings import WhisperSettings
 from transcription.audio import DEFAULT_WINDOW_S
-from transcription.base import TranscriptionEngine, WindowResult
+from transcription.base import (
+    COMPRESSION_RATIO_THRESHOLD,
+    LOG_PROB_THRESHOLD,
+    NO_SPEECH_THRESHOLD,
+    RawSegment,
+    RawWord,
+    TranscriptionEngine,
+    WindowResult,
+)
 from transcription.models import ResolvedModel
 
 
@@ -59,15 +73,48 @@ class OpenAIWhisperEngine(TranscriptionEngine):
 
         beam_size = self.settings.beam_size
         with self._inference_lock:
+            probability = None
+            if language is None and self._model.is_multilingual:
+                language, probability = self._detect_language(samples)
             result = whisper.transcribe(
                 self._model,
                 samples,
                 language=language,
                 fp16=False,
                 beam_size=beam_size if beam_size > 1 else None,
+                word_timestamps=True,
+                compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+                logprob_threshold=LOG_PROB_THRESHOLD,
+                no_speech_threshold=NO_SPEECH_THRESHOLD,
                 verbose=None,
             )
         return WindowResult(
             str(result["language"]),
-            [(s["start"], s["end"], s["text"]) for s in result["segments"]],
+            [_raw_segment(s) for s in result["segments"]],
+            language_probability=probability,
         )
+
+    def _detect_language(self, samples: np.ndarray) -> tuple[str, float]:
+        """The most likely language of the first 30 s and its probability, as
+        `whisper.transcribe` would detect it."""
+        from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+
+        mel = log_mel_spectrogram(samples, self._model.dims.n_mels, padding=N_SAMPLES)
+        _, probs = self._model.detect_language(pad_or_trim(mel, N_FRAMES))
+        language = max(probs, key=probs.get)
+        return str(language), float(probs[language])
+
+
+def _raw_segment(segment: dict[str, Any]) -> RawSegment:
+    return RawSegment(
+        float(segment["start"]),
+        float(segment["end"]),
+        str(segment["text"]),
+        tuple(
+            RawWord(float(w["start"]), float(w["end"]), str(w["word"]), float(w["probability"]))
+            for w in segment.get("words", ())
+        ),
+        avg_logprob=float(segment["avg_logprob"]),
+        compression_ratio=float(segment["compression_ratio"]),
+        no_speech_prob=float(segment["no_speech_prob"]),
+    )

@@ -2,7 +2,10 @@
 
 Nothing is mocked: espeak-ng speaks known sentences, the engines transcribe them, and the
 result is scored by word error rate. espeak's voice is robotic, so the bound is loose; on
-these clips tiny.en measures about 0.05-0.10 with either engine.
+these clips tiny.en measures about 0.05-0.10 with either engine. Word times are checked
+against where each sentence was put in the clip, which the test knows from building it.
+Voice activity detection is on, as by default; `tests/audio/test_words.py` compares it
+with VAD off and covers noise, music and the caption files.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from transcription.wer import normalize, wer
 MAX_WER = 0.35
 #: Small enough that the ~28 s clip is cut into four windows.
 SMALL_WINDOW_S = 8.0
+#: How far outside its sentence a word's time may be: Whisper's alignment works on 20 ms
+#: frames and tends to let a sentence's last word run on into the silence after it.
+WORD_SLACK_S = 0.35
 
 ENGINE_NAMES = sorted(ENGINES)
 
@@ -39,9 +45,9 @@ def whisper_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         clear_engine_cache()
 
 
-def settings_for(engine: str) -> WhisperSettings:
+def settings_for(engine: str, *, vad: bool = True) -> WhisperSettings:
     return WhisperSettings(engine=engine, model="tiny.en", compute_type="float32",
-                           beam_size=1, threads=0)  # fmt: skip
+                           beam_size=1, threads=0, vad=vad)  # fmt: skip
 
 
 @pytest.fixture(params=ENGINE_NAMES)
@@ -50,12 +56,22 @@ def engine(request: pytest.FixtureRequest) -> TranscriptionEngine:
 
 
 def assert_well_formed(transcript: Transcript, duration_s: float) -> None:
-    previous_start = 0.0
+    """Segments in order, each with timed words, in order, inside it, spelling its text."""
+    previous_end = 0.0
     for segment in transcript.segments:
         assert 0.0 <= segment.start <= segment.end <= duration_s + 0.01, segment
-        assert segment.start >= previous_start, segment
+        assert segment.start >= previous_end, segment
         assert segment.text == segment.text.strip() and segment.text
-        previous_start = segment.start
+        assert segment.words, segment
+        assert normalize(" ".join(w.text for w in segment.words)) == normalize(segment.text)
+        for word in segment.words:
+            assert previous_end <= word.start <= word.end, (word, segment)
+            assert segment.start <= word.start and word.end <= segment.end, (word, segment)
+            assert word.probability is not None and 0.0 <= word.probability <= 1.0
+            assert type(word.start) is float and type(word.end) is float  # not numpy scalars
+            previous_end = word.end
+        assert segment.words[0].start == segment.start and segment.words[-1].end == segment.end
+        previous_end = segment.end
 
 
 def test_transcribes_speech(engine: TranscriptionEngine, speech_clip: SpeechClip) -> None:
@@ -66,6 +82,9 @@ def test_transcribes_speech(engine: TranscriptionEngine, speech_clip: SpeechClip
     print(f"{engine.name}: WER {score:.3f} :: {transcript.text}")
     assert score < MAX_WER, transcript.text
     assert transcript.language == "en"
+    # tiny.en is English-only: nothing was detected, so there is no probability to report.
+    assert transcript.language_probability is None
+    assert transcript.dropped_segments == 0
     assert transcript.duration_s == pytest.approx(speech_clip.duration_s, abs=0.05)
     assert_well_formed(transcript, speech_clip.duration_s)
     # on_segment saw every segment, in order, as the flow's progress relies on.
@@ -93,21 +112,23 @@ def test_long_audio_in_small_windows(name: str, long_speech_clip: SpeechClip) ->
     assert_well_formed(transcript, transcript.duration_s)
     assert wer(long_speech_clip.text, transcript.text) < MAX_WER, transcript.text
     assert transcript.segments[-1].end > 3 * SMALL_WINDOW_S
-    # Each sentence's distinctive words are in a segment that overlaps that sentence's time.
-    for sentence, words in zip(
+    # Each sentence's distinctive words are timed inside that sentence (the clip was built
+    # from one espeak file per sentence, 1 s apart, so where each is is known).
+    words = transcript.words
+    for sentence, expected in zip(
         long_speech_clip.sentences,
         (["welcome", "show"], ["clocks", "stars"], ["farmers", "harvest"],
          ["sailors", "position"], ["listening", "week"]),
         strict=True,
     ):  # fmt: skip
-        placed = [
-            s for s in transcript.segments
-            if set(words) & set(normalize(s.text))
-        ]  # fmt: skip
-        assert placed, f"{words} not heard"
-        assert any(
-            s.start <= sentence.end_s + 0.5 and s.end >= sentence.start_s - 0.5 for s in placed
-        ), (sentence, placed)
+        for name in expected:
+            heard = [w for w in words if normalize(w.text) == [name]]
+            assert heard, f"{name!r} not heard"
+            assert any(
+                sentence.start_s - WORD_SLACK_S <= w.start
+                and w.end <= sentence.end_s + WORD_SLACK_S
+                for w in heard
+            ), (name, sentence, heard)
 
 
 def test_silence_gives_no_segments(engine: TranscriptionEngine, silent_wav: Path) -> None:

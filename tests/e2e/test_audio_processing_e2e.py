@@ -318,7 +318,7 @@ def test_runs_of_both_parameter_shapes_run(
         assert e2e_store.exists(result["outputs"]["mp3_64"]["key"])
         if cases[name]["transcribe"]:
             keys = result["transcript"]["keys"]
-            names = ("json", "vtt", "srt", "txt")
+            names = ("json", "vtt", "srt", "txt", "html")
             assert keys == {n: f"{prefix}transcript/transcript.{n}" for n in names}
             assert all(e2e_store.exists(key) for key in keys.values())
         else:

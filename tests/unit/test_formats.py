@@ -110,6 +110,7 @@ def test_transcript_formats_carry_name_extension_and_mime_type() -> None:
         "vtt": ("vtt", "text/vtt"),
         "srt": ("srt", "application/x-subrip"),
         "txt": ("txt", "text/plain"),
+        "html": ("html", "text/html"),
     }
     assert get_transcript_format("srt") is TRANSCRIPT_FORMATS["srt"]
     with pytest.raises(UnknownFormatError, match=r"unknown transcript format 'docx'.*json, vtt"):
