@@ -101,10 +101,19 @@ def task_details(task: dict[str, Any], storage: str | None = None) -> str:
         lines += ["", table(rows, headers)]
     transcript = result.get("transcript")
     if transcript:
-        lines += [
-            "",
-            f"transcript  language {transcript['language']}, {transcript['segments']} segments",
-        ]
+        # A result the reconciler rebuilt from the store has only the keys.
+        about = []
+        if transcript.get("language"):
+            probability = transcript.get("languageProbability")
+            about.append(
+                f"language {transcript['language']}"
+                + (f" ({probability:.0%} sure)" if probability is not None else "")
+            )
+        if transcript.get("segments") is not None:
+            about.append(f"{transcript['segments']} segments")
+        if transcript.get("droppedSegments"):
+            about.append(f"{transcript['droppedSegments']} dropped as likely hallucinations")
+        lines += ["", f"transcript  {', '.join(about)}".rstrip()]
         lines += [f"  > {line}" for line in transcript.get("firstLines", [])]
         lines += [f"  {name:<5} {key}" for name, key in transcript["keys"].items()]
     files = []

@@ -407,7 +407,13 @@ class TranscriptSummary(_Wire):
 
     keys: dict[str, str]
     language: str | None = None
+    #: How sure the model was of `language` (0..1); None when it was not detected (given
+    #: in the payload, or an English-only model such as the shipped tiny.en).
+    language_probability: float | None = None
     segments: int | None = None
+    #: Segments the engine produced but left out for failing its own quality thresholds
+    #: (repetition loops and other likely hallucinations).
+    dropped_segments: int | None = None
     first_lines: list[str] | None = None
 
 

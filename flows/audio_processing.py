@@ -429,7 +429,9 @@ def _result(
     if transcript is not None:
         fields["transcript"] = TranscriptSummary(
             language=transcript.language,
+            language_probability=transcript.language_probability,
             segments=transcript.segments,
+            dropped_segments=transcript.dropped_segments,
             keys={name: expected.transcript[name] for name in transcript.files},
             first_lines=transcript.first_lines,
         )
@@ -478,7 +480,17 @@ def outputs_markdown(episode_id: str, result: dict[str, Any]) -> str:
         lines += ["", "**Loudness**: kept as the source's (no normalisation)."]
     if "transcript" in result:
         t = result["transcript"]
-        lines += ["", f"**Transcript** ({t['language']}, {t['segments']} segments):", ""]
+        language = t.get("language")
+        if t.get("languageProbability") is not None:
+            language = f"{language}, probability {t['languageProbability']:.2f}"
+        dropped = t.get("droppedSegments")
+        lines += [
+            "",
+            f"**Transcript** ({language}, {t.get('segments')} segments"
+            + (f", {dropped} dropped as likely hallucinations" if dropped is not None else "")
+            + "):",
+            "",
+        ]
         lines += [f"- `{key}`" for key in t["keys"].values()]
     if "chapters" in result:
         c = result["chapters"]

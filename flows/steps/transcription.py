@@ -23,6 +23,10 @@ class TranscriptFiles:
     segments: int
     files: dict[str, Path]
     first_lines: list[str]
+    #: The engine's confidence in `language`; None when it was not detected.
+    language_probability: float | None = None
+    #: Segments left out for failing the engine's quality thresholds.
+    dropped_segments: int = 0
 
 
 @step(
@@ -63,4 +67,6 @@ def transcribe_source(
         segments=len(transcript.segments),
         files=files,
         first_lines=[s.text.strip() for s in transcript.segments[:3]],
+        language_probability=transcript.language_probability,
+        dropped_segments=transcript.dropped_segments,
     )

@@ -60,9 +60,28 @@ def test_a_result_rebuilt_from_the_store_shows_its_keys() -> None:
     result = {
         "outputs": {"flac": {"key": "episodes/ep-1/tasks/t-1/a1/audio/flac.flac", "size": 4096}},
         "waveform": {"key": "episodes/ep-1/tasks/t-1/a1/waveform/waveform.json"},
+        "transcript": {"keys": {"txt": "episodes/ep-1/tasks/t-1/a1/transcript/transcript.txt"}},
         "reconstructed": True,
     }
     text = task_details(_task(status="done", progress=100, result=result))
     assert "episodes/ep-1/tasks/t-1/a1/audio/flac.flac" in text and "4 KiB" in text
     assert "waveform    episodes/ep-1/tasks/t-1/a1/waveform/waveform.json" in text
-    assert "None" not in text and "LUFS" not in text
+    assert "txt   episodes/ep-1/tasks/t-1/a1/transcript/transcript.txt" in text
+    assert "None" not in text and "LUFS" not in text and "language" not in text
+
+
+def test_a_transcript_shows_its_language_probability_and_dropped_segments() -> None:
+    transcript = {
+        "keys": {"html": "episodes/ep-1/tasks/t-1/a1/transcript/transcript.html"},
+        "language": "de",
+        "languageProbability": 0.934,
+        "segments": 40,
+        "droppedSegments": 2,
+        "firstLines": ["Hallo."],
+    }
+    text = task_details(_task(status="done", progress=100, result={"transcript": transcript}))
+    assert "transcript  language de (93% sure), 40 segments, 2 dropped" in text
+    assert "  > Hallo." in text
+    english = transcript | {"language": "en", "languageProbability": None, "droppedSegments": 0}
+    text = task_details(_task(status="done", progress=100, result={"transcript": english}))
+    assert "transcript  language en, 40 segments\n" in text

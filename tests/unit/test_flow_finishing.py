@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from core.episode_metadata import Chapter, ChapterError, MetadataError
+from core.formats import TRANSCRIPT_FORMATS
 from domain.contracts import (
     AudioProcessingParameters,
     AudioProcessingResult,
@@ -37,6 +38,7 @@ from flows.errors import classify
 from flows.steps.encoding import EncodedOutput
 from flows.steps.episode import EpisodeChapters
 from flows.steps.source import SourceAudio
+from flows.steps.transcription import TranscriptFiles
 from flows.workspace import outputs_estimate
 from media.cover import CoverArtError
 from media.loudness import LoudnessStats, LoudnessTarget
@@ -51,16 +53,16 @@ QUIET_MONO = LoudnessStats(-31.0, 4.0, -12.5, -41.0)
 
 
 def params(**changes: Any) -> AudioProcessingParameters:
-    return AudioProcessingParameters(
-        task_id=TASK,
-        workflow_id=uuid.uuid4(),
-        episode_id="ep-1",
-        audio_key="uploads/ep-1.wav",
-        encoding_formats=["mp3_128", "mp3_64"],
-        transcribe=False,
-        attempt=1,
-        **changes,
-    )
+    fields: dict[str, Any] = {
+        "task_id": TASK,
+        "workflow_id": uuid.uuid4(),
+        "episode_id": "ep-1",
+        "audio_key": "uploads/ep-1.wav",
+        "encoding_formats": ["mp3_128", "mp3_64"],
+        "transcribe": False,
+        "attempt": 1,
+    }
+    return AudioProcessingParameters(**(fields | changes))
 
 
 def source_audio(tmp_path: Path, waveform: WaveformBuilder | None = None) -> SourceAudio:
@@ -221,6 +223,53 @@ def test_the_artifact_shows_loudness_chapters_and_waveform(tmp_path: Path) -> No
     out = {"key": "k.mp3", "size": 1, "durationS": 1.0, "bitrateKbps": 128, "codec": "mp3"}
     kept = outputs_markdown("ep-1", {"outputs": {"mp3_128": out}, "source": {"key": "k"}})
     assert "kept as the source's" in kept
+
+
+def transcribed_result(tmp_path: Path, transcript: TranscriptFiles) -> dict[str, Any]:
+    """The stored result of a run that transcribed (no encoding), as the flow builds it."""
+    run = params(transcribe=True, encoding_formats=[])
+    expected = expected_outputs(run)
+    uploads = _plan_uploads(expected, [], transcript)
+    sizes = {upload.key: 10 for upload in uploads}
+    return _result(run, expected, "s3://b", SOURCE, [], transcript, sizes).to_json()
+
+
+def transcript_files(tmp_path: Path, **changes: Any) -> TranscriptFiles:
+    files = {name: tmp_path / f"transcript.{f.extension}" for name, f in TRANSCRIPT_FORMATS.items()}
+    return TranscriptFiles("de", 12, files, ["Hallo.", "Wie geht's?"], **changes)
+
+
+def test_the_result_says_how_sure_the_language_is_and_what_was_dropped(
+    tmp_path: Path,
+) -> None:
+    stored = transcribed_result(
+        tmp_path, transcript_files(tmp_path, language_probability=0.93, dropped_segments=2)
+    )
+    transcript = stored["transcript"]
+    assert transcript["language"] == "de" and transcript["segments"] == 12
+    assert transcript["languageProbability"] == 0.93
+    assert transcript["droppedSegments"] == 2
+    assert set(transcript["keys"]) == {"json", "vtt", "srt", "txt", "html"}
+    assert transcript["keys"]["html"].endswith("/transcript.html")
+    assert AudioProcessingResult.model_validate(stored).to_json() == stored
+    text = outputs_markdown("ep-1", stored)
+    assert "**Transcript** (de, probability 0.93, 12 segments, 2 dropped" in text
+    assert f"- `{transcript['keys']['html']}`" in text
+
+
+def test_an_undetected_language_has_a_null_probability(tmp_path: Path) -> None:
+    """tiny.en (and a language given in the payload) detect nothing: the key is there,
+    null, so a client can tell "not detected" from an older result without the field."""
+    stored = transcribed_result(tmp_path, transcript_files(tmp_path))
+    transcript = stored["transcript"]
+    assert transcript["languageProbability"] is None
+    assert transcript["droppedSegments"] == 0
+    text = outputs_markdown("ep-1", stored)
+    assert "**Transcript** (de, 12 segments, 0 dropped" in text
+    assert "probability" not in text
+    # A result stored before these fields (or rebuilt by the reconciler) still renders.
+    old = {"outputs": {}, "transcript": {"keys": {"txt": "k.txt"}, "language": "en"}}
+    assert "**Transcript** (en, None segments):" in outputs_markdown("ep-1", old)
 
 
 def test_the_temp_disk_estimate_allows_for_the_extra_files() -> None:
