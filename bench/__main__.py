@@ -68,11 +68,11 @@ def run_all(config: Config, results: list[ScenarioResult]) -> None:
         floor = None
         if "1" in config.only:
             with scenario(results, "1", "End to end, one episode") as result:
-                floor, runs[config.e2e_minutes], plain, floors = end_to_end.measure(
+                floor, runs[config.e2e_minutes], plain, floors, engines = end_to_end.measure(
                     bench, config
                 )
-                end_to_end.report(floor, runs[config.e2e_minutes], plain, floors, config,
-                                  result)
+                end_to_end.report(floor, runs[config.e2e_minutes], plain, floors, engines,
+                                  config, result)
         if "2" in config.only:
             with scenario(results, "2", "Memory against episode length") as result:
                 for minutes in config.memory_minutes:

@@ -42,10 +42,22 @@ class TranscriberResult:
     words: int
     maxrss_mb: float
     cpu_s: float
+    #: Voice activity detection on; seconds of audio, and of them decoded by the model.
+    vad: bool = True
+    audio_s: float = 0.0
+    decoded_s: float = 0.0
+    #: The transcript's text (for WER against the episode's script).
+    text: str = ""
 
     @property
     def total_s(self) -> float:
         return self.load_s + self.transcribe_s
+
+    @property
+    def realtime_factor(self) -> float:
+        """Seconds of audio per second of transcription (model loading not counted):
+        above 1 is faster than real time."""
+        return self.audio_s / self.transcribe_s if self.transcribe_s else 0.0
 
 
 @dataclass(frozen=True)
@@ -129,13 +141,14 @@ def _start_encoders(source: Path, formats: tuple[str, ...], workdir: Path) -> li
 class _Transcriber:
     """`bench.transcriber` started and waiting at its `ready` line."""
 
-    def __init__(self, source: Path) -> None:
+    def __init__(self, source: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.transcriber", str(source)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, **env} if env else None,
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
         line = self.proc.stdout.readline().strip()
@@ -163,9 +176,21 @@ class _Transcriber:
             segments=data["segments"],
             words=data["words"],
             maxrss_mb=data["maxrss_mb"],
+            vad=data["vad"],
+            audio_s=data["audio_s"],
+            decoded_s=data["decoded_s"],
+            text=data["text"],
             cpu_s=(usage_after.ru_utime + usage_after.ru_stime)
             - (usage_before.ru_utime + usage_before.ru_stime),
         )
+
+
+def transcribe_alone(source: Path, *, vad: bool) -> TranscriberResult:
+    """The engine alone on `source` with voice activity detection on or off (the rest of
+    its settings as the floor's), nothing else running."""
+    alone = _Transcriber(source, {"AUDIOFLOW_WHISPER_VAD": "true" if vad else "false"})
+    alone.go()
+    return alone.result()
 
 
 def encode_side_by_side(source: Path, formats: tuple[str, ...]) -> tuple[float, list[ChildUsage]]:

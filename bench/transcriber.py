@@ -7,7 +7,9 @@ interpreter's start and imports, which the floor should not include. Model loadi
 counted: a flow run pays it too, and so would any one-off transcription.
 Prints one JSON line: load and transcription seconds, segments, and this process's peak
 RSS (its ffmpeg decoder's is not reported: a forked child's ru_maxrss includes the parent's
-pages from before exec, so it would say more about Python than about ffmpeg).
+pages from before exec, so it would say more about Python than about ffmpeg); whether voice
+activity detection was on (`AUDIOFLOW_WHISPER_VAD`, as for the flow), the seconds of audio
+and of them the seconds the model decoded, and the text, for real-time factors and WER.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def main(path: str) -> None:
                 "transcribe_s": done - loaded,
                 "segments": len(transcript.segments),
                 "words": len(transcript.text.split()),
+                "vad": engine.settings.vad,
+                "audio_s": transcript.duration_s,
+                "decoded_s": transcript.decoded_s,
+                "text": transcript.text,
                 "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         ),

@@ -2,6 +2,10 @@
 floor measured just before it: the same ffmpeg commands side by side plus the same engine
 alone, the faster of sequential and parallel (`bench.floor`).
 
+Issue 13: the engine alone once more, on the same episode right after the last floor, with
+voice activity detection the other way round from the floor's (off, by default): real-time
+factor, seconds decoded and WER against the episode's script with VAD on and off.
+
 The gap is split along the run's timeline (Prefect's task-run times), so each second over
 the floor has a name: start-up, the source check, encoding beyond the plain encode,
 transcription beyond the engine alone, uploads, and the hooks at the end.
@@ -9,9 +13,12 @@ transcription beyond the engine alone, uploads, and the hooks at the end.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench import audio
+from bench.accuracy import looped_word_errors, loops_of
 from bench.config import Config
-from bench.floor import Floor, measure_floor
+from bench.floor import Floor, TranscriberResult, measure_floor, transcribe_alone
 from bench.harness import BenchStack
 from bench.report import Row, ScenarioResult, verdict
 from bench.scenarios.episodes import (
@@ -84,11 +91,13 @@ def processes_markdown(run: EpisodeRun) -> str:
 
 def measure(
     bench: BenchStack, config: Config
-) -> tuple[Floor, EpisodeRun, EpisodeRun, list[Floor]]:
+) -> tuple[Floor, EpisodeRun, EpisodeRun, list[Floor], list[TranscriberResult]]:
     """The floor for the scenario-1 episode; the episode through the stack as a podcast
     platform sends it (loudness, tags with cover, chapters, waveform); the same job without
     those (`PLAIN_PAYLOAD`, the job as before issue 12); the floor again (encode and
-    transcription only). The floor used is each part's faster measurement."""
+    transcription only). The floor used is each part's faster measurement. Last, the engine
+    alone with voice activity detection the other way round from the last floor's; the
+    two engine runs (VAD on first) are returned for `vad_rows`."""
     source = audio.episode(config.e2e_minutes)
     print(f"   floor for {config.e2e_minutes:g} min ...", flush=True)
     before = measure_floor(source, FORMATS)
@@ -96,11 +105,49 @@ def measure(
     run = run_episode(bench, config.e2e_minutes,
                       extra=podcast_payload(bench, config.e2e_minutes), label=" (podcast audio)")
     plain = run_episode(bench, config.e2e_minutes, extra=PLAIN_PAYLOAD, label=" (plain)")
-    if not config.floor_after:
-        return before, run, plain, [before]
-    after = measure_floor(source, FORMATS, parallel=False)
-    _print_floor("floor after", after)
-    return before.best_of(after), run, plain, [before, after]
+    floors = [before]
+    if config.floor_after:
+        after = measure_floor(source, FORMATS, parallel=False)
+        _print_floor("floor after", after)
+        floors.append(after)
+    floor = before.best_of(floors[-1])
+    engine = floors[-1].transcribe
+    assert engine is not None
+    print(f"   engine alone, VAD {'off' if engine.vad else 'on'} ...", flush=True)
+    other = transcribe_alone(source, vad=not engine.vad)
+    return floor, run, plain, floors, sorted([engine, other], key=lambda t: not t.vad)
+
+
+def vad_rows(engines: list[TranscriberResult], source: Path) -> list[Row]:
+    """Real-time factor, seconds decoded and WER of the engine alone with VAD on and off
+    (`engines`: on first), on the looped speech episode, against its script."""
+    loops, last_share = loops_of(audio.duration_s(source), audio.duration_s(audio.speech_clip()))
+    rows = []
+    wers = {}
+    for t in engines:
+        errors = looped_word_errors(audio.SCRIPT, t.text, loops, last_share)
+        wers[t.vad] = errors.wer
+        label = "on" if t.vad else "off"
+        rows.append(Row(
+            f"engine alone, VAD {label}: real-time factor / WER",
+            f"{t.realtime_factor:.1f}x / {errors.wer:.3f}",
+            f"transcribe {secs(t.transcribe_s)} for {secs(t.audio_s)} of audio",
+            "", "", "",
+            f"decoded {secs(t.decoded_s)}; {errors.errors} errors in "
+            f"{errors.reference_words} words; load {secs(t.load_s)}",
+        ))
+        print(f"   engine alone, VAD {label}: {t.realtime_factor:.1f}x real time "
+              f"({t.transcribe_s:.1f} s for {t.audio_s:.1f} s), decoded {t.decoded_s:.1f} s, "
+              f"WER {errors.wer:.3f}", flush=True)
+    on, off = engines
+    if on.vad and not off.vad:
+        rows.append(Row(
+            "  VAD on vs off: transcription time", secs(on.transcribe_s),
+            f"off {secs(off.transcribe_s)}", ratio(on.transcribe_s, off.transcribe_s),
+            "WER <= off's", verdict(wers[True] <= wers[False]),
+            f"WER {wers[True] - wers[False]:+.3f}",
+        ))
+    return rows
 
 
 def _print_floor(label: str, floor: Floor) -> None:
@@ -140,6 +187,7 @@ def report(
     run: EpisodeRun,
     plain: EpisodeRun,
     floors: list[Floor],
+    engines: list[TranscriberResult],
     config: Config,
     result: ScenarioResult,
 ) -> None:
@@ -147,7 +195,8 @@ def report(
                     "transcript (faster-whisper tiny.en), as a podcast platform sends it "
                     "(default loudness, tags with a cover, chapters, waveform) and the same "
                     "job without those; floor measured just before and just after them, each "
-                    "part at its faster measurement")
+                    "part at its faster measurement; then the engine alone with voice activity "
+                    "detection the other way round from the floor's (issue 13)")
     best = floor.best_s
     r = run.wall_s / best
     result.add(
@@ -171,6 +220,7 @@ def report(
             "worker " + mb(run.sampler.hwm_by_role_mb().get("worker"))),
     )
     result.add(*podcast_rows(run, plain))
+    result.add(*vad_rows(engines, floor.source))
     result.section("Where the time goes (timeline of the run against the floor)",
                    gap_markdown(run, floor))
     result.notes.append(
