@@ -51,9 +51,11 @@ FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 #: An upload spool file untouched this long belongs to an API process that died mid-upload
 #: (a live upload writes to it all along; 2 GB at 1 Mbit/s takes under 5 hours).
 STALE_SPOOL_AGE_S = 24 * 3600
-#: Transcript files (text, SRT, VTT, JSON with segments) per second of audio, generously:
-#: speech is about 3 words a second and the JSON repeats each word with its timings.
-TRANSCRIPT_BYTES_PER_S = 400
+#: Transcript files (JSON, VTT, SRT, text, HTML) per second of audio, generously: the JSON
+#: carries every word with its times and probability (about 160 bytes a word), so speech
+#: at 3 words a second needs about 600 bytes a second of all five; 1000 leaves room for a
+#: very fast talker's 4 (`tests/unit/test_transcript_estimate.py` renders that).
+TRANSCRIPT_BYTES_PER_S = 1000
 #: The waveform JSON per pixel: two values of at most 4 characters, each with ", ".
 WAVEFORM_BYTES_PER_PIXEL = 12
 #: A chapter in the chapters JSON, generously (title and URL are usually short).
