@@ -134,6 +134,18 @@ class UploadOut(OutStruct):
     sample_rate: int
 
 
+class ImageUploadOut(OutStruct):
+    """`POST /uploads/images`: where the image was stored and what its bytes are; use `key`
+    as `metadata.coverKey` or a chapter's `imageKey`."""
+
+    key: str
+    size: int
+    #: `image/jpeg` or `image/png`, detected from the bytes (the stored object's type).
+    content_type: str
+    width: int
+    height: int
+
+
 class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     """`POST /uploads/presign` body."""
 

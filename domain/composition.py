@@ -108,6 +108,7 @@ def build_services(
             checks=settings.api.upload_checks,
             spool_dir=settings.temp_dir,
             presign_max_expires_s=settings.api.presign_max_expires_s,
+            cover_max_bytes=settings.media.cover_max_bytes,
         ),
         reprocessing=ReprocessService(settings),
         engine=engine,

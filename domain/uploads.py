@@ -8,6 +8,11 @@ The check (probe and full decode) costs CPU in a worker thread, so each API proc
 at most `AUDIOFLOW_UPLOAD_CHECKS` uploads at once: a slot is taken before the body is read
 (non-blocking: past the limit the upload is a 503 with `Retry-After` and nothing is read)
 and held until the upload is stored or refused.
+
+Cover and chapter images (`receive_image`) take the same path with their own limit
+(`AUDIOFLOW_COVER_MAX_BYTES`) and check (`media.cover.check_cover`: the JPEG/PNG signature
+and header, never the name or Content-Type). That check reads only the headers
+(microseconds), so images take no check slot: the slots bound decoding work, not bodies.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +38,12 @@ from core.errors import (
     UnsupportedMediaError,
     UpstreamUnavailableError,
 )
-from core.keys import InvalidKeyError, upload_key
+from core.keys import InvalidKeyError, sanitize_filename, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
+from media.cover import DEFAULT_MAX_BYTES as DEFAULT_COVER_MAX_BYTES
+from media.cover import CoverArtError, check_cover, image_type
 from media.probe import (
     BadAudioError,
     SourceTooLongError,
@@ -61,6 +68,33 @@ class UploadedAudio:
     codec: str
     channels: int
     sample_rate: int
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    """A stored cover or chapter image: its key and what its bytes are."""
+
+    key: str
+    size: int
+    #: `image/jpeg` or `image/png`, from the bytes (also the stored object's Content-Type).
+    content_type: str
+    width: int
+    height: int
+
+
+#: The extension an image is stored with, from its detected type (not the client's name).
+_IMAGE_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
+#: Content-Types that declare nothing about the body (a client sending raw bytes).
+_UNDECLARED_TYPES = frozenset({"", "application/octet-stream"})
+
+
+def image_upload_key(filename: str | None, content_type: str) -> str:
+    """`uploads/{uuid4 hex}/{stem}.{jpg|png}`: the client's name (sanitized) for humans, the
+    extension from the detected type, so a JPEG named `cover.png` is stored as `cover.jpg`
+    and a reader guessing the type from the key (the local store's readers) gets it right."""
+    base = sanitize_filename(filename or "cover")
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return upload_key(f"{stem or 'cover'}.{_IMAGE_EXTENSIONS[content_type]}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +140,7 @@ class UploadService:
         max_duration_s: float | None = None,
         checks: int = 2,
         presign_max_expires_s: int = 3600,
+        cover_max_bytes: int = DEFAULT_COVER_MAX_BYTES,
     ) -> None:
         self.store = store
         self.max_bytes = max_bytes
@@ -117,6 +152,8 @@ class UploadService:
         self.check_slots = threading.BoundedSemaphore(checks)
         self.checks = checks
         self.presign_max_expires_s = presign_max_expires_s
+        #: Largest cover or chapter image accepted (AUDIOFLOW_COVER_MAX_BYTES).
+        self.cover_max_bytes = cover_max_bytes
 
     async def receive(self, filename: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
         """Spool, check and store one upload; nothing is stored unless it is audio.
@@ -139,7 +176,15 @@ class UploadService:
         finally:
             self.check_slots.release()
 
-    async def _receive(self, key: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
+    @asynccontextmanager
+    async def _spooled(
+        self, chunks: AsyncIterator[bytes], max_bytes: int
+    ) -> AsyncIterator[Path]:
+        """The body in a private temporary file, removed on the way out.
+
+        PayloadTooLargeError (413) as soon as more than `max_bytes` arrive (nothing more is
+        read), InvalidInputError (422) for an empty body, 507 for a full spool disk.
+        """
         with _spool_full_is_507(self.spool_dir):
             if self.spool_dir is not None:
                 private_temp_root(self.spool_dir)
@@ -151,13 +196,30 @@ class UploadService:
             with _spool_full_is_507(self.spool_dir), os.fdopen(fd, "wb") as out:
                 async for chunk in chunks:
                     size += len(chunk)
-                    if size > self.max_bytes:
-                        raise PayloadTooLargeError(
-                            f"upload exceeds the limit of {self.max_bytes} bytes"
-                        )
+                    if size > max_bytes:
+                        raise PayloadTooLargeError(f"upload exceeds the limit of {max_bytes} bytes")
                     await anyio.to_thread.run_sync(out.write, chunk)
             if size == 0:
                 raise InvalidInputError("the upload is empty (0 bytes)")
+            yield spool
+        finally:
+            await anyio.to_thread.run_sync(functools.partial(spool.unlink, missing_ok=True))
+
+    async def _store(self, key: str, spool: Path, content_type: str | None = None) -> int:
+        """Put the checked spool file under `key`; the store's failures as 503 / 507."""
+        put = functools.partial(self.store.put_file, key, spool, content_type)
+        try:
+            return await anyio.to_thread.run_sync(put)
+        except StorageUnavailableError as exc:
+            raise UpstreamUnavailableError(f"object storage unavailable: {exc}") from exc
+        except StorageFullError as exc:
+            log.warning("object store full: %s", exc)
+            raise InsufficientStorageError(
+                "object storage is full; nothing was stored, try again later"
+            ) from exc
+
+    async def _receive(self, key: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
+        async with self._spooled(chunks, self.max_bytes) as spool:
             check = functools.partial(probe_source, spool, max_duration_s=self.max_duration_s)
             try:
                 info = await anyio.to_thread.run_sync(check)
@@ -169,15 +231,7 @@ class UploadService:
                 ) from exc
             except BadAudioError as exc:
                 raise UnsupportedMediaError(f"not usable audio: {_named(exc, spool, key)}") from exc
-            try:
-                stored = await anyio.to_thread.run_sync(self.store.put_file, key, spool)
-            except StorageUnavailableError as exc:
-                raise UpstreamUnavailableError(f"object storage unavailable: {exc}") from exc
-            except StorageFullError as exc:
-                log.warning("object store full: %s", exc)
-                raise InsufficientStorageError(
-                    "object storage is full; nothing was stored, try again later"
-                ) from exc
+            stored = await self._store(key, spool)
             return UploadedAudio(
                 key=key,
                 size=stored,
@@ -186,8 +240,46 @@ class UploadService:
                 channels=info.channels,
                 sample_rate=info.sample_rate,
             )
-        finally:
-            await anyio.to_thread.run_sync(functools.partial(spool.unlink, missing_ok=True))
+
+    async def receive_image(
+        self,
+        filename: str | None,
+        chunks: AsyncIterator[bytes],
+        declared_type: str | None = None,
+    ) -> UploadedImage:
+        """Spool, check and store one cover or chapter image; nothing is stored unless it is
+        a JPEG or PNG within AUDIOFLOW_COVER_MAX_BYTES and 3000x3000 px.
+
+        The type comes from the bytes. Refused: over the size limit 413 (unread past it);
+        not a JPEG or PNG, or `declared_type` (the request's Content-Type) naming another
+        type, 415; empty, truncated, damaged or too many pixels 422. No Content-Type or
+        `application/octet-stream` declares nothing. The object is stored with the
+        detected type as its Content-Type and extension.
+        """
+        declared = (declared_type or "").split(";", 1)[0].strip().lower()
+        async with self._spooled(chunks, self.cover_max_bytes) as spool:
+            # At most cover_max_bytes: the spool refused anything larger.
+            data = await anyio.to_thread.run_sync(spool.read_bytes)
+            mime = image_type(data)
+            try:
+                art = check_cover(data, max_bytes=self.cover_max_bytes)
+            except CoverArtError as exc:
+                if mime is None:
+                    raise UnsupportedMediaError(f"not an accepted image: {exc}") from exc
+                raise InvalidInputError(f"not a usable image: {exc}") from exc
+            if declared not in _UNDECLARED_TYPES:
+                try:
+                    check_cover(data, declared_type=declared, max_bytes=self.cover_max_bytes)
+                except CoverArtError as exc:
+                    raise UnsupportedMediaError(
+                        f"Content-Type does not match the body: {exc}; send the image's own "
+                        "type or application/octet-stream"
+                    ) from exc
+            key = image_upload_key(filename, art.mime)
+            stored = await self._store(key, spool, art.mime)
+            return UploadedImage(
+                key=key, size=stored, content_type=art.mime, width=art.width, height=art.height
+            )
 
     def presign(self, filename: str, size: int, expires_s: int | None = None) -> PresignedUpload:
         """A presigned PUT for a direct upload of exactly `size` bytes to the bucket.

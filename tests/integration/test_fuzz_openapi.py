@@ -14,8 +14,8 @@ task payload is a free-form object, the upload body is not in the document), so 
 cases are steered: ids are swapped for those of a real pending task and its workflow,
 `POST /tasks` gets task payloads built from near-valid parts, string parameters get hostile
 values (NUL, separators, path tricks, long or non-ASCII text), and `POST /uploads` gets
-real audio, damaged audio, text and random bytes. The internal endpoint gets the valid
-bearer token.
+real audio, damaged audio, text and random bytes (`POST /uploads/images` real, cut, too
+wide and junk images). The internal endpoint gets the valid bearer token.
 
 Why not `schemathesis.pytest.from_fixture`: with pytest 9.2 it fails before running
 anything (`'Function' object has no attribute '_nodeid'`, schemathesis 4.32.5), so each
@@ -25,6 +25,8 @@ operation is driven through its public Hypothesis strategy (`APIOperation.as_str
 from __future__ import annotations
 
 import asyncio
+import struct
+import zlib
 from typing import Any
 
 import hypothesis
@@ -45,6 +47,7 @@ from core.formats import FORMATS
 from core.settings import Settings
 from db.models import Task
 from db.repositories import TaskRepository
+from tests.db_fixtures import TEST_HOST
 from tests.integration.conftest import AUTH
 from tests.support.audio_files import tone_wav_bytes
 
@@ -64,6 +67,7 @@ OPERATIONS = [
     ("GET", "/workflows/{workflow_id}"),
     ("POST", "/uploads"),
     ("POST", "/uploads/presign"),
+    ("POST", "/uploads/images"),
     ("POST", "/reprocess"),
     ("POST", "/internal/workflow-progress"),
 ]
@@ -217,6 +221,36 @@ UPLOAD_BODIES = st.one_of(
 )
 
 
+def _tiny_png(width: int = 2, height: int = 2) -> bytes:
+    """A real, decodable grey PNG made in memory (no ffmpeg), for image upload bodies."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + b"\x80" * width for _ in range(height)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
+
+
+PNG = _tiny_png()
+IMAGE_BODIES = st.one_of(
+    st.just(b""),
+    st.just(PNG),
+    st.just(_tiny_png(4000, 1)),  # too wide
+    st.just(PNG[:20]),  # cut inside the header
+    st.just(b"\xff\xd8\xff\xe0"),  # a JPEG that ends at once
+    st.just(b"GIF89a\x01\x00\x01\x00"),
+    st.binary(min_size=1, max_size=2048),
+    st.binary(min_size=1, max_size=512).map(lambda tail: PNG[:33] + tail),  # header + junk
+)
+
+
 @pytest.fixture
 def fuzz_app(settings: Settings, session_factory: sessionmaker[Session]) -> Litestar:
     return create_app(settings, session_factory=session_factory)
@@ -292,8 +326,8 @@ def _steer(data: st.DataObject, case: schemathesis.Case, known: dict[str, str]) 
         for name in ("step", "message", "error"):
             if data.draw(st.booleans()):
                 case.body[name] = data.draw(HOSTILE_TEXT)
-    elif case.path in ("/uploads", "/uploads/presign"):
-        if case.path == "/uploads":
+    elif case.path in ("/uploads", "/uploads/presign", "/uploads/images"):
+        if case.path in ("/uploads", "/uploads/images"):
             case.query = {"filename": data.draw(HOSTILE_TEXT.filter(bool))}
         elif isinstance(case.body, dict):
             case.body["filename"] = data.draw(HOSTILE_TEXT)
@@ -309,6 +343,9 @@ def test_fuzz_operation(api_schema: Any, fuzz_app: Litestar, method: str, path: 
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
     headers: dict[str, str] = dict(AUTH) if path.startswith("/internal/") else {}
+    # A host the test settings allow: without it every case was the Host allow-list's 400
+    # and nothing behind it was fuzzed.
+    headers["Host"] = TEST_HOST
     seen: dict[int, int] = {}
 
     @given(case=cases, steered=st.booleans(), data=st.data())
@@ -325,6 +362,8 @@ def test_fuzz_operation(api_schema: Any, fuzz_app: Litestar, method: str, path: 
         extra: dict[str, Any] = {}
         if path == "/uploads":
             extra["data"] = data.draw(UPLOAD_BODIES)
+        elif path == "/uploads/images" and steered:
+            extra["data"] = data.draw(IMAGE_BODIES)
         response = case.call(headers=headers, timeout=CALL_TIMEOUT_S, **extra)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         case.validate_response(
@@ -334,6 +373,7 @@ def test_fuzz_operation(api_schema: Any, fuzz_app: Litestar, method: str, path: 
     run()
     print(f"{method} {path}: status codes {dict(sorted(seen.items()))}")
     assert seen, "no request was made"
+    assert set(seen) - {400}, "every case was a 400: nothing got past the request checks"
 
 
 # --- what the fuzzing found, pinned down ---------------------------------------------------
