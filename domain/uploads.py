@@ -84,8 +84,12 @@ class UploadedImage:
 
 #: The extension an image is stored with, from its detected type (not the client's name).
 _IMAGE_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
-#: Content-Types that declare nothing about the body (a client sending raw bytes).
-_UNDECLARED_TYPES = frozenset({"", "application/octet-stream"})
+
+def _declares_an_image_type(declared: str) -> bool:
+    """Only an `image/*` Content-Type claims what the bytes are; anything else (none,
+    `application/octet-stream`, the form type `curl --data-binary` sends by default) says
+    nothing about them, and the bytes decide alone."""
+    return declared.startswith("image/")
 
 
 def image_upload_key(filename: str | None, content_type: str) -> str:
@@ -267,7 +271,7 @@ class UploadService:
                 if mime is None:
                     raise UnsupportedMediaError(f"not an accepted image: {exc}") from exc
                 raise InvalidInputError(f"not a usable image: {exc}") from exc
-            if declared not in _UNDECLARED_TYPES:
+            if _declares_an_image_type(declared):
                 try:
                     check_cover(data, declared_type=declared, max_bytes=self.cover_max_bytes)
                 except CoverArtError as exc:
