@@ -60,6 +60,7 @@ __all__ = [
     "LoudnessStats",
     "LoudnessTarget",
     "check_loudness",
+    "is_silence",
     "measure_loudness",
     "meter_chain",
     "mix_filter",
@@ -257,6 +258,12 @@ def _clamp(value: float, bounds: tuple[float, float]) -> float:
     if math.isnan(value):
         return low
     return min(high, max(low, value))
+
+
+def is_silence(stats: LoudnessStats) -> bool:
+    """Nothing above BS.1770's absolute gate (-70 LUFS): no loudness to bring to a target.
+    The normalisation leaves such audio alone, and an output of it cannot be on target."""
+    return not stats.integrated_lufs > _SILENCE_LUFS
 
 
 def normalisation_gain_db(

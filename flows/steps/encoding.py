@@ -36,6 +36,7 @@ from media.loudness import (
     LoudnessStats,
     LoudnessTarget,
     check_loudness,
+    is_silence,
     measure_loudness,
     mix_for,
     normalisation_filter,
@@ -92,6 +93,7 @@ def encode_format(
     step = f"encode:{format_name}"
     dest = workdir / f"{fmt.name}.{fmt.extension}"
     audio_filter = None
+    stats: LoudnessStats | None = None
     if target is not None:
         stats = (source_loudness or {}).get(mix_for(fmt))
         if stats is None:  # a caller's bug: the decode check measures every format's mix
@@ -123,7 +125,12 @@ def encode_format(
     if tags is not None:
         info = verify_output(dest, fmt, source_info)
     reporter.update(step, ENCODE_SHARE, f"checking {format_name}")
-    loudness = _check_decode(dest, format_name, info, target, tagged=tags is not None)
+    # A silent source gets no gain (there is no loudness to scale), so its outputs are
+    # measured and reported but cannot be held to the target.
+    silent = stats is not None and is_silence(stats)
+    loudness = _check_decode(
+        dest, format_name, info, target, tagged=tags is not None, hold_to_target=not silent
+    )
     reporter.finish_step(step, f"encoded {format_name}")
     return EncodedOutput(
         format_name=format_name, path=dest, info=info, loudness=loudness, tags=tags
@@ -160,9 +167,11 @@ def _check_decode(
     target: LoudnessTarget | None,
     *,
     tagged: bool,
+    hold_to_target: bool = True,
 ) -> LoudnessStats | None:
-    """The one full decode of the finished file: its loudness (checked against `target`)
-    when normalising, else (after tagging) that it still decodes to its length."""
+    """The one full decode of the finished file: its loudness (checked against `target`
+    unless `hold_to_target` is off: a silent source) when normalising, else (after
+    tagging) that it still decodes to its length."""
     try:
         if target is not None:
             measured = measure_loudness(dest)
@@ -179,6 +188,6 @@ def _check_decode(
     except BadAudioError as exc:
         raise OutputCheckError(f"{format_name} output does not decode: {exc}") from exc
     verdict = check_loudness(measured, target, channels=info.channels)
-    if not verdict.ok:
+    if hold_to_target and not verdict.ok:
         raise ProcessingError(f"{format_name}: {verdict.message}", ErrorKind.PERMANENT)
     return measured
