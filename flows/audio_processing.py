@@ -33,7 +33,6 @@ from pydantic.json_schema import SkipJsonSchema
 
 from core.episode_metadata import CHAPTERS_CONTENT_TYPE, chapters_document
 from core.formats import TRANSCRIPT_FORMATS, get_format
-from core.keys import chapters_key, waveform_key
 from core.settings import get_settings
 from core.storage import get_store
 from domain.contracts import (
@@ -191,7 +190,7 @@ def audio_processing(
             if run.transcribe
             else None
         )
-        extras = _side_files(run, workdir, source_audio, target, chapters)
+        extras = _side_files(run, expected, workdir, source_audio, target, chapters)
         uploads = _plan_uploads(expected, encoded, transcript) + [f.upload for f in extras]
         sizes = upload_outputs(uploads, reporter)
         storage = get_store().describe()
@@ -318,29 +317,33 @@ class SideFile:
 
 def _side_files(
     run: AudioProcessingParameters,
+    expected: ExpectedOutputs,
     workdir: Path,
     source: SourceAudio,
     target: LoudnessTarget | None,
     chapters: EpisodeChapters,
 ) -> list[SideFile]:
-    """The chapters file (when there are chapters) and the waveform file (when asked for)."""
+    """The chapters file (when there are chapters) and the waveform file (when asked for),
+    under the keys `expected` names (the API checks and cleans up by the same names)."""
     files: list[SideFile] = []
     if chapters.chapters:
+        if expected.chapters is None:
+            raise RuntimeError("chapters to write, but this attempt expects no chapters file")
         path = workdir / "chapters.json"
         path.write_text(json.dumps(chapters_document(chapters.chapters), ensure_ascii=False))
-        key = chapters_key(run.prefix)
+        key = expected.chapters
         files.append(
             SideFile(
                 PlannedUpload(key, path, CHAPTERS_CONTENT_TYPE),
                 ChaptersSummary(key=key, count=len(chapters.chapters), origin=chapters.origin),
             )
         )
-    if run.waveform and source.waveform is not None:
+    if expected.waveform is not None and source.waveform is not None:
         reference = run.encoding_formats[0] if run.encoding_formats else None
         document = waveform_document(source, reference, target)
         path = workdir / "waveform.json"
         path.write_text(json.dumps(document, separators=(",", ":")))
-        key = waveform_key(run.prefix)
+        key = expected.waveform
         files.append(
             SideFile(
                 PlannedUpload(key, path, WAVEFORM_CONTENT_TYPE),

@@ -161,8 +161,8 @@ def test_expected_outputs_are_exactly_what_the_flow_writes(
     result, uploads = _flow_result(params, tmp_path)
     written = [upload.key for upload in uploads]
     expected = expected_outputs(params.flow_run_parameters())
-    # Audio and transcript as named by `expected`; the chapters and waveform files (issue
-    # 12) are named there too (`expected.chapters`, `expected.waveform`) for the flow.
+    # Audio and transcript as named by `expected`; the flow writes the chapters and waveform
+    # files under `expected.chapters` and `expected.waveform` (tests/unit/test_flow_finishing).
     assert written == [*expected.audio.values(), *expected.transcript.values()]
     assert {n: o.key for n, o in result.outputs.items()} == expected.audio
     assert (result.transcript.keys if result.transcript else {}) == expected.transcript

@@ -146,8 +146,10 @@ def finished_result(tmp_path: Path) -> tuple[AudioProcessingResult, list[Any]]:
     ]
     chapters = EpisodeChapters([Chapter(0.0, "One"), Chapter(30.0, "Two")], "source", 2)
     source = source_audio(tmp_path, quiet_waveform())
-    sides = _side_files(run, tmp_path, source, LoudnessTarget(), chapters)
+    sides = _side_files(run, expected, tmp_path, source, LoudnessTarget(), chapters)
     uploads = _plan_uploads(expected, encoded, None) + [side.upload for side in sides]
+    # Every key written is one the API expects of the attempt (it checks and cleans up by them).
+    assert [u.key for u in uploads] == expected.all_keys()
     sizes = {upload.key: 100 for upload in uploads}
     result = _result(
         run, expected, "s3://b", SOURCE, encoded, None, sizes,
@@ -200,8 +202,8 @@ def test_no_chapters_and_no_waveform_leave_the_result_as_before(tmp_path: Path) 
     run = params(waveform=False, loudness=None)
     none = EpisodeChapters([], None, None)
     plain = SourceAudio(tmp_path / "s.wav", SOURCE)
-    assert _side_files(run, tmp_path, plain, None, none) == []
     expected = expected_outputs(run)
+    assert _side_files(run, expected, tmp_path, plain, None, none) == []
     encoded = [EncodedOutput(n, tmp_path / n, SOURCE) for n in run.encoding_formats]
     sizes = {key: 1 for key in expected.audio.values()}
     stored = _result(
