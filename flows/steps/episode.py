@@ -15,7 +15,7 @@ checked against the decoded length, and the source's are read up to it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -132,15 +132,7 @@ def episode_metadata(
         return None
     try:
         base = metadata.as_metadata() if metadata is not None else EpisodeMetadata()
-        return EpisodeMetadata.checked(
-            title=base.title,
-            artist=base.artist,
-            album=base.album,
-            date=base.date,
-            episode_number=base.episode_number,
-            description=base.description,
-            cover=cover,
-        )
+        return replace(base, cover=cover).check()
     except MetadataError as exc:
         raise _permanent(f"metadata: {exc}") from exc
 

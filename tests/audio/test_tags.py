@@ -10,10 +10,8 @@ too, and their sizes measured by ffprobe.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +22,7 @@ from media.encode import encode
 from media.probe import probe_source, verify_output
 from media.tags import write_tags
 from tests.audio.conftest import MakeAudio
+from tests.support.tag_readers import all_tags, ffprobe_json
 
 #: Seconds of audio in the tagged files.
 SOURCE_S = 4.0
@@ -34,26 +33,6 @@ CHAPTERS = (
 )
 DESCRIPTION = "Show notes, line one.\nLine two: links and credits."
 
-
-def ffprobe_json(path: Path) -> dict[str, Any]:
-    """Everything ffprobe says about `path` (the independent reader)."""
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_chapters",
-         "-show_streams", str(path)],
-        capture_output=True, check=True, timeout=30,
-    )  # fmt: skip
-    data: dict[str, Any] = json.loads(done.stdout)
-    return data
-
-
-def all_tags(probed: dict[str, Any]) -> dict[str, str]:
-    """Container tags plus the audio stream's (Ogg keeps Vorbis comments on the stream),
-    with lower-case keys (FLAC reports `TITLE`, MP3 `title`)."""
-    tags: dict[str, str] = {}
-    audio = next(s for s in probed["streams"] if s["codec_type"] == "audio")
-    for source in (probed["format"].get("tags") or {}, audio.get("tags") or {}):
-        tags.update({key.lower(): value for key, value in source.items()})
-    return tags
 
 
 def decodes_cleanly(path: Path) -> bool:

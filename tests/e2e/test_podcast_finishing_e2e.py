@@ -29,6 +29,7 @@ from domain.contracts import AudioProcessingParameters
 from tests.e2e.conftest import dispatched, follow
 from tests.support.audio_files import ffmpeg
 from tests.support.loudness_meters import ebur128_direct, loudness_sources, pyloudnorm_integrated
+from tests.support.tag_readers import all_tags, ffprobe_json
 
 pytestmark = pytest.mark.slow
 
@@ -114,25 +115,6 @@ def fetch(store: S3Store, key: str, folder: Path) -> Path:
     store.get_file(key, path)
     return path
 
-
-def ffprobe_json(path: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_chapters",
-         "-show_streams", str(path)],
-        capture_output=True, check=True, timeout=30,
-    )  # fmt: skip
-    data: dict[str, Any] = json.loads(done.stdout)
-    return data
-
-
-def all_tags(probed: dict[str, Any]) -> dict[str, str]:
-    """Container and audio-stream tags (Ogg keeps Vorbis comments on the stream), keys in
-    lower case."""
-    tags: dict[str, str] = {}
-    audio = next(s for s in probed["streams"] if s["codec_type"] == "audio")
-    for source in (probed["format"].get("tags") or {}, audio.get("tags") or {}):
-        tags.update({key.lower(): value for key, value in source.items()})
-    return tags
 
 
 def assert_on_target(path: Path, channels: int, what: str) -> tuple[float, float]:
