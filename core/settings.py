@@ -165,6 +165,8 @@ class PrefectSettings:
     #: dispatcher retries with back-off meanwhile) before the attempt fails as transient.
     dispatch_deadline_s: float = 60.0
     #: Threads per API process that create flow runs for new tasks (the outbox dispatcher).
+    #: 0: this process creates none (another API process sharing the database must; bench/
+    #: uses it to time the request path without the dispatcher's share of the CPU).
     dispatch_threads: int = 4
     #: On-demand reprocessing runs that may wait to start at once; `POST /reprocess` past
     #: it is 429 (a repeat of a queued run's parameters returns that run instead).
@@ -182,7 +184,7 @@ class PrefectSettings:
                 "AUDIOFLOW_REPROCESS_DEPLOYMENT", "reprocessing/reprocessing"
             ),
             dispatch_deadline_s=_env_float("AUDIOFLOW_DISPATCH_DEADLINE_S", 60.0),
-            dispatch_threads=env_int("AUDIOFLOW_DISPATCH_THREADS", 4, minimum=1),
+            dispatch_threads=env_int("AUDIOFLOW_DISPATCH_THREADS", 4, minimum=0),
             reprocess_queue_max=env_int("AUDIOFLOW_REPROCESS_QUEUE_MAX", 10, minimum=1),
         )
 

@@ -138,6 +138,11 @@ class FlowRunDispatcher:
         """
         if any(t.is_alive() for t in self._workers):
             return
+        if self.threads == 0:
+            log.warning(
+                "AUDIOFLOW_DISPATCH_THREADS=0: this process creates no flow runs; another API "
+                "process on the same database must, or new tasks stay queued"
+            )
         self._stop.clear()
         self._workers = [
             threading.Thread(target=self._loop, name=f"audioflow-dispatcher-{n}", daemon=True)

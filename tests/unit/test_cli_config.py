@@ -13,8 +13,8 @@ from cli.main import main
     ("name", "value", "message"),
     [
         ("AUDIOFLOW_WORKER_LIMIT", "two", "AUDIOFLOW_WORKER_LIMIT must be an integer, got 'two'"),
-        # No dispatcher thread would leave every new task pending forever.
-        ("AUDIOFLOW_DISPATCH_THREADS", "0", "AUDIOFLOW_DISPATCH_THREADS must be at least 1, got 0"),
+        # 0 is allowed (another API process dispatches); a negative count is a typo.
+        ("AUDIOFLOW_DISPATCH_THREADS", "-1", "AUDIOFLOW_DISPATCH_THREADS must be at least 0"),
     ],
 )
 def test_a_bad_variable_is_a_configuration_error(
