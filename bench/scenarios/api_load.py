@@ -22,10 +22,10 @@ Prefect server) under phases 1 and 2.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
-import os
 import time
 import uuid
 from collections.abc import Iterator
