@@ -225,20 +225,33 @@ def wait_until_idle(pid: int, *, below_cores: float = 0.05, settle_s: float = 3.
     return time.perf_counter() - start
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (uvicorn's workers)."""
+    return sum(procmon.cpu_seconds(p) or 0.0 for p in procmon.descendants([pid]))
+
+
 def _phases(
     port: int, audio_key: str, config: Config, label: str, *, background: bool, db_url: str,
-    prefect_pid: int,
+    prefect_pid: int, api_pid: int,
 ) -> dict[str, dict[str, Any]]:
-    """Phases 1-3 (and 4 if `background`) against the API on `port`."""
+    """Phases 1-3 (and 4 if `background`) against the API on `port` (process `api_pid`)."""
     d, warm = config.api_phase_s, min(2.0, config.api_phase_s / 4)
     out: dict[str, dict[str, Any]] = {}
     print(f"   [{label}]", flush=True)
     with dispatch_watch(db_url) as dispatch:
+        cpu_before = _tree_cpu_s(api_pid)
         out["create"] = run_load(_spec(port, create_requests(audio_key), mode="closed",
                                        connections=8, duration_s=config.api_create_s + warm,
                                        warmup_s=warm))
+        # The API's CPU per request, warm-up included (at the phase's rate): less sensitive
+        # to other load on the machine than the rate itself.
+        out["create"]["api_cpu_ms"] = 1000 * (_tree_cpu_s(api_pid) - cpu_before) / max(
+            out["create"]["ok_per_s"] * (config.api_create_s + warm), 1e-9)
     out["dispatch"] = dispatch
-    dispatch["prefect_settle_s"] = wait_until_idle(prefect_pid)
+    dispatch["prefect_settle_s"] = (
+        0.0 if os.environ.get("AUDIOFLOW_DISPATCH_THREADS") == "0"  # no runs to settle
+        else wait_until_idle(prefect_pid)
+    )
     tasks = live_tasks(f"http://127.0.0.1:{port}", 1000)
     if not tasks:
         raise RuntimeError("no pending tasks to load with progress updates and reads")
@@ -271,7 +284,8 @@ def _rows(result: ScenarioResult, label: str, phases: dict[str, dict[str, Any]])
         Row(
             f"{label}: POST /tasks per second",
             f"{create['ok_per_s']:.1f}/s",
-            f"p50 {ms(create['p50_s'])}, p99 {ms(create['p99_s'])}"
+            f"p50 {ms(create['p50_s'])}, p99 {ms(create['p99_s'])}; API CPU "
+            f"{create['api_cpu_ms']:.2f} ms per request"
             + (f"; non-2xx {bad_create}" if bad_create else ""),
             f"{create['ok_per_s'] / TARGET_CREATE_PER_S:.2f}x of target",
             f">= {TARGET_CREATE_PER_S}/s",
@@ -359,7 +373,8 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     one: dict[str, dict[str, Any]] | None = None
     if config.api_one_worker:
         one = _phases(port, audio_key, config, "1 uvicorn worker", background=True,
-                      db_url=db_url, prefect_pid=prefect_pid)
+                      db_url=db_url, prefect_pid=prefect_pid,
+                      api_pid=bench.stack.process("api").popen.pid)
         _rows(result, "1 worker", one)
         result.notes.append(_loadgen_cpu_note(one))
 
@@ -371,7 +386,7 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
         try:
             time.sleep(2)  # both workers up
             two = _phases(port2, audio_key, config, "2 uvicorn workers", background=False,
-                          db_url=db_url, prefect_pid=prefect_pid)
+                          db_url=db_url, prefect_pid=prefect_pid, api_pid=api2.popen.pid)
         finally:
             api2.stop()
         _rows(result, "2 workers", two)
