@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import select as io_select
 import uuid
+from dataclasses import replace
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import ConflictError
+from core.settings import Settings
 from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskEventRepository
+from domain.composition import build_services
 from domain.events import NOTIFY_CHANNEL, WEBHOOK_EVENT_TYPES, EventLog
 from domain.views import task_view
 from domain.workflows import ProgressUpdate, WorkflowService
@@ -169,3 +172,21 @@ def test_on_postgresql_every_event_is_notified_at_commit(
     assert received == [{"id": e.id, "taskId": str(task.id), "type": e.type} for e in events]
     with session_factory() as session:
         assert TaskEventRepository(session).last_id() == max(e.id for e in events)
+
+
+def test_a_flow_run_that_cannot_be_created_logs_the_failure(
+    base_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """The dispatcher's write: Prefect unreachable (no URL), the attempt fails at once."""
+    unreachable = replace(base_settings, prefect=replace(base_settings.prefect, api_url=""))
+    services = build_services(unreachable, session_factory=session_factory)
+    task = services.tasks.create_task(
+        "audio_processing",
+        {"episodeId": "ep-events", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]},
+    ).task
+    assert task.workflow_id is not None
+    failed = services.dispatcher.dispatch(task.workflow_id)
+    assert failed.status is TaskStatus.FAILED
+    (event,) = _events(session_factory, task.id)  # creation itself logs nothing
+    assert event.type == "task.failed" and event.data == task_view(failed)
+    assert event.data["errorKind"] == "transient"
