@@ -14,7 +14,13 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.controllers import InternalController, TaskController, WorkflowController, get_health
+from api.controllers import (
+    DeliveryController,
+    InternalController,
+    TaskController,
+    WorkflowController,
+    get_health,
+)
 from api.deps import service_dependencies
 from api.errors import EXCEPTION_HANDLERS
 from api.openapi_doc import document_task_payloads, publish_enforced_constraints
@@ -80,6 +86,7 @@ def routers() -> list[Router]:
             route_handlers=[
                 TaskController,
                 WorkflowController,
+                DeliveryController,
                 UploadController,
                 ReprocessController,
             ],

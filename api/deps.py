@@ -12,11 +12,13 @@ from domain.composition import Services
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
+from domain.webhooks import WebhookService
 from domain.workflows import WorkflowService
 
 
 def service_dependencies(services: Services) -> dict[str, Provide]:
-    """`task_service`, `workflow_service`, `upload_service` and `reprocess_service`."""
+    """`task_service`, `workflow_service`, `upload_service`, `reprocess_service` and
+    `webhook_service`."""
 
     def provide_task_service() -> TaskService:
         return services.tasks
@@ -30,9 +32,13 @@ def service_dependencies(services: Services) -> dict[str, Provide]:
     def provide_reprocess_service() -> ReprocessService:
         return services.reprocessing
 
+    def provide_webhook_service() -> WebhookService:
+        return services.webhooks
+
     return {
         "task_service": Provide(provide_task_service, sync_to_thread=False),
         "workflow_service": Provide(provide_workflow_service, sync_to_thread=False),
         "upload_service": Provide(provide_upload_service, sync_to_thread=False),
         "reprocess_service": Provide(provide_reprocess_service, sync_to_thread=False),
+        "webhook_service": Provide(provide_webhook_service, sync_to_thread=False),
     }

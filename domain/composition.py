@@ -7,9 +7,9 @@ store and its services, the reprocessing flow built its own engine and a second 
 (with a second dispatcher), and `TaskService.cancel()` built a WorkflowService per call.
 
 What is built once per `build_services` call and shared by every service of that call: one
-session factory (one engine), one store, one WorkflowService, one flow-run dispatcher. The
-dispatcher's threads run only between `start()` and `stop()` (the API's lifespan); the
-flows never start them and dispatch synchronously through the same object.
+session factory (one engine), one store, one WorkflowService, one flow-run dispatcher, one
+webhook deliverer. Their threads run only between `start()` and `stop()` (the API's
+lifespan); the flows never start them and dispatch synchronously through the same object.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from domain.dispatch import FlowRunDispatcher, FlowRunStarter
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
+from domain.webhooks import WebhookDeliverer, WebhookService
 from domain.workflows import WorkflowService
 
 
@@ -43,19 +44,25 @@ class Services:
     tasks: TaskService
     uploads: UploadService
     reprocessing: ReprocessService
+    #: Webhook deliveries: the threads (`start`/`stop`) and the API's reads and redeliveries.
+    webhook_deliverer: WebhookDeliverer
+    webhooks: WebhookService
     #: The engine built here, disposed by `dispose()`; None when the caller brought its own
     #: sessions (their engine is the caller's to close).
     engine: Engine | None = None
 
     def start(self) -> None:
-        """Start the dispatcher threads (the API's lifespan; the flows do not call it)."""
+        """Start the dispatcher's and the webhook deliverer's threads (the API's lifespan;
+        the flows do not call it)."""
         self.dispatcher.start()
+        self.webhook_deliverer.start()
 
     def stop(self) -> None:
         """Stop the dispatcher threads and close this process's Prefect clients.
 
-        Queued workflows stay rows: the next process to start a dispatcher takes them.
+        Queued workflows and pending deliveries stay rows: the next process takes them.
         """
+        self.webhook_deliverer.stop()
         self.dispatcher.stop()
         prefect_gateway.close_clients()
 
@@ -92,6 +99,7 @@ def build_services(
         session_factory, settings, start_flow_run or prefect_gateway.start_flow_run
     )
     workflows = WorkflowService(session_factory, store)
+    webhook_deliverer = WebhookDeliverer(session_factory, settings.webhooks)
     return Services(
         settings=settings,
         session_factory=session_factory,
@@ -111,5 +119,7 @@ def build_services(
             cover_max_bytes=settings.media.cover_max_bytes,
         ),
         reprocessing=ReprocessService(settings),
+        webhook_deliverer=webhook_deliverer,
+        webhooks=WebhookService(session_factory, webhook_deliverer),
         engine=engine,
     )

@@ -62,6 +62,8 @@ OPERATIONS = [
     ("POST", "/tasks"),
     ("GET", "/tasks/{task_id}"),
     ("GET", "/tasks/{task_id}/workflows"),
+    ("GET", "/tasks/{task_id}/deliveries"),
+    ("POST", "/deliveries/{delivery_id}/redeliver"),
     ("POST", "/tasks/{task_id}/cancel"),
     ("POST", "/tasks/{task_id}/retry"),
     ("GET", "/workflows/{workflow_id}"),
