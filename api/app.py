@@ -10,12 +10,12 @@ from litestar.config.cors import CORSConfig
 from litestar.exceptions import ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.controllers import InternalController, TaskController, WorkflowController, get_health
 from api.deps import service_dependencies
+from api.docs_ui import docs_assets_router, swagger_plugin
 from api.errors import EXCEPTION_HANDLERS
 from api.openapi_doc import document_task_payloads, publish_enforced_constraints
 from api.reprocess import ReprocessController
@@ -128,7 +128,7 @@ def create_app(
         settings, session_factory=session_factory, start_flow_run=start_flow_run
     )
     app = Litestar(
-        route_handlers=[*routers(), get_health],
+        route_handlers=[*routers(), docs_assets_router(), get_health],
         dependencies=service_dependencies(services),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=check_request,
@@ -141,7 +141,8 @@ def create_app(
             description="Audio processing tasks: encoding and transcription of podcast episodes.",
             path="/schema",
             components=Components(security_schemes=dict(SECURITY_SCHEMES)),
-            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+            # Swagger UI from this API's own files (`api.docs_ui`); Scalar needs a CDN.
+            render_plugins=[swagger_plugin()],
         ),
         debug=False,
     )
