@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
 from domain.contracts import ErrorKind, ReprocessParameters
+from domain.views import OutStruct as OutStruct
+from domain.views import TaskOut as TaskOut
 from domain.wire import wire_struct
 
 WorkflowStatusName = Literal["queued", "running", "completed", "failed", "crashed", "cancelled"]
@@ -34,44 +35,6 @@ class ProgressRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
     result: dict[str, Any] | None = None
     error: Annotated[str, msgspec.Meta(max_length=20000)] | None = None
     error_kind: ErrorKind | None = None
-
-
-class OutStruct(msgspec.Struct, rename="camel"):
-    """A response struct whose fields are named as the attributes of the object it shows
-    (an ORM row, a domain result): `of()` copies them by name, so a field added to both
-    sides needs no third edit, and a status enum goes out as its value."""
-
-    @classmethod
-    def of(cls, source: object) -> Self:
-        """The struct with each field read from the attribute of the same name on `source`."""
-        values: dict[str, Any] = {}
-        for name in cls.__struct_fields__:
-            value = getattr(source, name)
-            values[name] = value.value if isinstance(value, Enum) else value
-        return cls(**values)
-
-
-class TaskOut(OutStruct):
-    """A task as clients see it."""
-
-    id: uuid.UUID
-    type: str
-    status: str
-    episode_id: str | None
-    payload: dict[str, Any]
-    result: dict[str, Any] | None
-    error: str | None
-    error_kind: str | None
-    progress: int
-    current_step: str | None
-    attempts: int
-    idempotency_key: str | None
-    workflow_id: uuid.UUID | None
-    workflow_instance_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
 
 
 class TaskPageOut(msgspec.Struct, rename="camel"):

@@ -1,4 +1,5 @@
-"""The two tables: `tasks` (what a client asked for) and `workflows` (each Prefect run of it).
+"""The tables: `tasks` (what a client asked for), `workflows` (each Prefect run of it) and
+`task_events` (what happened to a task, for webhooks and event streams).
 
 A task keeps every workflow it ever had (one per attempt); `tasks.workflow_id` points at
 the current one. The foreign keys form a cycle, so the task -> workflow one is added after
@@ -13,7 +14,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 # Re-exported: the enums are a column type here, and most code takes them from the models.
@@ -144,3 +157,50 @@ class Workflow(UUIDKey, AuditColumns, Base):
     @validates("message", "error", "current_step")
     def _validate_text(self, _key: str, value: str | None) -> str | None:
         return without_nul(value)
+
+
+#: The type of the one event per task that holds its latest progress (upserted, not appended).
+PROGRESS_EVENT = "task.progress"
+
+
+class TaskEvent(Base):
+    """One thing that happened to a task, in the order it happened (`id` only ever grows).
+
+    Status changes (`task.processing`, `task.done`, ...) are appended, each in the
+    transaction that made the change, with the task as `GET /tasks/{id}` shows it. Progress
+    is one row per task (`task.progress`), rewritten by every report with a new `id` from
+    the same sequence: so "everything after id N" still includes the latest progress, and a
+    progress report stays one statement. Webhook deliveries and event streams read here.
+
+    `id` is an identity (a sequence) on PostgreSQL and an AUTOINCREMENT rowid on SQLite:
+    never reused, also after the progress row of a task is replaced. A trigger on
+    PostgreSQL (migration 0004) sends `NOTIFY audioflow_task_events` for every row written.
+    """
+
+    __tablename__ = "task_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), Identity(), primary_key=True
+    )
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    )
+    #: `task.<status>` or `task.progress`.
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    #: The event's body: the task (status events) or its status, progress and step.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(), nullable=False)
+
+    __table_args__ = (
+        # One task's events in order (an event stream's replay, a task's deliveries).
+        Index("ix_task_events_task_id_id", "task_id", "id"),
+        # The progress hot path's upsert target: at most one progress row per task.
+        Index(
+            "uq_task_events_progress",
+            "task_id",
+            unique=True,
+            postgresql_where=text(f"type = '{PROGRESS_EVENT}'"),
+            sqlite_where=text(f"type = '{PROGRESS_EVENT}'"),
+        ),
+        {"sqlite_autoincrement": True},
+    )

@@ -25,11 +25,11 @@ from advanced_alchemy.filters import (
     StatementFilter,
 )
 from advanced_alchemy.repository import ModelT, SQLAlchemySyncRepository
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
-from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from db.models import Task, TaskEvent, TaskStatus, Workflow, WorkflowStatus
 
 #: Newest first; the id breaks ties so that pages never overlap.
 NEWEST_FIRST = (OrderBy("created_at", "desc"), OrderBy("id", "asc"))
@@ -174,3 +174,23 @@ class WorkflowRepository(AudioflowRepository[Workflow]):
                 OrderBy("created_at", "asc"),
             )
         )
+
+
+class TaskEventRepository(AudioflowRepository[TaskEvent]):
+    """Queries on the `task_events` table (the task event log, `domain.events`)."""
+
+    model_type = TaskEvent
+    noun = "event"
+
+    def after(
+        self, after_id: int, *, task_id: uuid.UUID | None = None, limit: int = 500
+    ) -> list[TaskEvent]:
+        """Events with an id above `after_id`, oldest first; one task's with `task_id`."""
+        query = select(TaskEvent).where(TaskEvent.id > after_id)
+        if task_id is not None:
+            query = query.where(TaskEvent.task_id == task_id)
+        return list(self.session.scalars(query.order_by(TaskEvent.id).limit(limit)))
+
+    def last_id(self) -> int:
+        """The highest id written so far (0 when there is none): where a new reader starts."""
+        return int(self.session.scalar(select(func.coalesce(func.max(TaskEvent.id), 0))) or 0)

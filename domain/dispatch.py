@@ -44,7 +44,7 @@ from core.settings import Settings
 from db.base import utcnow
 from db.models import Task, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
-from domain import lifecycle, prefect_gateway
+from domain import events, lifecycle, prefect_gateway
 from domain.contracts import ErrorKind
 from domain.lifecycle import WAITING_FOR_RUN, Writer
 from domain.task_types import get_task_type
@@ -297,12 +297,14 @@ class FlowRunDispatcher:
             workflow.dispatch_after = None
             workflow.message = f"flow run {info.id} recovered by its idempotency key"
             workflow.updated_at = now
+            before = task.status
             mirror_on_task(task, workflow)
             if task.workflow_id == workflow.id:
                 task.workflow_instance_id = info.id
                 task.error = None
                 task.error_kind = None
             session.flush()
+            events.record_status_change(session, task, before)
         log.info("recovered flow run %s of workflow %s by its key", info.id, workflow_id)
         return task
 
@@ -355,8 +357,10 @@ class FlowRunDispatcher:
                 workflow.error = f"{FAILED_TO_START}: {reason}"
                 workflow.completed_at = utcnow()
                 workflow.dispatch_after = None
+                before = task.status
                 mirror_on_task(task, workflow)
                 if task.workflow_id == workflow.id:
                     task.error_kind = ErrorKind.TRANSIENT
+                events.record_status_change(session, task, before)
             session.flush()
         return task

@@ -20,7 +20,7 @@ from core.settings import Settings
 from core.storage.base import ObjectStore
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
-from domain import lifecycle, prefect_gateway
+from domain import events, lifecycle, prefect_gateway
 from domain.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher
 from domain.lifecycle import TaskAction, Writer
 from domain.outputs import remove_attempt_outputs, result_keys
@@ -204,6 +204,7 @@ class TaskService:
         }
         task.workflow_id = workflow.id
         task.workflow_instance_id = None
+        before = task.status
         task.status = lifecycle.task_status_for(status)
         task.progress = 0
         task.current_step = None
@@ -213,6 +214,8 @@ class TaskService:
         task.started_at = None
         task.completed_at = None
         session.flush()
+        # A new attempt of an ended task (`task.pending`); a new task records nothing.
+        events.record_status_change(session, task, before)
         return workflow
 
     def _recover_lost_run(self, task_id: uuid.UUID) -> Task | None:

@@ -19,7 +19,7 @@ from db.base import utcnow
 from db.engine import autocommit_engine
 from db.models import Task, TaskStatus, Workflow, WorkflowStatus, without_nul
 from db.repositories import TaskRepository, WorkflowRepository
-from domain import lifecycle
+from domain import events, lifecycle
 from domain.lifecycle import Writer
 from domain.manifest import ManifestPublisher
 
@@ -123,9 +123,11 @@ def _single_statement_progress(
         .returning(*_TASKS.c)
         .cte("t")
     )
-    return select(
-        *(c.label(f"w_{c.name}") for c in w.c), *(c.label(f"t_{c.name}") for c in t.c)
-    ).select_from(w.outerjoin(t, true()))
+    return (
+        select(*(c.label(f"w_{c.name}") for c in w.c), *(c.label(f"t_{c.name}") for c in t.c))
+        .select_from(w.outerjoin(t, true()))
+        .add_cte(events.progress_upsert_cte(t, w))
+    )
 
 
 _SINGLE_STATEMENT_PROGRESS = _single_statement_progress()
@@ -285,11 +287,13 @@ class WorkflowService:
             new_status = update.status or workflow.status
             if not lifecycle.allows(writer, workflow.status, new_status):
                 raise _refusal(workflow, new_status, writer)
+            before = task.status
             self._apply(workflow, update, new_status)
             mirror_on_task(task, workflow)
             if update.error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = update.error_kind
             session.flush()
+            events.record_status_change(session, task, before)
         self._publish_if_done(workflow, task)
         return workflow, task
 
@@ -345,7 +349,16 @@ class WorkflowService:
             ).one_or_none()
             if task_row is None:  # an older attempt's news: the task follows another workflow
                 return workflow, session.get_one(Task, update.task_id)
-            return workflow, Task(**task_row._asdict())
+            task = Task(**task_row._asdict())
+            events.replace_progress_sqlite(
+                session,
+                task.id,
+                events.progress_data(
+                    task.id, task.status, task.progress, task.current_step, workflow.message
+                ),
+                workflow.updated_at,
+            )
+            return workflow, task
 
     def _apply_plain_progress_pg(
         self, engine: Engine, update: ProgressUpdate, params: dict[str, Any]
@@ -426,10 +439,12 @@ class WorkflowService:
             workflow.message = reason
             workflow.status = status
             workflow.updated_at = now
+            before = task.status
             mirror_on_task(task, workflow)
             if error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = error_kind
             session.flush()
+            events.record_status_change(session, task, before)
         self._publish_if_done(workflow, task)
         return workflow, task
 
