@@ -17,6 +17,7 @@ from api.controllers import InternalController, TaskController, WorkflowControll
 from api.deps import service_dependencies
 from api.docs_ui import docs_assets_router, swagger_plugin
 from api.errors import EXCEPTION_HANDLERS
+from api.events import EventController, end_streams_on_shutdown
 from api.openapi_doc import document_task_payloads, publish_enforced_constraints
 from api.reprocess import ReprocessController
 from api.request_checks import (
@@ -82,6 +83,7 @@ def routers() -> list[Router]:
                 WorkflowController,
                 UploadController,
                 ReprocessController,
+                EventController,
             ],
         ),
         Router(
@@ -96,15 +98,19 @@ def routers() -> list[Router]:
 def services_lifespan(
     services: Services,
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: the dispatcher runs while the app serves, and on the way out its
-    threads stop, the Prefect clients close and the engine built for the app is disposed."""
+    """The app's lifespan: the dispatcher and the event streams' hub run while the app
+    serves, and on the way out they stop, the Prefect clients close and the engine built
+    for the app is disposed."""
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         services.start()
         try:
+            await services.start_async()
+            end_streams_on_shutdown(services.events.hub)
             yield
         finally:
+            await services.stop_async()
             services.stop()
             services.dispose()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from litestar.di import Provide
 
 from domain.composition import Services
+from domain.event_stream import EventStreamService
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
@@ -16,7 +17,8 @@ from domain.workflows import WorkflowService
 
 
 def service_dependencies(services: Services) -> dict[str, Provide]:
-    """`task_service`, `workflow_service`, `upload_service` and `reprocess_service`."""
+    """`task_service`, `workflow_service`, `upload_service`, `reprocess_service` and
+    `event_stream`."""
 
     def provide_task_service() -> TaskService:
         return services.tasks
@@ -30,9 +32,13 @@ def service_dependencies(services: Services) -> dict[str, Provide]:
     def provide_reprocess_service() -> ReprocessService:
         return services.reprocessing
 
+    def provide_event_stream() -> EventStreamService:
+        return services.events
+
     return {
         "task_service": Provide(provide_task_service, sync_to_thread=False),
         "workflow_service": Provide(provide_workflow_service, sync_to_thread=False),
         "upload_service": Provide(provide_upload_service, sync_to_thread=False),
         "reprocess_service": Provide(provide_reprocess_service, sync_to_thread=False),
+        "event_stream": Provide(provide_event_stream, sync_to_thread=False),
     }

@@ -18,6 +18,7 @@ from typing import Final
 from litestar import Router, get
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.params import FromPath
 from litestar.response import File
 from swagger_ui_bundle import swagger_ui_path
 
@@ -49,7 +50,7 @@ def swagger_plugin() -> SwaggerRenderPlugin:
 
 
 @get("/{name:str}", include_in_schema=False, sync_to_thread=False)
-def swagger_asset(name: str) -> File:
+def swagger_asset(name: FromPath[str]) -> File:
     """One of Swagger UI's files; 404 for any other name (no path is ever joined blindly)."""
     media_type = ASSETS.get(name)
     if media_type is None:

@@ -25,6 +25,7 @@ from core.storage.base import ObjectStore
 from db.engine import build_engine, build_session_factory
 from domain import prefect_gateway
 from domain.dispatch import FlowRunDispatcher, FlowRunStarter
+from domain.event_stream import EventHub, EventReader, EventStreamService
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
@@ -43,6 +44,9 @@ class Services:
     tasks: TaskService
     uploads: UploadService
     reprocessing: ReprocessService
+    #: Event streams; their hub (LISTEN connection) runs between the API's
+    #: `start_async()` and `stop_async()` only.
+    events: EventStreamService
     #: The engine built here, disposed by `dispose()`; None when the caller brought its own
     #: sessions (their engine is the caller's to close).
     engine: Engine | None = None
@@ -50,6 +54,13 @@ class Services:
     def start(self) -> None:
         """Start the dispatcher threads (the API's lifespan; the flows do not call it)."""
         self.dispatcher.start()
+
+    async def start_async(self) -> None:
+        """Start what runs in the server's event loop: the event streams' hub."""
+        await self.events.hub.start()
+
+    async def stop_async(self) -> None:
+        await self.events.hub.stop()
 
     def stop(self) -> None:
         """Stop the dispatcher threads and close this process's Prefect clients.
@@ -92,6 +103,7 @@ def build_services(
         session_factory, settings, start_flow_run or prefect_gateway.start_flow_run
     )
     workflows = WorkflowService(session_factory, store)
+    reader = EventReader(session_factory)
     return Services(
         settings=settings,
         session_factory=session_factory,
@@ -111,5 +123,6 @@ def build_services(
             cover_max_bytes=settings.media.cover_max_bytes,
         ),
         reprocessing=ReprocessService(settings),
+        events=EventStreamService(EventHub(settings.database.url, reader), reader),
         engine=engine,
     )
