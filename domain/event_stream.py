@@ -201,6 +201,9 @@ class EventHub:
         self.closed = False
 
     async def start(self) -> None:
+        # Made here, in the server's loop: an app may be started again in another loop.
+        self.listening = asyncio.Event()
+        self.closed = False
         listen = self._listen_postgres if self.postgres else self._poll_sqlite
         self._runner = asyncio.create_task(listen(), name="event-hub")
         if self.postgres:
