@@ -13,7 +13,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.controllers import InternalController, TaskController, WorkflowController, get_health
+from api.controllers import (
+    DeliveryController,
+    InternalController,
+    TaskController,
+    WorkflowController,
+    get_health,
+)
 from api.deps import service_dependencies
 from api.docs_ui import docs_assets_router, swagger_plugin
 from api.errors import EXCEPTION_HANDLERS
@@ -81,6 +87,7 @@ def routers() -> list[Router]:
             route_handlers=[
                 TaskController,
                 WorkflowController,
+                DeliveryController,
                 UploadController,
                 ReprocessController,
                 EventController,

@@ -14,12 +14,18 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 from sqlalchemy import text
 
 from api.errors import error_responses
 from api.schemas import (
     CreateTaskRequest,
+    DeliveryOut,
     HealthOut,
     ProgressOut,
     ProgressRequest,
@@ -34,6 +40,7 @@ from domain import prefect_gateway
 from domain.composition import Services
 from domain.contracts import ErrorKind
 from domain.tasks import TaskService
+from domain.webhooks import WebhookService
 from domain.workflows import ProgressUpdate, WorkflowService
 
 
@@ -63,7 +70,12 @@ class TaskController(Controller):
         (`workflowInstanceId` is empty until then). If Prefect cannot be reached, the run
         is retried for `AUDIOFLOW_DISPATCH_DEADLINE_S` before the task fails as transient.
         """
-        outcome = task_service.create_task(data.type, data.payload, idempotency_key=idempotency_key)
+        outcome = task_service.create_task(
+            data.type,
+            data.payload,
+            idempotency_key=idempotency_key,
+            callback_url=data.callback_url,
+        )
         task = outcome.task
         return Response(
             TaskOut.of(task), status_code=HTTP_201_CREATED if outcome.created else HTTP_200_OK
@@ -134,6 +146,35 @@ class TaskController(Controller):
     ) -> list[WorkflowOut]:
         """Every workflow (attempt) of a task, oldest first."""
         return [WorkflowOut.of(w) for w in workflow_service.list_for_task(task_id)]
+
+    @get(
+        "/{task_id:uuid}/deliveries", sync_to_thread=True, responses=error_responses(400, 401, 404)
+    )
+    def list_task_deliveries(
+        self, task_id: FromPath[uuid.UUID], webhook_service: NamedDependency[WebhookService]
+    ) -> list[DeliveryOut]:
+        """Every webhook delivery of the task's events, with each attempt (oldest first)."""
+        return [DeliveryOut.of(d) for d in webhook_service.list_for_task(task_id)]
+
+
+class DeliveryController(Controller):
+    """Webhook deliveries."""
+
+    path = "/deliveries"
+    tags = ["webhooks"]
+
+    @post(
+        "/{delivery_id:uuid}/redeliver",
+        sync_to_thread=True,
+        status_code=HTTP_202_ACCEPTED,
+        responses=error_responses(400, 401, 404, 409),
+    )
+    def redeliver(
+        self, delivery_id: FromPath[uuid.UUID], webhook_service: NamedDependency[WebhookService]
+    ) -> DeliveryOut:
+        """Send a delivered or failed delivery again (same `webhook-id`, a fresh retry
+        schedule); 409 while it is pending. Answers at once: watch its `attemptLog`."""
+        return DeliveryOut.of(webhook_service.redeliver(delivery_id))
 
 
 class WorkflowController(Controller):

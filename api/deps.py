@@ -13,12 +13,13 @@ from domain.event_stream import EventStreamService
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
+from domain.webhooks import WebhookService
 from domain.workflows import WorkflowService
 
 
 def service_dependencies(services: Services) -> dict[str, Provide]:
-    """`task_service`, `workflow_service`, `upload_service`, `reprocess_service` and
-    `event_stream`."""
+    """`task_service`, `workflow_service`, `upload_service`, `reprocess_service`,
+    `event_stream` and `webhook_service`."""
 
     def provide_task_service() -> TaskService:
         return services.tasks
@@ -34,6 +35,8 @@ def service_dependencies(services: Services) -> dict[str, Provide]:
 
     def provide_event_stream() -> EventStreamService:
         return services.events
+    def provide_webhook_service() -> WebhookService:
+        return services.webhooks
 
     return {
         "task_service": Provide(provide_task_service, sync_to_thread=False),
@@ -41,4 +44,5 @@ def service_dependencies(services: Services) -> dict[str, Provide]:
         "upload_service": Provide(provide_upload_service, sync_to_thread=False),
         "reprocess_service": Provide(provide_reprocess_service, sync_to_thread=False),
         "event_stream": Provide(provide_event_stream, sync_to_thread=False),
+        "webhook_service": Provide(provide_webhook_service, sync_to_thread=False),
     }

@@ -21,6 +21,10 @@ class CreateTaskRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
 
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     payload: dict[str, Any]
+    #: An http(s) URL that receives the task's events as signed webhooks (needs
+    #: AUDIOFLOW_WEBHOOK_SECRET; loopback and private addresses are refused unless
+    #: AUDIOFLOW_WEBHOOK_ALLOW_PRIVATE=true). Part of what an idempotent repeat must match.
+    callback_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)] | None = None
 
 
 class ProgressRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -163,3 +167,27 @@ class ErrorOut(msgspec.Struct):
     detail: str
     #: Validation problems (a list, for 400) or facts about the error (e.g. `taskId` on a 503).
     extra: Any = None
+
+
+class DeliveryOut(OutStruct):
+    """One task event sent (or being sent) to one URL, with every attempt."""
+
+    id: uuid.UUID
+    #: The `webhook-id` header of each attempt (a receiver deduplicates on it).
+    webhook_id: str
+    event_id: int
+    event_type: str
+    task_id: uuid.UUID
+    url: str
+    #: `pending`, `delivered` or `failed` (the retry schedule is spent, or the URL refused).
+    status: str
+    #: Attempts since the delivery was made or last redelivered.
+    attempts: int
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    #: Every attempt, oldest first: `at`, `statusCode`, `error`, `durationMs`, `response`
+    #: (the first 256 characters of the answer).
+    attempt_log: list[dict[str, Any]]
+    created_at: datetime

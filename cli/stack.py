@@ -337,6 +337,8 @@ def embedded_env(
     env.setdefault("DATABASE_URL", f"sqlite:///{home / 'audioflow.db'}")
     env.setdefault("AUDIOFLOW_STORAGE", "local")
     env.setdefault("AUDIOFLOW_STORAGE_DIR", str(home / "storage"))
+    # Webhook receivers of a stack on one machine are local (loopback is refused otherwise).
+    env.setdefault("AUDIOFLOW_WEBHOOK_ALLOW_PRIVATE", "true")
     env["AUDIOFLOW_API_URL"] = f"http://127.0.0.1:{api_port}"
     env["PYTHONUNBUFFERED"] = "1"
     return env

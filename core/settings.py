@@ -9,6 +9,8 @@ pass their own values.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tempfile
@@ -365,6 +367,95 @@ class CaptionSettings:
         )
 
 
+#: Waits between webhook attempts (seconds): attempts at 0, 5 and 15 s (three within a
+#: minute), then back off to 12 hours; the last try is 27.6 hours after the first.
+DEFAULT_WEBHOOK_RETRY_S: tuple[float, ...] = (5, 10, 30, 120, 300, 1800, 3600, 7200, 14400)
+DEFAULT_WEBHOOK_RETRY_S += (28800, 43200)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Signed webhooks (Standard Webhooks) for task events; off without a secret."""
+
+    #: `whsec_...` (base64 after the prefix): the HMAC key of every signature. No default:
+    #: without it no webhook is sent and `callbackUrl` is refused.
+    secret: str | None = None
+    #: Endpoints that receive every task's events (`AUDIOFLOW_WEBHOOK_URLS`, comma-separated).
+    urls: tuple[str, ...] = ()
+    #: Allow loopback, private and link-local receivers (the embedded stack, tests).
+    allow_private: bool = False
+    #: Waits between attempts, in seconds; after the last one the delivery has failed.
+    retry_schedule_s: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_S
+    #: Seconds for each of connect, send and the start of the answer; and the whole attempt
+    #: may take at most twice this.
+    timeout_s: float = 5.0
+    #: Delivery threads per API process.
+    threads: int = 2
+    #: How often an idle delivery thread looks for new events and due retries (seconds).
+    poll_s: float = 1.0
+    #: How long a claimed delivery is left to its thread before another process may take
+    #: it (a process that died mid-send): well over one attempt.
+    lease_s: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        """Webhooks are sent only with a secret to sign them."""
+        return bool(self.secret)
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        secret = _env("AUDIOFLOW_WEBHOOK_SECRET", "").strip() or None
+        if secret is not None:
+            _check_webhook_secret(secret)
+        urls = tuple(
+            part.strip()
+            for part in os.environ.get("AUDIOFLOW_WEBHOOK_URLS", "").split(",")
+            if part.strip()
+        )
+        for url in urls:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise SettingsError(f"AUDIOFLOW_WEBHOOK_URLS: not an http(s) URL: {url!r}")
+        if urls and secret is None:
+            raise SettingsError(
+                "AUDIOFLOW_WEBHOOK_URLS is set but AUDIOFLOW_WEBHOOK_SECRET is not: webhooks "
+                "are signed, set it to a whsec_... secret (base64 of 24 to 64 random bytes)"
+            )
+        raw = os.environ.get("AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S", "").strip()
+        schedule = DEFAULT_WEBHOOK_RETRY_S
+        if raw:
+            try:
+                schedule = tuple(float(part) for part in raw.split(","))
+            except ValueError as exc:
+                raise SettingsError(
+                    "AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds, "
+                    f"got {raw!r}"
+                ) from exc
+            if any(not 0 <= wait < float("inf") for wait in schedule):
+                raise SettingsError("AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S: waits must be >= 0")
+        return cls(
+            secret=secret,
+            urls=urls,
+            allow_private=_env_bool("AUDIOFLOW_WEBHOOK_ALLOW_PRIVATE", False),
+            retry_schedule_s=schedule,
+            timeout_s=_env_float("AUDIOFLOW_WEBHOOK_TIMEOUT_S", 5.0),
+            threads=env_int("AUDIOFLOW_WEBHOOK_THREADS", 2, minimum=1),
+        )
+
+
+def _check_webhook_secret(secret: str) -> None:
+    """A Standard Webhooks secret: `whsec_` and the base64 of at least 24 bytes."""
+    if not secret.startswith("whsec_"):
+        raise SettingsError("AUDIOFLOW_WEBHOOK_SECRET must start with whsec_")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SettingsError("AUDIOFLOW_WEBHOOK_SECRET: not base64 after whsec_") from exc
+    if not 24 <= len(key) <= 64:
+        raise SettingsError(
+            f"AUDIOFLOW_WEBHOOK_SECRET must hold 24 to 64 bytes (base64), got {len(key)}"
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """All of audioflow's configuration."""
@@ -380,6 +471,8 @@ class Settings:
     media: MediaSettings = field(default_factory=MediaSettings)
     #: Caption line limits of the WebVTT and SRT transcripts.
     captions: CaptionSettings = field(default_factory=CaptionSettings)
+    #: Signed webhooks for task events (off without AUDIOFLOW_WEBHOOK_SECRET).
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     #: Retry budget for transient failures (reprocessing).
     max_attempts: int = field(default=3)
     #: Wait before the first automatic retry; doubles with each attempt (capped at an hour).
@@ -427,6 +520,7 @@ class Settings:
             whisper=WhisperSettings.from_env(),
             media=MediaSettings.from_env(),
             captions=CaptionSettings.from_env(),
+            webhooks=WebhookSettings.from_env(),
             max_attempts=env_int("AUDIOFLOW_MAX_ATTEMPTS", 3),
             retry_backoff_s=_env_float("AUDIOFLOW_RETRY_BACKOFF_S", 30.0),
             temp_dir=Path(_env("AUDIOFLOW_TEMP_DIR", str(default_temp_dir()))).resolve(),

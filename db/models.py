@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Enum,
     ForeignKey,
     Identity,
@@ -24,7 +25,9 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
@@ -82,6 +85,8 @@ class Task(UUIDKey, AuditColumns, Base):
     #: with the same `Idempotency-Key` is compared with, since reprocessing may change
     #: the payload. None on rows made before it was kept.
     request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Where this task's events are also sent (signed webhooks, `domain.webhooks`).
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     workflow_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid(),
         ForeignKey("workflows.id", use_alter=True, ondelete="SET NULL"),
@@ -190,8 +195,19 @@ class TaskEvent(Base):
     #: The event's body: the task (status events) or its status, progress and step.
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(), nullable=False)
+    #: Outbox flag: a webhook event whose deliveries are not made yet (`domain.webhooks`).
+    fanout_pending: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=false()
+    )
 
     __table_args__ = (
+        # The events waiting for their webhook deliveries: few, however long the log.
+        Index(
+            "ix_task_events_fanout",
+            "id",
+            postgresql_where=text("fanout_pending"),
+            sqlite_where=text("fanout_pending"),
+        ),
         # One task's events in order (an event stream's replay, a task's deliveries).
         Index("ix_task_events_task_id_id", "task_id", "id"),
         # The progress hot path's upsert target: at most one progress row per task.
@@ -204,3 +220,64 @@ class TaskEvent(Base):
         ),
         {"sqlite_autoincrement": True},
     )
+
+
+class DeliveryStatus(StrEnum):
+    """Where one webhook delivery stands."""
+
+    PENDING = "pending"  # due now or at `next_attempt_at`
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # every attempt of the schedule failed, or the URL is refused
+
+
+class WebhookDelivery(UUIDKey, AuditColumns, Base):
+    """One task event sent to one URL: its state, and every attempt (`attempt_log`).
+
+    The row is its own outbox entry: a pending row whose `next_attempt_at` has come is
+    claimed (`FOR UPDATE SKIP LOCKED`, then a lease in `next_attempt_at`) by one delivery
+    thread of one API process, which records the attempt and the next one.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("task_events.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    event_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), nullable=False, default=DeliveryStatus.PENDING
+    )
+    #: Attempts since the delivery was made or last redelivered (the back-off's position).
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Every attempt, oldest first: [{at, statusCode, error, durationMs, response}].
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "url", name="uq_webhook_deliveries_event_id_url"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+    @property
+    def webhook_id(self) -> str:
+        """The `webhook-id` header of every attempt: one per delivery, so a receiver can
+        tell a retry or a redelivery from a new message."""
+        return f"msg_{self.id.hex}"
+
+    @validates("last_error")
+    def _validate_text(self, _key: str, value: str | None) -> str | None:
+        return without_nul(value)

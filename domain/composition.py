@@ -7,9 +7,9 @@ store and its services, the reprocessing flow built its own engine and a second 
 (with a second dispatcher), and `TaskService.cancel()` built a WorkflowService per call.
 
 What is built once per `build_services` call and shared by every service of that call: one
-session factory (one engine), one store, one WorkflowService, one flow-run dispatcher. The
-dispatcher's threads run only between `start()` and `stop()` (the API's lifespan); the
-flows never start them and dispatch synchronously through the same object.
+session factory (one engine), one store, one WorkflowService, one flow-run dispatcher, one
+webhook deliverer. Their threads run only between `start()` and `stop()` (the API's
+lifespan); the flows never start them and dispatch synchronously through the same object.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from domain.event_stream import EventHub, EventReader, EventStreamService
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
+from domain.webhooks import WebhookDeliverer, WebhookService
 from domain.workflows import WorkflowService
 
 
@@ -47,13 +48,18 @@ class Services:
     #: Event streams; their hub (LISTEN connection) runs between the API's
     #: `start_async()` and `stop_async()` only.
     events: EventStreamService
+    #: Webhook deliveries: the threads (`start`/`stop`) and the API's reads and redeliveries.
+    webhook_deliverer: WebhookDeliverer
+    webhooks: WebhookService
     #: The engine built here, disposed by `dispose()`; None when the caller brought its own
     #: sessions (their engine is the caller's to close).
     engine: Engine | None = None
 
     def start(self) -> None:
-        """Start the dispatcher threads (the API's lifespan; the flows do not call it)."""
+        """Start the dispatcher's and the webhook deliverer's threads (the API's lifespan;
+        the flows do not call it)."""
         self.dispatcher.start()
+        self.webhook_deliverer.start()
 
     async def start_async(self) -> None:
         """Start what runs in the server's event loop: the event streams' hub."""
@@ -65,8 +71,9 @@ class Services:
     def stop(self) -> None:
         """Stop the dispatcher threads and close this process's Prefect clients.
 
-        Queued workflows stay rows: the next process to start a dispatcher takes them.
+        Queued workflows and pending deliveries stay rows: the next process takes them.
         """
+        self.webhook_deliverer.stop()
         self.dispatcher.stop()
         prefect_gateway.close_clients()
 
@@ -104,6 +111,7 @@ def build_services(
     )
     workflows = WorkflowService(session_factory, store)
     reader = EventReader(session_factory)
+    webhook_deliverer = WebhookDeliverer(session_factory, settings.webhooks)
     return Services(
         settings=settings,
         session_factory=session_factory,
@@ -124,5 +132,7 @@ def build_services(
         ),
         reprocessing=ReprocessService(settings),
         events=EventStreamService(EventHub(settings.database.url, reader), reader),
+        webhook_deliverer=webhook_deliverer,
+        webhooks=WebhookService(session_factory, webhook_deliverer),
         engine=engine,
     )

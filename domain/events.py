@@ -87,6 +87,8 @@ def record_status_change(session: Session, task: Task, before: TaskStatus) -> Ta
         type=status_event_type(task.status),
         data=task_view(task),
         created_at=utcnow(),
+        # Webhook events wait for their deliveries (`domain.webhooks` makes them).
+        fanout_pending=status_event_type(task.status) in WEBHOOK_EVENT_TYPES,
     )
     session.add(event)
     session.flush()

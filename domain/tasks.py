@@ -25,6 +25,7 @@ from domain.dispatch import ENDED_PREFECT_STATES, FlowRunDispatcher
 from domain.lifecycle import TaskAction, Writer
 from domain.outputs import remove_attempt_outputs, result_keys
 from domain.task_types import get_task_type
+from domain.webhooks import check_callback_url
 from domain.workflows import ProgressUpdate, WorkflowService
 
 log = logging.getLogger(__name__)
@@ -36,16 +37,19 @@ FINAL_PREFECT_STATES = ENDED_PREFECT_STATES
 CANCEL_WAIT_S, CANCEL_POLL_S = 15.0, 0.5
 
 
-def request_digest(type_: str, canonical: dict[str, Any]) -> str:
-    """SHA-256 of a task request (type and validated payload), independent of key order.
+def request_digest(type_: str, canonical: dict[str, Any], callback_url: str | None = None) -> str:
+    """SHA-256 of a task request (type, validated payload, callback URL), independent of
+    key order.
 
     Digested in the type's comparable form (`TaskType.comparable`): a field the type gained
     later is left out while it holds what its absence means, so a digest kept from before
-    the field existed still matches the same request made now."""
+    the field existed still matches the same request made now (a request without a
+    callback URL digests as before callback URLs existed)."""
     comparable = get_task_type(type_).comparable(canonical)
-    body = json.dumps(
-        {"type": type_, "payload": comparable}, sort_keys=True, separators=(",", ":")
-    )
+    request: dict[str, Any] = {"type": type_, "payload": comparable}
+    if callback_url is not None:
+        request["callbackUrl"] = callback_url
+    body = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -113,19 +117,28 @@ class TaskService:
     # -- writes --------------------------------------------------------------------------
 
     def create_task(
-        self, type_: str, payload: Any, *, idempotency_key: str | None = None
+        self,
+        type_: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
     ) -> CreatedTask:
         """Store a task and its first workflow; the dispatcher starts the flow run.
 
         Answers as soon as both rows are committed (the task is `pending` and its
         `workflow_instance_id` empty until Prefect has accepted the run): see
         `domain.dispatch` for why. With an idempotency key, a repeat of the same
-        request returns the first task; the same key with a different request is a conflict.
+        request returns the first task; the same key with a different request (another
+        callback URL too) is a conflict. A `callback_url` is checked (webhooks on, a public
+        address unless allowed; 422) and receives the task's events (`domain.webhooks`).
         """
         task_type = get_task_type(type_)
         canonical = task_type.validate(payload)
+        if callback_url is not None:
+            check_callback_url(callback_url, self.settings.webhooks)
         if idempotency_key is not None:
-            existing = self._replay(idempotency_key, type_, canonical)
+            existing = self._replay(idempotency_key, type_, canonical, callback_url)
             if existing is not None:
                 return CreatedTask(existing, created=False)
         try:
@@ -137,7 +150,8 @@ class TaskService:
                         episode_id=task_type.episode_id(canonical),
                         payload=canonical,
                         idempotency_key=idempotency_key,
-                        request_digest=request_digest(type_, canonical),
+                        request_digest=request_digest(type_, canonical, callback_url),
+                        callback_url=callback_url,
                     )
                 )
                 self._new_workflow(session, task)
@@ -145,14 +159,16 @@ class TaskService:
             # A concurrent request with the same key won the race: answer with its task.
             if idempotency_key is None:
                 raise
-            existing = self._replay(idempotency_key, type_, canonical)
+            existing = self._replay(idempotency_key, type_, canonical, callback_url)
             if existing is None:
                 raise
             return CreatedTask(existing, created=False)
         self.dispatcher.notify()
         return CreatedTask(task, created=True)
 
-    def _replay(self, key: str, type_: str, canonical: dict[str, Any]) -> Task | None:
+    def _replay(
+        self, key: str, type_: str, canonical: dict[str, Any], callback_url: str | None
+    ) -> Task | None:
         with self.session_factory() as session:
             existing = TaskRepository(session).get_by_idempotency_key(key)
         if existing is None:
@@ -161,10 +177,11 @@ class TaskService:
         # adds formats to it). Rows from before the digest was kept have only the payload.
         task_type = get_task_type(type_)
         same = (
-            existing.request_digest == request_digest(type_, canonical)
+            existing.request_digest == request_digest(type_, canonical, callback_url)
             if existing.request_digest is not None
             else existing.type == type_
             and task_type.comparable(existing.payload) == task_type.comparable(canonical)
+            and existing.callback_url == callback_url
         )
         if not same:
             raise ConflictError(

@@ -47,6 +47,9 @@ class TaskOut(OutStruct):
     current_step: str | None
     attempts: int
     idempotency_key: str | None
+    #: Where the task's events are also sent (signed webhooks); None: only the
+    #: server-wide AUDIOFLOW_WEBHOOK_URLS.
+    callback_url: str | None
     workflow_id: uuid.UUID | None
     workflow_instance_id: str | None
     created_at: datetime

@@ -1,0 +1,421 @@
+"""Signed webhooks for task events, delivered from the event log like an outbox.
+
+* What is sent: each status event webhooks carry (`domain.events.WEBHOOK_EVENT_TYPES`) to
+  the task's `callback_url` and to every `AUDIOFLOW_WEBHOOK_URLS`, as
+  `{"type", "timestamp", "data"}` (`data`: the task as `GET /tasks/{id}` showed it then),
+  signed per Standard Webhooks (the `standardwebhooks` library): `webhook-id` (one per
+  delivery, the same on every attempt, so a receiver can deduplicate on it),
+  `webhook-timestamp`, `webhook-signature` (HMAC-SHA256 of `id.timestamp.body`).
+* Nothing is lost: an event is written with `fanout_pending` in the transaction of its
+  change; a delivery thread turns it into one `webhook_deliveries` row per URL and clears
+  the flag in one transaction; a row stays pending until it is answered with a 2xx or its
+  schedule is spent. A process that dies leaves rows for the next (its lease runs out).
+* Never twice at once: rows are claimed with `FOR UPDATE SKIP LOCKED` and leased
+  (`next_attempt_at` pushed past one attempt's longest time) in a short transaction, as
+  the flow-run dispatcher claims workflows (`domain.dispatch`).
+* Retries: `AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S` (default attempts at 0 s, 5 s, 15 s, then
+  backing off to 12 h; the last about 27.6 h after the first). Every attempt is recorded
+  on its row (time, status code, error, duration, the first 256 characters of the answer).
+* Safety: `domain.webhook_urls` (public addresses only unless allowed, checked again before
+  each attempt and connected to as checked), no redirects followed, short timeouts, at
+  most `2 x timeout` per attempt, and no more of the answer read than the excerpt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from sqlalchemy import Table, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks.webhooks import Webhook
+
+from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.settings import WebhookSettings
+from db.base import utcnow
+from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, without_nul
+from db.repositories import TaskRepository
+from domain.webhook_urls import UnsafeUrlError, resolve_allowed
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WebhookDeliverer", "WebhookService", "check_callback_url", "webhook_body"]
+
+_EVENTS = cast(Table, TaskEvent.__table__)
+_DELIVERIES = cast(Table, WebhookDelivery.__table__)
+
+#: Characters of a receiver's answer kept on the attempt (no more is read).
+EXCERPT_CHARS = 256
+#: Attempts kept on a row (the oldest go first); the schedule makes 12 by default.
+MAX_LOGGED_ATTEMPTS = 50
+#: Events turned into deliveries per transaction.
+FANOUT_BATCH = 100
+
+
+def check_callback_url(url: str, settings: WebhookSettings) -> None:
+    """A task's `callbackUrl` at submission: webhooks must be on, the URL allowed (422)."""
+    if not settings.enabled:
+        raise InvalidInputError(
+            "callbackUrl needs webhooks, which are off on this server: "
+            "AUDIOFLOW_WEBHOOK_SECRET is not set"
+        )
+    resolve_allowed(url, allow_private=settings.allow_private)
+
+
+def _iso(value: Any) -> str:
+    return str(value.isoformat()).replace("+00:00", "Z")
+
+
+def webhook_body(event: TaskEvent) -> str:
+    """The body sent for an event: the same bytes on every attempt."""
+    return json.dumps(
+        {"type": event.type, "timestamp": _iso(event.created_at), "data": event.data},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt came to."""
+
+    status_code: int | None
+    error: str | None
+    excerpt: str | None
+    duration_ms: int
+    #: The URL may not be called (refused address): no retry helps.
+    permanent: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def log_entry(self, at: str) -> dict[str, Any]:
+        return {
+            "at": at,
+            "statusCode": self.status_code,
+            "error": self.error,
+            "durationMs": self.duration_ms,
+            "response": self.excerpt,
+        }
+
+
+def _pinned(url: str, address: Any) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL with its host replaced by the checked address, the `Host` header, and (for
+    https) the TLS server name, so the certificate is still checked against the name."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    host_header = parts.hostname or ""
+    if parts.port:
+        host_header = f"{host_header}:{parts.port}"
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return pinned, {"Host": host_header}, extensions
+
+
+def send(
+    client: httpx.Client,
+    settings: WebhookSettings,
+    signer: Webhook,
+    url: str,
+    message_id: str,
+    body: str,
+) -> Attempt:
+    """One signed POST of `body` to `url`; never raises for what the receiver does."""
+    started = time.monotonic()
+
+    def elapsed_ms() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        addresses = resolve_allowed(url, allow_private=settings.allow_private)
+    except UnsafeUrlError as exc:
+        refused = "non-public" in exc.detail
+        return Attempt(None, exc.detail, None, elapsed_ms(), permanent=refused)
+    now = utcnow()
+    target, headers, extensions = _pinned(url, addresses[0])
+    headers.update(
+        {
+            "content-type": "application/json",
+            "user-agent": "audioflow-webhooks",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signer.sign(message_id, now, body),
+        }
+    )
+    deadline = started + 2 * settings.timeout_s
+    try:
+        request = client.build_request(
+            "POST", target, content=body.encode(), headers=headers, extensions=extensions
+        )
+        response = client.send(request, stream=True, follow_redirects=False)
+        try:
+            excerpt = bytearray()
+            for chunk in response.iter_raw():
+                excerpt += chunk
+                if len(excerpt) >= EXCERPT_CHARS or time.monotonic() > deadline:
+                    break
+        finally:
+            response.close()
+    except httpx.HTTPError as exc:
+        return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], None, elapsed_ms())
+    text = without_nul(bytes(excerpt).decode("utf-8", "replace")[:EXCERPT_CHARS])
+    code = response.status_code
+    error = None
+    if 300 <= code < 400:
+        error = f"redirect not followed (to {response.headers.get('location', '?')[:200]})"
+    elif not 200 <= code < 300:
+        error = f"HTTP {code}"
+    return Attempt(code, error, text, elapsed_ms())
+
+
+class WebhookDeliverer:
+    """Turns webhook events into deliveries and sends them; threads in each API process."""
+
+    def __init__(self, session_factory: sessionmaker[Session], settings: WebhookSettings) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.signer = Webhook(settings.secret) if settings.secret else None
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    # -- the background loop -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the threads (the API's lifespan); idempotent. Without a secret one thread
+        only clears the events' flags (nothing is sent, so nothing is kept for later)."""
+        if any(t.is_alive() for t in self._workers):
+            return
+        self._stop.clear()
+        count = self.settings.threads if self.signer is not None else 1
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"audioflow-webhooks-{n}", daemon=True)
+            for n in range(count)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop after the current attempts; pending deliveries stay rows for the next start."""
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        for worker in self._workers:
+            worker.join(timeout_s)
+        self._workers = []
+
+    def notify(self) -> None:
+        """Something is due (a redelivery): a thread looks now rather than at its next poll."""
+        with self._wake:
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        client = httpx.Client(
+            follow_redirects=False,
+            trust_env=False,
+            timeout=httpx.Timeout(self.settings.timeout_s),
+        )
+        try:
+            while not self._stop.is_set():
+                try:
+                    worked = self.fan_out() > 0
+                    worked = self.deliver_due(client) or worked
+                except OperationalError as exc:
+                    log.warning("webhooks: database unavailable (%s); retrying", exc.orig)
+                    worked = False
+                except Exception:  # a bug: keep the traceback, keep the thread
+                    log.exception("webhook pass failed; retrying in %.1f s", self.settings.poll_s)
+                    worked = False
+                if not worked:
+                    with self._wake:
+                        self._wake.wait(self.settings.poll_s)
+        finally:
+            client.close()
+
+    # -- fan-out: events -> deliveries ---------------------------------------------------
+
+    def fan_out(self) -> int:
+        """One batch of flagged events made into deliveries (one per URL); how many events."""
+        now = utcnow()
+        with self.session_factory.begin() as session:
+            rows = session.execute(
+                select(_EVENTS.c.id, _EVENTS.c.task_id, _EVENTS.c.type)
+                .where(_EVENTS.c.fanout_pending)
+                .order_by(_EVENTS.c.id)
+                .limit(FANOUT_BATCH)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0
+            callbacks: dict[uuid.UUID, str | None] = {}
+            if self.signer is not None:
+                task_ids = {row.task_id for row in rows}
+                callbacks = {
+                    found.id: found.callback_url
+                    for found in session.execute(
+                        select(Task.id, Task.callback_url).where(Task.id.in_(task_ids))
+                    )
+                }
+            for row in rows:
+                for url in self._targets(callbacks.get(row.task_id)):
+                    session.add(
+                        WebhookDelivery(
+                            event_id=row.id,
+                            task_id=row.task_id,
+                            event_type=row.type,
+                            url=url,
+                            status=DeliveryStatus.PENDING,
+                            attempts=0,
+                            next_attempt_at=now,
+                            attempt_log=[],
+                        )
+                    )
+            session.flush()
+            session.execute(
+                update(_EVENTS)
+                .where(_EVENTS.c.id.in_([row.id for row in rows]))
+                .values(fanout_pending=False)
+            )
+        return len(rows)
+
+    def _targets(self, callback_url: str | None) -> list[str]:
+        if self.signer is None:
+            return []
+        urls = [callback_url] if callback_url else []
+        return list(dict.fromkeys([*urls, *self.settings.urls]))
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def deliver_due(self, client: httpx.Client) -> bool:
+        """Send the most overdue delivery, if any; False when none is due."""
+        if self._stop.is_set() or self.signer is None:
+            return False
+        claimed = self._claim()
+        if claimed is None:
+            return False
+        delivery_id, message_id, url, body = claimed
+        attempt = send(client, self.settings, self.signer, url, message_id, body)
+        self._record(delivery_id, attempt)
+        return True
+
+    def _claim(self) -> tuple[uuid.UUID, str, str, str] | None:
+        """Lease the most overdue pending delivery (one short transaction)."""
+        now = utcnow()
+        with self.session_factory.begin() as session:
+            delivery_id = session.scalar(
+                select(_DELIVERIES.c.id)
+                .where(
+                    _DELIVERIES.c.status == DeliveryStatus.PENDING,
+                    or_(
+                        _DELIVERIES.c.next_attempt_at.is_(None),
+                        _DELIVERIES.c.next_attempt_at <= now,
+                    ),
+                )
+                .order_by(_DELIVERIES.c.next_attempt_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if delivery_id is None:
+                return None
+            session.execute(
+                update(_DELIVERIES)
+                .where(_DELIVERIES.c.id == delivery_id)
+                .values(next_attempt_at=now + timedelta(seconds=self.settings.lease_s))
+            )
+            delivery = session.get_one(WebhookDelivery, delivery_id)
+            event = session.get_one(TaskEvent, delivery.event_id)
+            return delivery.id, delivery.webhook_id, delivery.url, webhook_body(event)
+
+    def _record(self, delivery_id: uuid.UUID, attempt: Attempt) -> None:
+        """The attempt on its row, and what comes next: done, the next try, or given up."""
+        now = utcnow()
+        schedule = self.settings.retry_schedule_s
+        with self.session_factory.begin() as session:
+            delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+            if delivery is None:
+                return  # its task was deleted meanwhile
+            delivery.attempt_log = [
+                *delivery.attempt_log[-(MAX_LOGGED_ATTEMPTS - 1) :],
+                attempt.log_entry(_iso(now)),
+            ]
+            delivery.attempts += 1
+            delivery.last_status_code = attempt.status_code
+            delivery.last_error = attempt.error
+            if attempt.delivered:
+                delivery.status = DeliveryStatus.DELIVERED
+                delivery.delivered_at = now
+                delivery.next_attempt_at = None
+            elif attempt.permanent or delivery.attempts > len(schedule):
+                delivery.status = DeliveryStatus.FAILED
+                delivery.next_attempt_at = None
+            else:
+                wait = schedule[delivery.attempts - 1]
+                delivery.next_attempt_at = now + timedelta(seconds=wait)
+        if not attempt.delivered:
+            log.info("webhook %s to %s: %s", delivery_id, _safe(delivery.url), attempt.error)
+
+
+def _safe(url: str) -> str:
+    """A URL for the log: no query (it may hold a token)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+class WebhookService:
+    """Reading deliveries and asking for one again (the API's endpoints)."""
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], deliverer: WebhookDeliverer
+    ) -> None:
+        self.session_factory = session_factory
+        self.deliverer = deliverer
+
+    def list_for_task(self, task_id: uuid.UUID) -> Sequence[WebhookDelivery]:
+        """Every delivery of the task's events, oldest first (404 for an unknown task)."""
+        with self.session_factory() as session:
+            TaskRepository(session).get_existing(task_id)
+            return list(
+                session.scalars(
+                    select(WebhookDelivery)
+                    .where(WebhookDelivery.task_id == task_id)
+                    .order_by(WebhookDelivery.event_id, WebhookDelivery.created_at)
+                )
+            )
+
+    def redeliver(self, delivery_id: uuid.UUID) -> WebhookDelivery:
+        """Send a delivered or failed delivery again, with a fresh retry schedule (same
+        `webhook-id`: the receiver may deduplicate). A pending one is 409: it is on its way
+        (and may be being sent this moment)."""
+        if self.deliverer.signer is None:
+            raise ConflictError(
+                "webhooks are off on this server: AUDIOFLOW_WEBHOOK_SECRET is not set"
+            )
+        with self.session_factory.begin() as session:
+            delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+            if delivery is None:
+                raise NotFoundError(f"delivery {delivery_id} not found")
+            if delivery.status is DeliveryStatus.PENDING:
+                due = delivery.next_attempt_at
+                raise ConflictError(
+                    f"delivery {delivery_id} is pending; its next attempt is due at "
+                    f"{_iso(due) if due else 'once claimed'}"
+                )
+            delivery.status = DeliveryStatus.PENDING
+            delivery.attempts = 0
+            delivery.next_attempt_at = utcnow()
+            delivery.updated_at = utcnow()
+            session.flush()
+        self.deliverer.notify()
+        return delivery

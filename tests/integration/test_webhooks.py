@@ -1,0 +1,409 @@
+"""Signed webhooks, end to end: real receivers on loopback that verify every request with
+the Standard Webhooks library, the real database, the delivery threads of `domain.webhooks`.
+
+The retry schedule is shortened (a setting) so that a receiver that is down, fails or
+times out recovers within a test; nothing waits a fixed time: each test waits for what the
+receiver or the rows show (`wait_for`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from api.app import create_app
+from core.errors import InvalidInputError
+from core.settings import Settings, WebhookSettings
+from db.models import DeliveryStatus, Task, WebhookDelivery, WorkflowStatus
+from domain.composition import Services, build_services
+from domain.views import task_view
+from domain.webhooks import WebhookDeliverer
+from domain.workflows import ProgressUpdate
+from tests.db_fixtures import TEST_TOKEN
+from tests.support.waiting import wait_for
+
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+PAYLOAD = {"episodeId": "ep-hooks", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1: verifies each request's signature, records what it
+    got, and answers as told (`answers`: status codes for the next requests, then 200)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.verifier = Webhook(SECRET)
+        self.port = port
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.rejected: list[str] = []
+        self.answers: list[int] = []
+        self.redirect_to: str | None = None
+        #: Requests held this long before the answer (a receiver slower than the timeout).
+        self.stall_s: list[float] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                try:
+                    payload = receiver.verifier.verify(body, dict(self.headers))
+                except WebhookVerificationError as exc:
+                    with receiver.lock:
+                        receiver.rejected.append(str(exc))
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                with receiver.lock:
+                    stall = receiver.stall_s.pop(0) if receiver.stall_s else 0.0
+                    code = receiver.answers.pop(0) if receiver.answers else 200
+                if stall:
+                    threading.Event().wait(stall)  # the slow receiver itself, not the test
+                with receiver.lock:
+                    receiver.received.append((self.headers["webhook-id"], payload))
+                self.send_response(302 if receiver.redirect_to else code)
+                if receiver.redirect_to:
+                    self.send_header("Location", receiver.redirect_to)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def types(self) -> list[str]:
+        with self.lock:
+            return [payload["type"] for _, payload in self.received]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+def hook_settings(base: Settings, **changes: Any) -> Settings:
+    """Webhooks on, local receivers allowed, a schedule of seconds instead of hours."""
+    webhooks = WebhookSettings(
+        secret=SECRET,
+        allow_private=True,
+        retry_schedule_s=(0.2, 0.4, 0.8, 1.6),
+        timeout_s=2.0,
+        threads=2,
+        poll_s=0.05,
+        lease_s=30.0,
+    )
+    return replace(base, webhooks=replace(webhooks, **changes))
+
+
+@pytest.fixture
+def services(
+    base_settings: Settings, session_factory: sessionmaker[Session]
+) -> Iterator[Services]:
+    """The services with webhooks on; the test starts the delivery threads it needs (the
+    dispatcher's are never started: no flow runs here, the test reports as a flow would)."""
+    built = build_services(hook_settings(base_settings), session_factory=session_factory)
+    yield built
+    built.webhook_deliverer.stop()
+
+
+def new_task(services: Services, callback_url: str | None) -> Task:
+    return services.tasks.create_task(
+        "audio_processing", PAYLOAD, callback_url=callback_url
+    ).task
+
+
+def report(services: Services, task: Task, status: WorkflowStatus, **fields: Any) -> Task:
+    assert task.workflow_id is not None
+    _, updated = services.workflows.apply_progress(
+        ProgressUpdate(task.id, task.workflow_id, status=status, **fields)
+    )
+    return updated
+
+
+def deliveries(services: Services, task_id: uuid.UUID) -> list[WebhookDelivery]:
+    return list(services.webhooks.list_for_task(task_id))
+
+
+def settled(services: Services, task_id: uuid.UUID, count: int) -> list[WebhookDelivery]:
+    """The task's deliveries once `count` exist and none is pending."""
+
+    def check() -> list[WebhookDelivery] | None:
+        rows = deliveries(services, task_id)
+        done = len(rows) == count and all(r.status is not DeliveryStatus.PENDING for r in rows)
+        return rows if done else None
+
+    try:
+        return wait_for(f"{count} settled deliveries", check, 30)
+    except AssertionError as exc:
+        rows = deliveries(services, task_id)
+        raise AssertionError(f"{exc}: {[(r.status, r.attempt_log) for r in rows]}") from None
+
+
+def test_a_task_life_arrives_signed_at_its_callback_and_the_configured_urls(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    everything = Receiver().start()
+    built = build_services(
+        hook_settings(base_settings, urls=(everything.url,)), session_factory=session_factory
+    )
+    try:
+        built.webhook_deliverer.start()
+        task = new_task(built, receiver.url)
+        assert task.callback_url == receiver.url
+        running = report(built, task, WorkflowStatus.RUNNING)
+        assert running.workflow_id is not None
+        built.workflows.apply_progress(ProgressUpdate(task.id, running.workflow_id, progress=50))
+        done = report(built, task, WorkflowStatus.COMPLETED, result={"outputs": {}})
+        wait_for("two events at each receiver", lambda: len(everything.received) == 2, 30)
+        wait_for("two events at the callback", lambda: len(receiver.received) == 2, 30)
+        rows = settled(built, task.id, 4)
+    finally:
+        built.webhook_deliverer.stop()
+        everything.stop()
+
+    for got in (receiver, everything):
+        assert got.rejected == []  # every signature verified with the secret
+        assert got.types() == ["task.processing", "task.done"]  # no progress, no pending
+        (_, processing), (_, finished) = got.received
+        assert processing["data"]["status"] == "processing"
+        assert finished["data"] == task_view(done)  # the task as GET /tasks/{id} shows it
+        assert finished["data"]["callbackUrl"] == receiver.url
+        assert set(finished) == {"type", "timestamp", "data"}
+        assert finished["timestamp"].endswith("Z")
+    # One webhook-id per delivery: the two URLs' copies differ, each row names its own.
+    ids = {webhook_id for got in (receiver, everything) for webhook_id, _ in got.received}
+    assert ids == {row.webhook_id for row in rows} and len(ids) == 4
+    for row in rows:
+        assert row.status is DeliveryStatus.DELIVERED and row.attempts == 1
+        (attempt,) = row.attempt_log
+        assert attempt["statusCode"] == 200 and attempt["error"] is None
+        assert attempt["response"] == "ok"
+
+
+def test_a_receiver_that_is_down_fails_and_times_out_still_gets_the_event(
+    base_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Down (connection refused), then a 503, then slower than the timeout: the fourth
+    attempt, still within the first three seconds of the schedule, is answered."""
+    built = build_services(
+        hook_settings(base_settings, timeout_s=0.5), session_factory=session_factory
+    )
+    late = Receiver(free_port())
+    try:
+        built.webhook_deliverer.start()
+        task = new_task(built, late.url)
+        report(built, task, WorkflowStatus.RUNNING)
+
+        def refused_twice() -> bool:
+            rows = deliveries(built, task.id)
+            return bool(rows) and len(rows[0].attempt_log) >= 2
+
+        wait_for("two refused attempts", refused_twice, 30)
+        late.answers = [503]
+        late.stall_s = [0.0, 3.0]  # the second request outlasts the 0.5 s timeout
+        late.start()
+        (row,) = settled(built, task.id, 1)
+    finally:
+        built.webhook_deliverer.stop()
+        late.stop()
+    assert row.status is DeliveryStatus.DELIVERED
+    log = row.attempt_log
+    assert all(entry["statusCode"] is None and entry["error"] for entry in log[:2])
+    assert log[2]["statusCode"] == 503 and log[2]["error"] == "HTTP 503"
+    assert log[3]["statusCode"] is None and "Timeout" in log[3]["error"]
+    assert log[-1]["statusCode"] == 200 and len(log) == 5
+    # Every attempt carried the same webhook-id: the receiver can deduplicate.
+    assert {webhook_id for webhook_id, _ in late.received} == {row.webhook_id}
+
+
+def test_events_left_by_a_dead_process_are_delivered_after_restart(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """Process A made the deliveries and claimed one, then died (its threads never send);
+    process B, started later, sends that one once its lease has run out, and the rest."""
+    settings = hook_settings(base_settings, lease_s=1.0)
+    dead = build_services(settings, session_factory=session_factory)
+    tasks = [new_task(dead, receiver.url) for _ in range(3)]
+    for task in tasks:
+        report(dead, task, WorkflowStatus.RUNNING)
+    assert dead.webhook_deliverer.fan_out() == 3
+    claimed = dead.webhook_deliverer._claim()  # claimed, then the process is gone
+    assert claimed is not None
+    restarted = build_services(settings, session_factory=session_factory)
+    try:
+        restarted.webhook_deliverer.start()
+        for task in tasks:
+            settled(restarted, task.id, 1)
+    finally:
+        restarted.webhook_deliverer.stop()
+    ids = [webhook_id for webhook_id, _ in receiver.received]
+    assert sorted(ids) == sorted({claimed[1], *ids}) and len(ids) == 3  # each once
+
+
+def test_two_deliverers_never_send_one_delivery_twice(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """Two processes' deliverers (three threads each) race for the same 24 events."""
+    settings = hook_settings(base_settings, threads=3)
+    writer = build_services(settings, session_factory=session_factory)
+    tasks = [new_task(writer, receiver.url) for _ in range(12)]
+    first = WebhookDeliverer(session_factory, settings.webhooks)
+    second = WebhookDeliverer(session_factory, settings.webhooks)
+    try:
+        first.start()
+        second.start()
+        for task in tasks:
+            running = report(writer, task, WorkflowStatus.RUNNING)
+            report(writer, running, WorkflowStatus.CANCELLED)
+        wait_for("24 deliveries", lambda: len(receiver.received) >= 24, 60)
+        rows = [row for task in tasks for row in settled(writer, task.id, 2)]
+    finally:
+        first.stop()
+        second.stop()
+    ids = [webhook_id for webhook_id, _ in receiver.received]
+    assert len(ids) == len(set(ids)) == 24
+    assert all(len(row.attempt_log) == 1 for row in rows)
+
+
+def test_private_callback_urls_are_refused_at_submission_and_at_delivery(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    strict = build_services(
+        hook_settings(base_settings, allow_private=False), session_factory=session_factory
+    )
+    for url in (
+        receiver.url,
+        "http://localhost:8000/x",
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:8080/",
+        "ftp://example.com/x",
+        "http://user:pw@example.com/x",
+    ):
+        with pytest.raises(InvalidInputError):
+            strict.tasks.create_task("audio_processing", PAYLOAD, callback_url=url)
+    off = build_services(
+        replace(base_settings, webhooks=WebhookSettings()), session_factory=session_factory
+    )
+    with pytest.raises(InvalidInputError, match="AUDIOFLOW_WEBHOOK_SECRET"):
+        off.tasks.create_task("audio_processing", PAYLOAD, callback_url=receiver.url)
+
+    # Accepted while private receivers were allowed, refused by a deliverer that does not
+    # allow them: no request is made, and the delivery fails at once (no retry helps).
+    lenient = build_services(hook_settings(base_settings), session_factory=session_factory)
+    task = new_task(lenient, receiver.url)
+    report(lenient, task, WorkflowStatus.RUNNING)
+    try:
+        strict.webhook_deliverer.start()
+        (row,) = settled(strict, task.id, 1)
+    finally:
+        strict.webhook_deliverer.stop()
+    assert row.status is DeliveryStatus.FAILED and len(row.attempt_log) == 1
+    assert "non-public" in (row.last_error or "") and receiver.received == []
+
+
+def test_redirects_are_not_followed(
+    services: Services, receiver: Receiver, base_settings: Settings
+) -> None:
+    elsewhere = Receiver().start()
+    receiver.redirect_to = elsewhere.url
+    try:
+        services.webhook_deliverer.start()
+        task = new_task(services, receiver.url)
+        report(services, task, WorkflowStatus.RUNNING)
+        (row,) = settled(services, task.id, 1)
+    finally:
+        services.webhook_deliverer.stop()
+        elsewhere.stop()
+    assert row.status is DeliveryStatus.FAILED  # every attempt of the schedule: a 302
+    assert len(row.attempt_log) == len(services.settings.webhooks.retry_schedule_s) + 1
+    assert row.last_status_code == 302 and "redirect not followed" in (row.last_error or "")
+    assert elsewhere.received == []
+
+
+def test_the_api_takes_callback_urls_lists_deliveries_and_redelivers(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """Through HTTP: `callbackUrl` on POST /tasks (422 when refused, part of the idempotent
+    match), `GET /tasks/{id}/deliveries`, `POST /deliveries/{id}/redeliver`."""
+    settings = hook_settings(base_settings)
+    settings = replace(settings, prefect=replace(settings.prefect, api_url=""))
+    app = create_app(settings, session_factory=session_factory)
+    with TestClient(app=app) as client:
+        body = {"type": "audio_processing", "payload": PAYLOAD, "callbackUrl": receiver.url}
+        key = {"Idempotency-Key": f"hooks-{uuid.uuid4()}"}
+        created = client.post("/tasks", json=body, headers=key)
+        assert created.status_code == 201, created.text
+        task = created.json()
+        assert task["callbackUrl"] == receiver.url
+        assert client.post("/tasks", json=body, headers=key).status_code == 200
+        other = {**body, "callbackUrl": receiver.url + "/other"}
+        assert client.post("/tasks", json=other, headers=key).status_code == 409
+        bad = {**body, "callbackUrl": "gopher://example.com/"}
+        refused = client.post("/tasks", json=bad)
+        assert refused.status_code == 422 and "http" in refused.json()["detail"]
+
+        progress = {"taskId": task["id"], "workflowId": task["workflowId"], "status": "running"}
+        assert client.post("/internal/workflow-progress", json=progress, headers=AUTH).is_success
+
+        def delivered() -> list[dict[str, Any]] | None:
+            rows: list[dict[str, Any]] = client.get(f"/tasks/{task['id']}/deliveries").json()
+            return rows if rows and rows[0]["status"] == "delivered" else None
+
+        (row,) = wait_for("the delivery", delivered, 30)
+        assert row["eventType"] == "task.processing" and row["url"] == receiver.url
+        assert row["attemptLog"][0]["statusCode"] == 200
+
+        again = client.post(f"/deliveries/{row['id']}/redeliver")
+        assert again.status_code == 202, again.text
+        assert again.json()["status"] == "pending"
+        assert client.post(f"/deliveries/{uuid.uuid4()}/redeliver").status_code == 404
+
+        def redelivered() -> list[dict[str, Any]] | None:
+            rows = delivered()
+            return rows if rows and len(rows[0]["attemptLog"]) == 2 else None
+
+        (row,) = wait_for("the redelivery", redelivered, 30)
+        assert client.get(f"/tasks/{uuid.uuid4()}/deliveries").status_code == 404
+    ids = [webhook_id for webhook_id, _ in receiver.received]
+    assert ids == [row["webhookId"], row["webhookId"]]  # the same message, sent again
+    first, second = (payload for _, payload in receiver.received)
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
