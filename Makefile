@@ -30,10 +30,11 @@ $(STAMP):
 venv: $(STAMP) ## Create .venv and install the project with its dev tools
 
 .PHONY: system-deps
-system-deps: ## Install ffmpeg and espeak-ng from Debian's packages where missing
+system-deps: ## Install ffmpeg, espeak-ng and chromium (the docs' browser test) where missing
 	@missing=""; \
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

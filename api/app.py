@@ -10,7 +10,6 @@ from litestar.config.cors import CORSConfig
 from litestar.exceptions import ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +21,9 @@ from api.controllers import (
     get_health,
 )
 from api.deps import service_dependencies
+from api.docs_ui import docs_assets_router, swagger_plugin
 from api.errors import EXCEPTION_HANDLERS
+from api.events import EventController, end_streams_on_shutdown
 from api.openapi_doc import document_task_payloads, publish_enforced_constraints
 from api.reprocess import ReprocessController
 from api.request_checks import (
@@ -89,6 +90,7 @@ def routers() -> list[Router]:
                 DeliveryController,
                 UploadController,
                 ReprocessController,
+                EventController,
             ],
         ),
         Router(
@@ -103,15 +105,19 @@ def routers() -> list[Router]:
 def services_lifespan(
     services: Services,
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: the dispatcher runs while the app serves, and on the way out its
-    threads stop, the Prefect clients close and the engine built for the app is disposed."""
+    """The app's lifespan: the dispatcher and the event streams' hub run while the app
+    serves, and on the way out they stop, the Prefect clients close and the engine built
+    for the app is disposed."""
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         services.start()
         try:
+            await services.start_async()
+            end_streams_on_shutdown(services.events.hub)
             yield
         finally:
+            await services.stop_async()
             services.stop()
             services.dispose()
 
@@ -135,7 +141,7 @@ def create_app(
         settings, session_factory=session_factory, start_flow_run=start_flow_run
     )
     app = Litestar(
-        route_handlers=[*routers(), get_health],
+        route_handlers=[*routers(), docs_assets_router(), get_health],
         dependencies=service_dependencies(services),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=check_request,
@@ -148,7 +154,8 @@ def create_app(
             description="Audio processing tasks: encoding and transcription of podcast episodes.",
             path="/schema",
             components=Components(security_schemes=dict(SECURITY_SCHEMES)),
-            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+            # Swagger UI from this API's own files (`api.docs_ui`); Scalar needs a CDN.
+            render_plugins=[swagger_plugin()],
         ),
         debug=False,
     )

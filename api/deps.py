@@ -9,6 +9,7 @@ from __future__ import annotations
 from litestar.di import Provide
 
 from domain.composition import Services
+from domain.event_stream import EventStreamService
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
@@ -17,8 +18,8 @@ from domain.workflows import WorkflowService
 
 
 def service_dependencies(services: Services) -> dict[str, Provide]:
-    """`task_service`, `workflow_service`, `upload_service`, `reprocess_service` and
-    `webhook_service`."""
+    """`task_service`, `workflow_service`, `upload_service`, `reprocess_service`,
+    `event_stream` and `webhook_service`."""
 
     def provide_task_service() -> TaskService:
         return services.tasks
@@ -32,6 +33,8 @@ def service_dependencies(services: Services) -> dict[str, Provide]:
     def provide_reprocess_service() -> ReprocessService:
         return services.reprocessing
 
+    def provide_event_stream() -> EventStreamService:
+        return services.events
     def provide_webhook_service() -> WebhookService:
         return services.webhooks
 
@@ -40,5 +43,6 @@ def service_dependencies(services: Services) -> dict[str, Provide]:
         "workflow_service": Provide(provide_workflow_service, sync_to_thread=False),
         "upload_service": Provide(provide_upload_service, sync_to_thread=False),
         "reprocess_service": Provide(provide_reprocess_service, sync_to_thread=False),
+        "event_stream": Provide(provide_event_stream, sync_to_thread=False),
         "webhook_service": Provide(provide_webhook_service, sync_to_thread=False),
     }

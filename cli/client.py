@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,12 +12,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from cli.stack_secrets import SecretsFileError, read_secrets
 from core.settings import LOOPBACK_HOSTS, audioflow_home
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
+#: A task's event stream (`GET /tasks/{id}/events`, Server-Sent Events).
+EVENTS_PATH = "/tasks/{task_id}/events"
+#: Longest silence on the stream before it counts as lost: the API sends a keep-alive
+#: every `AUDIOFLOW_SSE_KEEPALIVE_S` (15 s by default), so this is several of them.
+STREAM_READ_TIMEOUT_S = 60.0
 
 
 class CliError(RuntimeError):
@@ -68,6 +75,21 @@ def resolve_api_key(flag: str | None, api_url: str) -> str | None:
     return stack_secrets.api_key if stack_secrets else None
 
 
+REFUSED_KEY = (
+    "the API refused the API key (set AUDIOFLOW_API_KEY or --api-key; "
+    "`audioflow up` keeps its key in $AUDIOFLOW_HOME/secrets.json)"
+)
+
+
+class StreamUnavailable(RuntimeError):
+    """The event stream cannot be followed (no such endpoint, not an event stream, the
+    connection dropped): the caller polls instead."""
+
+
+def _warn(message: str) -> None:
+    print(f"audioflow: {message}", file=sys.stderr, flush=True)
+
+
 class ApiClient:
     """Calls the REST API; every failure becomes a CliError with what to do about it."""
 
@@ -87,10 +109,7 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise CliError(f"request to {self.api_url}{path} failed: {exc}") from exc
         if response.status_code == 401:
-            raise CliError(
-                "the API refused the API key (set AUDIOFLOW_API_KEY or --api-key; "
-                "`audioflow up` keeps its key in $AUDIOFLOW_HOME/secrets.json)"
-            )
+            raise CliError(REFUSED_KEY)
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
@@ -148,6 +167,58 @@ class ApiClient:
     def reprocess(self, body: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/reprocess", json=body)
         return result
+
+    def follow(
+        self,
+        task_id: str,
+        on_change: Callable[[dict[str, Any]], None],
+        *,
+        timeout_s: float = 3600,
+        warn: Callable[[str], None] = _warn,
+    ) -> dict[str, Any]:
+        """Follow the task's event stream until it ends and return the task as it ended.
+
+        `on_change` gets each event as a task-like dict (`status`, `progress`,
+        `currentStep`). When the stream cannot be had (an API without it, a proxy that
+        does not pass it through, a dropped connection), `warn` says so and the rest is
+        polled from `GET /tasks/{id}`: following never fails where polling would not.
+        """
+        try:
+            return self._follow_stream(task_id, on_change)
+        except StreamUnavailable as exc:
+            warn(f"event stream unavailable ({exc}); polling GET /tasks/{task_id} instead")
+        return self.wait(task_id, on_change, timeout_s=timeout_s)
+
+    def _follow_stream(
+        self, task_id: str, on_change: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        path = EVENTS_PATH.format(task_id=task_id)
+        timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)
+        try:
+            with connect_sse(self.http, "GET", path, timeout=timeout) as source:
+                response = source.response
+                if response.status_code == 401:
+                    raise CliError(REFUSED_KEY)
+                if response.status_code >= 400:
+                    raise StreamUnavailable(f"GET {path} answered {response.status_code}")
+                for event in source.iter_sse():
+                    try:
+                        data = event.json()
+                        state = {
+                            "status": data["status"],
+                            "progress": data["progress"],
+                            "currentStep": data.get("currentStep"),
+                        }
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise StreamUnavailable(f"unreadable event {event.id!r}: {exc}") from exc
+                    on_change(state)
+                    if state["status"] in TERMINAL_STATUSES:
+                        return self.task(task_id)
+        except SSEError as exc:
+            raise StreamUnavailable(f"not an event stream: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise StreamUnavailable(f"connection lost: {exc!r}") from exc
+        raise StreamUnavailable("the stream ended before the task did")
 
     def wait(
         self,

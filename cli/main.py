@@ -32,6 +32,11 @@ def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(api_url, resolve_api_key(args.api_key, api_url))
 
 
+def _progress_bar(args: argparse.Namespace) -> ProgressBar:
+    """Progress on stdout, or on stderr when stdout carries `--json` output."""
+    return ProgressBar(sys.stderr if args.json else sys.stdout)
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
@@ -103,8 +108,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"task {task['id']} created ({task['status']})")
             print(f"follow it with: audioflow status {task['id']}")
         return 0
-    bar = ProgressBar(sys.stderr if args.json else sys.stdout)
-    final = client.wait(task["id"], bar.update)
+    final = client.follow(task["id"], _progress_bar(args).update)
     if args.json:
         _print_json(final)
     else:
@@ -169,7 +173,10 @@ def _episode_id(path: Path) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    task = _client(args).task(args.task_id)
+    client = _client(args)
+    task = client.task(args.task_id)  # an unknown task is a clear 404 before any stream
+    if args.follow and task["status"] not in TERMINAL_STATUSES:
+        task = client.follow(task["id"], _progress_bar(args).update)
     if args.json:
         _print_json(task)
     else:
@@ -200,7 +207,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     client = _client(args)
     task = client.retry(args.task_id)
     if args.wait:
-        task = client.wait(task["id"], ProgressBar(sys.stderr if args.json else sys.stdout).update)
+        task = client.follow(task["id"], _progress_bar(args).update)
     if args.json:
         _print_json(task)
     else:
@@ -273,13 +280,22 @@ def _task_command(
     func: Callable[[argparse.Namespace], int],
     *,
     wait: bool = False,
+    follow: bool = False,
 ) -> None:
     """A command on one task named by its id: `--json` prints the task as the API returns
-    it, `--wait` (where asked for) follows it to the end."""
+    it, `--wait` / `--follow` (where asked for) follow it to the end on its event stream."""
     command = sub.add_parser(name, help=help_text)
     command.add_argument("task_id")
     if wait:
-        command.add_argument("--wait", action="store_true")
+        command.add_argument(
+            "--wait", action="store_true", help="follow the new attempt to its end"
+        )
+    if follow:
+        command.add_argument(
+            "--follow",
+            action="store_true",
+            help="follow the task's progress until it ends (event stream; polls without it)",
+        )
     command.add_argument("--json", action="store_true")
     command.set_defaults(func=func)
 
@@ -343,11 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--no-waveform", action="store_true", help="no waveform file for web players"
     )
-    submit.add_argument("--wait", action="store_true", help="follow the task with a progress bar")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the task with a progress bar (event stream; polls without it)",
+    )
     submit.add_argument("--json", action="store_true", help="print the task as the API returns it")
     submit.set_defaults(func=cmd_submit)
 
-    _task_command(sub, "status", "show one task", cmd_status)
+    _task_command(sub, "status", "show one task", cmd_status, follow=True)
 
     tasks = sub.add_parser("tasks", help="list tasks, newest first")
     tasks.add_argument("--status", choices=["pending", "processing", "done", "failed", "cancelled"])

@@ -57,6 +57,13 @@ def _env_float(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _sse_keepalive_s() -> float:
+    value = _env_float("AUDIOFLOW_SSE_KEEPALIVE_S", 15.0)
+    if not 0.1 <= value <= 300:
+        raise SettingsError(f"AUDIOFLOW_SSE_KEEPALIVE_S must be 0.1 to 300 seconds, got {value}")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -128,6 +135,9 @@ class ApiSettings:
     allowed_hosts: tuple[str, ...] = ()
     #: Origins a browser may call the API from (CORS); empty: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
+    #: Seconds between keep-alive comments on an idle event stream (`GET /tasks/{id}/events`):
+    #: proxies close connections that stay silent, and each one also re-reads the event log.
+    sse_keepalive_s: float = 15.0
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -140,6 +150,7 @@ class ApiSettings:
             presign_max_expires_s=env_int("AUDIOFLOW_PRESIGN_MAX_EXPIRES_S", 3600, minimum=60),
             allowed_hosts=_env_list("AUDIOFLOW_ALLOWED_HOSTS"),
             cors_origins=_env_list("AUDIOFLOW_CORS_ORIGINS"),
+            sse_keepalive_s=_sse_keepalive_s(),
         )
 
     def hosts_allowed(self) -> tuple[str, ...]:

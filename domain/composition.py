@@ -25,6 +25,7 @@ from core.storage.base import ObjectStore
 from db.engine import build_engine, build_session_factory
 from domain import prefect_gateway
 from domain.dispatch import FlowRunDispatcher, FlowRunStarter
+from domain.event_stream import EventHub, EventReader, EventStreamService
 from domain.reprocessing import ReprocessService
 from domain.tasks import TaskService
 from domain.uploads import UploadService
@@ -44,6 +45,9 @@ class Services:
     tasks: TaskService
     uploads: UploadService
     reprocessing: ReprocessService
+    #: Event streams; their hub (LISTEN connection) runs between the API's
+    #: `start_async()` and `stop_async()` only.
+    events: EventStreamService
     #: Webhook deliveries: the threads (`start`/`stop`) and the API's reads and redeliveries.
     webhook_deliverer: WebhookDeliverer
     webhooks: WebhookService
@@ -56,6 +60,13 @@ class Services:
         the flows do not call it)."""
         self.dispatcher.start()
         self.webhook_deliverer.start()
+
+    async def start_async(self) -> None:
+        """Start what runs in the server's event loop: the event streams' hub."""
+        await self.events.hub.start()
+
+    async def stop_async(self) -> None:
+        await self.events.hub.stop()
 
     def stop(self) -> None:
         """Stop the dispatcher threads and close this process's Prefect clients.
@@ -99,6 +110,7 @@ def build_services(
         session_factory, settings, start_flow_run or prefect_gateway.start_flow_run
     )
     workflows = WorkflowService(session_factory, store)
+    reader = EventReader(session_factory)
     webhook_deliverer = WebhookDeliverer(session_factory, settings.webhooks)
     return Services(
         settings=settings,
@@ -119,6 +131,7 @@ def build_services(
             cover_max_bytes=settings.media.cover_max_bytes,
         ),
         reprocessing=ReprocessService(settings),
+        events=EventStreamService(EventHub(settings.database.url, reader), reader),
         webhook_deliverer=webhook_deliverer,
         webhooks=WebhookService(session_factory, webhook_deliverer),
         engine=engine,

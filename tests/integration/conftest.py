@@ -20,6 +20,7 @@ from core.storage.s3 import S3Store
 from db.engine import build_engine, build_session_factory
 from tests.db_fixtures import TEST_TOKEN, alembic_config
 from tests.prefect_fixtures import PrefectServer, prefect_client
+from tests.support.api_processes import ApiProcess, api_processes
 from tests.support.moto_server import FAKE_AWS_ENV, moto_server
 from tests.support.waiting import wait_for
 
@@ -86,6 +87,36 @@ def report_progress(client: TestClient, task: dict[str, Any], **fields: Any) -> 
     body = {"taskId": task["id"], "workflowId": task["workflowId"], **fields}
     response = client.post(PROGRESS, json=body, headers=AUTH)
     assert response.status_code == 200, response.text
+
+
+# --- real API processes for event streams (tests/support/api_processes.py) --------------------
+
+#: The API key of the keyed API processes.
+STREAM_API_KEY = "sse-test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def stream_settings(base_settings: Settings, prefect_server: PrefectServer) -> Settings:
+    """The test settings with an API key, on the run's Prefect server."""
+    return replace(
+        base_settings,
+        api=replace(base_settings.api, api_key=STREAM_API_KEY),
+        prefect=replace(base_settings.prefect, api_url=prefect_server.url),
+    )
+
+
+@pytest.fixture(scope="module")
+def apis(
+    stream_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ApiProcess]]:
+    """Two API processes; keep-alives every 300 s, so only a notification wakes a stream."""
+    with api_processes(
+        stream_settings,
+        tmp_path_factory.mktemp("sse-logs"),
+        count=2,
+        extra_env={"AUDIOFLOW_SSE_KEEPALIVE_S": "300"},
+    ) as started:
+        yield started
 
 
 # --- S3: a real moto server over HTTP (see tests/support/moto_server.py) ---------------------

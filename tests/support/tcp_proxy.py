@@ -57,6 +57,15 @@ class TcpProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
+    def drop_open(self) -> None:
+        """Drop the open connections but keep accepting new ones (a connection reset)."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
     def close(self) -> None:
         self.cut()
 

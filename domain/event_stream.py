@@ -1,0 +1,451 @@
+"""Live event streams over the task event log (`task_events`, see `domain.events`).
+
+A stream first replays the log after the client's last event id, then sends each new
+event as it is committed, with a keep-alive in every quiet interval. The log is the
+only source of what is sent: a notification only says "look again", so a stream never
+sends an event that was rolled back, and one that missed a notification catches up from
+the log at its next keep-alive.
+
+Notifications: one `EventHub` per process. On PostgreSQL it keeps one `LISTEN` connection
+(asyncpg) on the channel the log's trigger notifies, whichever process wrote the event,
+reconnecting when it drops, and wakes only the streams an event concerns (a task's own
+streams, and the all-task streams). SQLite has no notifications: the hub looks at the
+log's highest id a few times a second instead, and only while some stream is open.
+
+Order: within one task, ids follow commit order (`domain.events`), so a task's stream
+reads "after the last id sent". Across tasks a transaction may commit after one with a
+later id, so the all-task stream also reads the exact ids it was notified of, and
+remembers what it sent so that nothing goes out twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio.to_thread
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus
+from db.repositories import TaskRepository
+from domain.events import NOTIFY_CHANNEL, status_event_type
+from domain.views import task_view
+
+log = logging.getLogger(__name__)
+
+#: Events read from the log at once; a longer backlog is read page by page.
+PAGE: Final = 500
+#: Event types after which a task's stream ends (unless the task went on since).
+TERMINAL_EVENT_TYPES: Final = frozenset(
+    status_event_type(s) for s in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED)
+)
+#: How often the SQLite hub looks for new events while a stream is open.
+SQLITE_POLL_S: Final = 0.25
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a stream sends: one task's, or all tasks' narrowed like `GET /tasks`
+    (the event's status, the task's type and episode)."""
+
+    task_id: uuid.UUID | None = None
+    status: TaskStatus | None = None
+    task_type: str | None = None
+    episode_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event as a stream sends it: `id` for Last-Event-ID, `type`, and a JSON body."""
+
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+class KeepAlive:
+    """Sent when nothing happened for a keep-alive interval (an SSE comment)."""
+
+
+KEEPALIVE: Final = KeepAlive()
+
+
+def stream_event(event_id: int, event_type: str, data: dict[str, Any]) -> StreamEvent:
+    """The event as a stream sends it: the same keys for every type (`taskId`, `status`,
+    `progress`, `currentStep`), and for status events the task as `GET /tasks/{id}` shows it.
+    """
+    body: dict[str, Any] = {"eventId": event_id, "type": event_type}
+    if event_type == PROGRESS_EVENT:
+        body |= {
+            "taskId": data.get("taskId"),
+            "status": data.get("status"),
+            "progress": data.get("progress"),
+            "currentStep": data.get("currentStep"),
+            "message": data.get("message"),
+        }
+    else:
+        body |= {
+            "taskId": data.get("id"),
+            "status": data.get("status"),
+            "progress": data.get("progress"),
+            "currentStep": data.get("currentStep"),
+            "task": data,
+        }
+    return StreamEvent(event_id, event_type, body)
+
+
+class EventReader:
+    """The stream's reads of the log (synchronous; streams call them in a thread)."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def task_status(self, task_id: uuid.UUID) -> TaskStatus:
+        """The task's status; NotFoundError (404) for an unknown task."""
+        with self.session_factory() as session:
+            return TaskRepository(session).get_existing(task_id).status
+
+    def last_id(self) -> int:
+        with self.session_factory() as session:
+            return int(session.scalar(select(func.coalesce(func.max(TaskEvent.id), 0))) or 0)
+
+    def read(
+        self,
+        where: EventFilter,
+        *,
+        after_id: int = 0,
+        ids: Collection[int] | None = None,
+        limit: int = PAGE,
+    ) -> list[StreamEvent]:
+        """Events matching `where` with an id above `after_id` (or exactly `ids`), in id order."""
+        query = select(TaskEvent)
+        query = (
+            query.where(TaskEvent.id.in_(list(ids)))
+            if ids is not None
+            else query.where(TaskEvent.id > after_id)
+        )
+        if where.task_id is not None:
+            query = query.where(TaskEvent.task_id == where.task_id)
+        if where.task_type is not None or where.episode_id is not None:
+            query = query.join(Task, Task.id == TaskEvent.task_id)
+            if where.task_type is not None:
+                query = query.where(Task.type == where.task_type)
+            if where.episode_id is not None:
+                query = query.where(Task.episode_id == where.episode_id)
+        if where.status is not None:
+            query = query.where(TaskEvent.data["status"].as_string() == where.status.value)
+        with self.session_factory() as session:
+            rows = session.scalars(query.order_by(TaskEvent.id).limit(limit))
+            return [stream_event(row.id, row.type, row.data) for row in rows]
+
+    def final_state(self, task_id: uuid.UUID) -> StreamEvent | None:
+        """For a task that has ended: its last status event (its state as it ended); None
+        while it lives. A task older than the log has no event: its state as one (id 0)."""
+        with self.session_factory() as session:
+            task = TaskRepository(session).get_existing(task_id)
+            if status_event_type(task.status) not in TERMINAL_EVENT_TYPES:
+                return None
+            row = session.scalar(
+                select(TaskEvent)
+                .where(TaskEvent.task_id == task_id, TaskEvent.type != PROGRESS_EVENT)
+                .order_by(TaskEvent.id.desc())
+                .limit(1)
+            )
+            if row is not None:
+                return stream_event(row.id, row.type, row.data)
+            return stream_event(0, status_event_type(task.status), task_view(task))
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One open stream's mailbox in the hub: ids it was notified of, and a wake-up."""
+
+    task_id: uuid.UUID | None
+    ids: set[int] = field(default_factory=set)
+    #: Set when the stream must re-read the log (the hub reconnected, or SQLite changed).
+    catch_up: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self) -> tuple[set[int], bool]:
+        ids, catch_up = self.ids, self.catch_up
+        self.ids, self.catch_up = set(), False
+        self.wake.clear()
+        return ids, catch_up
+
+
+class EventHub:
+    """This process's one source of "something was written to the log", fanned out to the
+    open streams. `start()` and `stop()` run in the server's event loop (the API's lifespan)."""
+
+    def __init__(self, database_url: str, reader: EventReader) -> None:
+        url = make_url(database_url)
+        self.postgres = url.get_backend_name() == "postgresql"
+        #: asyncpg's DSN: the SQLAlchemy URL without its driver name.
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.reader = reader
+        self._by_task: dict[uuid.UUID, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
+        self._runner: asyncio.Task[None] | None = None
+        #: Whether notifications arrive right now (PostgreSQL: the LISTEN connection is up).
+        self.listening = asyncio.Event()
+        #: Set by `close()`: the server is shutting down, open streams end.
+        self.closed = False
+
+    async def start(self) -> None:
+        # Made here, in the server's loop: an app may be started again in another loop.
+        self.listening = asyncio.Event()
+        self.closed = False
+        listen = self._listen_postgres if self.postgres else self._poll_sqlite
+        self._runner = asyncio.create_task(listen(), name="event-hub")
+        if self.postgres:
+            # The first connection, so that a stream opened right after start-up is live;
+            # a database that is down only delays it (the runner keeps trying).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.listening.wait(), 10)
+
+    def close(self) -> None:
+        """End every open stream (at its next wake-up, which this is): the server is going
+        down, and it waits for open responses before it stops. Clients reconnect with their
+        Last-Event-ID to another process."""
+        self.closed = True
+        self.wake_all()
+
+    async def stop(self) -> None:
+        self.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+
+    def subscribe(self, task_id: uuid.UUID | None) -> Subscription:
+        subscription = Subscription(task_id)
+        if task_id is None:
+            self._everything.add(subscription)
+        else:
+            self._by_task.setdefault(task_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription.task_id is None:
+            self._everything.discard(subscription)
+            return
+        subscribers = self._by_task.get(subscription.task_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._by_task[subscription.task_id]
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._everything) + sum(len(s) for s in self._by_task.values())
+
+    def notify(self, event_id: int, task_id: uuid.UUID) -> None:
+        """An event was committed: wake the streams it concerns."""
+        for subscription in (*self._by_task.get(task_id, ()), *self._everything):
+            subscription.ids.add(event_id)
+            subscription.wake.set()
+
+    def wake_all(self) -> None:
+        """Every stream re-reads the log (after a gap in notifications, or on SQLite)."""
+        for subscription in (*self._everything, *(s for v in self._by_task.values() for s in v)):
+            subscription.catch_up = True
+            subscription.wake.set()
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            self.notify(int(message["id"]), uuid.UUID(str(message["taskId"])))
+        except (ValueError, KeyError, TypeError):
+            log.warning("event hub: unreadable notification %r", payload[:200])
+
+    async def _listen_postgres(self) -> None:
+        import asyncpg
+
+        backoff = 0.5
+        while True:
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=10)
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                log.warning("event hub: cannot LISTEN (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(_setter(lost))
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notification)
+                self.listening.set()
+                backoff = 0.5
+                self.wake_all()  # whatever was written while nobody listened
+                await lost.wait()
+                log.warning("event hub: the LISTEN connection dropped; reconnecting")
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("event hub: LISTEN failed (%s); reconnecting", exc)
+            finally:
+                self.listening.clear()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
+
+    async def _poll_sqlite(self) -> None:
+        last = -1
+        while True:
+            if self.subscriptions:
+                try:
+                    current = await anyio.to_thread.run_sync(self.reader.last_id)
+                except Exception as exc:  # a locked or busy file: look again next time
+                    log.warning("event hub: cannot read the event log (%s)", exc)
+                else:
+                    if current != last:
+                        last = current
+                        self.wake_all()
+            await asyncio.sleep(SQLITE_POLL_S)
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    """A callback that sets `event` (asyncpg's termination listener)."""
+    return lambda _conn: event.set()
+
+
+class SentIds:
+    """The ids an all-task stream sent lately, so that a late-committed event is sent once."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._order: deque[int] = deque()
+        self._ids: set[int] = set()
+        self._size = size
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: int) -> None:
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        while len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+
+
+class EventStreamService:
+    """Opens event streams: `check_task` before answering, then `follow`."""
+
+    def __init__(self, hub: EventHub, reader: EventReader) -> None:
+        self.hub = hub
+        self.reader = reader
+
+    async def check_task(self, task_id: uuid.UUID) -> None:
+        """NotFoundError (404) for an unknown task, before the stream's 200 goes out."""
+        await anyio.to_thread.run_sync(self.reader.task_status, task_id)
+
+    async def follow(
+        self, where: EventFilter, *, last_event_id: int | None, keepalive_s: float
+    ) -> AsyncIterator[StreamEvent | KeepAlive]:
+        """The events for `where`: after `last_event_id` (a task's stream without it: all of
+        the task's; the all-task stream without it: from now on), then live.
+
+        A task's stream ends after its terminal event (done, failed, cancelled) unless the
+        task went on since (a retry). If the task had already ended and the client has seen
+        everything, its last status event is sent again as its current state, then the end.
+        """
+        subscription = self.hub.subscribe(where.task_id)  # before reading: nothing is missed
+        try:
+            if where.task_id is not None:
+                async for item in self._follow_task(
+                    where, subscription, last_event_id or 0, keepalive_s
+                ):
+                    yield item
+            else:
+                async for item in self._follow_all(where, subscription, last_event_id, keepalive_s):
+                    yield item
+        finally:
+            self.hub.unsubscribe(subscription)
+
+    async def _read(self, where: EventFilter, **kwargs: Any) -> list[StreamEvent]:
+        read: Callable[..., list[StreamEvent]] = self.reader.read
+        return await anyio.to_thread.run_sync(lambda: read(where, **kwargs))
+
+    async def _wait(self, subscription: Subscription, keepalive_s: float) -> bool:
+        """True when woken, False when a keep-alive interval passed in silence."""
+        if self.hub.closed:
+            return True
+        try:
+            await asyncio.wait_for(subscription.wake.wait(), keepalive_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _follow_task(
+        self, where: EventFilter, subscription: Subscription, cursor: int, keepalive_s: float
+    ) -> AsyncIterator[StreamEvent | KeepAlive]:
+        assert where.task_id is not None
+        task_id = where.task_id
+        replaying = True
+        while True:
+            batch = await self._read(where, after_id=cursor)
+            for event in batch:
+                yield event
+            if batch:
+                cursor = batch[-1].id
+                if len(batch) == PAGE:
+                    continue  # a long backlog: the next page at once
+                if batch[-1].type in TERMINAL_EVENT_TYPES:
+                    return
+            if replaying:
+                replaying = False
+                # The task ended before what the client has seen (or before the log
+                # existed): its final state again, then the end.
+                final = await anyio.to_thread.run_sync(self.reader.final_state, task_id)
+                if final is not None:
+                    yield final
+                    return
+            if not await self._wait(subscription, keepalive_s):
+                yield KEEPALIVE  # and the next read catches up whatever was missed
+            if self.hub.closed:
+                return
+            subscription.take()
+
+    async def _follow_all(
+        self,
+        where: EventFilter,
+        subscription: Subscription,
+        last_event_id: int | None,
+        keepalive_s: float,
+    ) -> AsyncIterator[StreamEvent | KeepAlive]:
+        cursor = (
+            last_event_id
+            if last_event_id is not None
+            else await anyio.to_thread.run_sync(self.reader.last_id)
+        )
+        sent = SentIds()
+        ids: set[int] = set()
+        catch_up = True
+        while True:
+            batch: list[StreamEvent] = []
+            if ids:
+                batch += await self._read(where, ids=ids - {i for i in ids if i in sent})
+            if catch_up:
+                batch += await self._read(where, after_id=cursor)
+            for event in sorted({e.id: e for e in batch}.values(), key=lambda e: e.id):
+                if event.id in sent:
+                    continue
+                sent.add(event.id)
+                cursor = max(cursor, event.id)
+                yield event
+            if catch_up and len(batch) >= PAGE:
+                ids = set()
+                continue  # a long backlog: the next page at once
+            woken = await self._wait(subscription, keepalive_s)
+            if self.hub.closed:
+                return
+            ids, catch_up = subscription.take()
+            if not woken:
+                yield KEEPALIVE
+                catch_up = True
