@@ -72,8 +72,6 @@ OPERATIONS = [
     ("POST", "/uploads/images"),
     ("POST", "/reprocess"),
     ("POST", "/internal/workflow-progress"),
-    ("GET", "/tasks/{task_id}/deliveries"),
-    ("POST", "/deliveries/{delivery_id}/redeliver"),
 ]
 #: Event streams stay open while their task lives (`GET /events` always): a generated
 #: request on a live task would hold the in-process test client until the call timeout.
