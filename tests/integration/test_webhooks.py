@@ -281,8 +281,12 @@ def test_events_left_by_a_dead_process_are_delivered_after_restart(
 def test_two_deliverers_never_send_one_delivery_twice(
     base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
 ) -> None:
-    """Two processes' deliverers (three threads each) race for the same 24 events."""
-    settings = hook_settings(base_settings, threads=3)
+    """Two processes' deliverers (three threads each) race for the same 24 events.
+
+    A generous timeout (and a lease longer than an attempt can last): a receiver slowed by a
+    busy machine must not turn into a timeout and a legitimate retry, which is at-least-once
+    delivery, not the double claim this test is about."""
+    settings = hook_settings(base_settings, threads=3, timeout_s=30.0, lease_s=120.0)
     writer = build_services(settings, session_factory=session_factory)
     tasks = [new_task(writer, receiver.url) for _ in range(12)]
     first = WebhookDeliverer(session_factory, settings.webhooks)
