@@ -20,6 +20,7 @@ not show.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -288,9 +289,9 @@ def test_meter_chain_orders_mixes_widest_first() -> None:
     chain, names = meter_chain(["mono", "mono|stereo", "mono"])
     assert chain == (
         "aformat=sample_fmts=fltp:channel_layouts=mono|stereo,"
-        "ebur128@afmeter0=peak=true:framelog=verbose,"
+        "ebur128@afmeter0=framelog=verbose,"
         "aformat=sample_fmts=fltp:channel_layouts=mono,"
-        "ebur128@afmeter1=peak=true:framelog=verbose"
+        "ebur128@afmeter1=framelog=verbose"
     )
     assert names == {"ebur128@afmeter0": "mono|stereo", "ebur128@afmeter1": "mono"}
 
@@ -309,6 +310,22 @@ def test_parse_meter_log_takes_the_last_summary_of_each_meter() -> None:
     )
     stats = parse_meter_log(text, {"ebur128@afmeter0": "mono"})
     assert stats == {"mono": LoudnessStats(-23.0, 4.2, -2.5, -33.0)}
+
+
+def test_parse_meter_log_takes_the_true_peak_from_the_true_peak_meter() -> None:
+    """Without `peak=true` the summary has no true peak: `media.true_peak`'s (linear)
+    fills it in; a mix with neither is left out."""
+    text = (
+        "[ebur128@afmeter0 @ 0x55d0] Summary:\n\n  Integrated loudness:\n"
+        "    I:         -23.0 LUFS\n    Threshold: -33.0 LUFS\n\n  Loudness range:\n"
+        "    LRA:         4.2 LU\n    Threshold: -43.0 LUFS\n"
+    )
+    names = {"ebur128@afmeter0": "mono"}
+    assert parse_meter_log(text, names, {"mono": 0.5}) == {
+        "mono": LoudnessStats(-23.0, 4.2, 20 * math.log10(0.5), -33.0)
+    }
+    assert parse_meter_log(text, names, {"mono": 0.0})["mono"].true_peak_dbtp == -math.inf
+    assert parse_meter_log(text, names) == {}
 
 
 def test_build_command_joins_the_filter_to_the_formats_chain(tmp_path: Path) -> None:
