@@ -227,6 +227,17 @@ def test_gain_and_oversampled_limiter_when_gain_would_clip() -> None:
     )
 
 
+def test_fast_limiter_at_the_outputs_rate_with_more_headroom() -> None:
+    chain = normalisation_filter(
+        _stats(-35.0, -3.0), get_format("opus_64"), source_channels=2, source_sample_rate=44100,
+        oversample=False,
+    )  # fmt: skip
+    assert chain == (
+        "aformat=sample_fmts=fltp:channel_layouts=mono|stereo,volume=19.00dB,"
+        "alimiter=limit=0.7943:attack=5:release=50:level=false,aresample=48000"
+    )
+
+
 def test_loudnorm_when_asked_and_gain_would_clip() -> None:
     chain = normalisation_filter(
         _stats(-35.0, -3.0, lra=12.0), get_format("mp3_64"), source_channels=2,
