@@ -19,7 +19,9 @@ Three checks, from cheap to thorough:
   and again while decoding (see `media.limits`).
 
 `check_decodes(path, loudness_mixes=[...])` and `probe_source_measured` also measure
-loudness (EBU R128, `media.loudness`) in that same decode: one pass over the audio. Given
+loudness (EBU R128, `media.loudness`) in that same decode: one pass over the audio. The
+true peak of each mix is measured in this process (`media.true_peak`, in a thread) on a
+further output of the same ffmpeg process, the mix as 32-bit float WAV on a pipe. Given
 a `media.waveform.WaveformBuilder`, the same ffmpeg process also writes a second output,
 the audio as 16 kHz mono 16-bit PCM to a pipe, read by a thread into the builder (which
 keeps only the pixels): the waveform costs no second read or decode either.
@@ -33,6 +35,7 @@ playlist, a concat list or an image sequence is refused (UnsupportedContainerErr
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -48,8 +51,9 @@ from core.formats import KEEP_CHANNELS_UP_TO_STEREO, AudioFormat
 from media import limits
 from media.containers import input_args, refused_demuxer, what_it_is
 from media.limits import PROBE_TIMEOUT_S, decode_timeout_s, duration_cap_args
-from media.loudness import LoudnessStats, meter_chain, parse_meter_log
+from media.loudness import AS_DECODED, LoudnessStats, meter_chain, mix_filter, parse_meter_log
 from media.tools import ffmpeg, ffprobe, media_url, read_tail
+from media.true_peak import WavTruePeak
 
 if TYPE_CHECKING:
     from media.waveform import WaveformBuilder
@@ -321,7 +325,9 @@ def check_decodes(
     (default: scaled to that limit) kills ffmpeg and raises BadAudioError.
 
     `loudness_mixes` (`media.loudness.mix_for` of each output format, or `AS_DECODED`)
-    adds an ebur128 meter per mix to this decode; the report's `loudness` holds them.
+    adds an ebur128 meter per mix to this decode, and a further output per mix (that
+    mix as float WAV on a pipe) read by a `media.true_peak` meter in a thread; the
+    report's `loudness` holds them.
     Their summary is written at ffmpeg's info level to a separate log (`FFREPORT`), so
     stderr, the error count and every message stay what they are without meters. A
     meter that gives no summary raises BadAudioError.
@@ -358,15 +364,25 @@ def check_decodes(
     if chain:
         cmd[-3:-3] = ["-af", chain]
     meter_log = ""
+    mixes = list(dict.fromkeys(meters.values()))
+    peaks = {mix: WavTruePeak() for mix in mixes}
     workspace = tempfile.TemporaryDirectory() if meters else contextlib.nullcontext("")
-    pcm = _pcm_reader(waveform) if waveform is not None else contextlib.nullcontext(None)
-    with tempfile.TemporaryFile() as errlog, workspace as workdir, pcm as pcm_fd:
+    with contextlib.ExitStack() as pipes:
+        errlog = pipes.enter_context(tempfile.TemporaryFile())
+        workdir = pipes.enter_context(workspace)
+        fds: list[int] = []
         env = None
         report_path = Path(workdir) / "meter.log"
         if meters:
             env = {**os.environ, "FFREPORT": _report_setting(report_path)}
-        if waveform is not None and pcm_fd is not None:
-            cmd += _pcm_output_args(waveform.sample_rate, waveform_filter, limit, pcm_fd)
+        for mix in mixes:
+            fd = pipes.enter_context(_pipe_reader(peaks[mix].feed, f"true-peak-{mix}"))
+            cmd += _true_peak_output_args(mix, limit, fd)
+            fds.append(fd)
+        if waveform is not None:
+            fd = pipes.enter_context(_pipe_reader(waveform.feed_s16le, "waveform-pcm"))
+            cmd += _pcm_output_args(waveform.sample_rate, waveform_filter, limit, fd)
+            fds.append(fd)
         done = _run_bounded(
             cmd,
             timeout_s=timeout_s,
@@ -374,7 +390,7 @@ def check_decodes(
             stdout=subprocess.PIPE,
             stderr=errlog,
             env=env,
-            pass_fds=(pcm_fd,) if pcm_fd is not None else (),
+            pass_fds=fds,
         )
         errlog.seek(0)
         error_lines = sum(1 for _ in errlog)
@@ -401,7 +417,8 @@ def check_decodes(
             f"{path.name} is longer than the limit of {limit:.0f} s of audio "
             "(AUDIOFLOW_MAX_DURATION_S); decoding was stopped there"
         )
-    loudness = parse_meter_log(meter_log, meters) if meters else {}
+    true_peaks = {mix: peak for mix, meter in peaks.items() if (peak := meter.finish()) is not None}
+    loudness = parse_meter_log(meter_log, meters, true_peaks) if meters else {}
     missing = sorted(set(meters.values()) - set(loudness))
     if missing:
         raise BadAudioError(
@@ -412,8 +429,13 @@ def check_decodes(
     )
 
 
-#: Bytes read from the PCM pipe at a time (2 s of 16 kHz 16-bit mono).
-_PCM_CHUNK = 64 * 1024
+#: Bytes read from a PCM pipe at a time (2 s of the waveform's 16 kHz 16-bit mono, 0.7 s
+#: of the true-peak meters' 44.1 kHz stereo float), and the pipe's buffer asked for: fewer,
+#: larger reads cost the reader thread less than ffmpeg's 4 KiB frames one by one.
+_PCM_CHUNK = 256 * 1024
+_PIPE_BUFFER = 1024 * 1024
+#: fcntl's F_SETPIPE_SZ (Linux): Python's fcntl module names it only from 3.10 on some builds.
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def _pcm_output_args(rate: int, mono_filter: str, limit_s: float, fd: int) -> list[str]:
@@ -431,21 +453,34 @@ def _pcm_output_args(rate: int, mono_filter: str, limit_s: float, fd: int) -> li
     return ["-map", "0:a:0", *duration_cap_args(limit_s), "-af", chain, "-f", "s16le", f"pipe:{fd}"]
 
 
+def _true_peak_output_args(mix: str, limit_s: float, fd: int) -> list[str]:
+    """ffmpeg output options for a true-peak meter's PCM: the first audio stream again, as
+    the loudness meter of `mix` hears it (`media.loudness.mix_filter`, the same float
+    downmix), written as 32-bit float WAV (its header names the channels) to `fd`."""
+    chain = ["-af", mix_filter(mix)] if mix != AS_DECODED else []
+    return [
+        "-map", "0:a:0", *duration_cap_args(limit_s), *chain,
+        "-c:a", "pcm_f32le", "-fflags", "+bitexact", "-f", "wav", f"pipe:{fd}",
+    ]  # fmt: skip
+
+
 @contextlib.contextmanager
-def _pcm_reader(builder: WaveformBuilder) -> Iterator[int]:
-    """A pipe whose write end (yielded) ffmpeg writes PCM to, and a thread feeding what
-    arrives into `builder`.
+def _pipe_reader(feed: Callable[[bytes], None], name: str) -> Iterator[int]:
+    """A pipe whose write end (yielded) ffmpeg writes to, and a thread passing what
+    arrives to `feed` (the waveform builder, a true-peak meter).
 
     On leaving, this process's copy of the write end is closed, so the thread sees the end
     of the stream once ffmpeg has exited (normally or killed by the timeout), and is
-    joined. If the builder fails, the thread keeps draining the pipe (so ffmpeg never
-    blocks on a full pipe) and the error is raised here after the decode.
+    joined. If `feed` fails, the thread keeps draining the pipe (so ffmpeg never blocks on
+    a full pipe) and the error is raised here after the decode.
     """
     read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError):  # a larger buffer is an optimisation only
+        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _PIPE_BUFFER)
     failures: list[BaseException] = []
 
-    def pump(feed: Callable[[bytes], None]) -> None:
-        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb", buffering=_PCM_CHUNK) as pipe:
             while chunk := pipe.read(_PCM_CHUNK):
                 if failures:
                     continue
@@ -454,9 +489,7 @@ def _pcm_reader(builder: WaveformBuilder) -> Iterator[int]:
                 except BaseException as exc:  # re-raised in the caller's thread
                     failures.append(exc)
 
-    thread = threading.Thread(
-        target=pump, args=(builder.feed_s16le,), name="waveform-pcm", daemon=True
-    )
+    thread = threading.Thread(target=pump, name=name, daemon=True)
     thread.start()
     try:
         yield write_fd

@@ -20,6 +20,7 @@ not show.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -226,6 +227,17 @@ def test_gain_and_oversampled_limiter_when_gain_would_clip() -> None:
     )
 
 
+def test_fast_limiter_at_the_outputs_rate_with_more_headroom() -> None:
+    chain = normalisation_filter(
+        _stats(-35.0, -3.0), get_format("opus_64"), source_channels=2, source_sample_rate=44100,
+        oversample=False,
+    )  # fmt: skip
+    assert chain == (
+        "aformat=sample_fmts=fltp:channel_layouts=mono|stereo,volume=19.00dB,"
+        "alimiter=limit=0.7943:attack=5:release=50:level=false,aresample=48000"
+    )
+
+
 def test_loudnorm_when_asked_and_gain_would_clip() -> None:
     chain = normalisation_filter(
         _stats(-35.0, -3.0, lra=12.0), get_format("mp3_64"), source_channels=2,
@@ -288,9 +300,9 @@ def test_meter_chain_orders_mixes_widest_first() -> None:
     chain, names = meter_chain(["mono", "mono|stereo", "mono"])
     assert chain == (
         "aformat=sample_fmts=fltp:channel_layouts=mono|stereo,"
-        "ebur128@afmeter0=peak=true:framelog=verbose,"
+        "ebur128@afmeter0=framelog=verbose,"
         "aformat=sample_fmts=fltp:channel_layouts=mono,"
-        "ebur128@afmeter1=peak=true:framelog=verbose"
+        "ebur128@afmeter1=framelog=verbose"
     )
     assert names == {"ebur128@afmeter0": "mono|stereo", "ebur128@afmeter1": "mono"}
 
@@ -309,6 +321,22 @@ def test_parse_meter_log_takes_the_last_summary_of_each_meter() -> None:
     )
     stats = parse_meter_log(text, {"ebur128@afmeter0": "mono"})
     assert stats == {"mono": LoudnessStats(-23.0, 4.2, -2.5, -33.0)}
+
+
+def test_parse_meter_log_takes_the_true_peak_from_the_true_peak_meter() -> None:
+    """Without `peak=true` the summary has no true peak: `media.true_peak`'s (linear)
+    fills it in; a mix with neither is left out."""
+    text = (
+        "[ebur128@afmeter0 @ 0x55d0] Summary:\n\n  Integrated loudness:\n"
+        "    I:         -23.0 LUFS\n    Threshold: -33.0 LUFS\n\n  Loudness range:\n"
+        "    LRA:         4.2 LU\n    Threshold: -43.0 LUFS\n"
+    )
+    names = {"ebur128@afmeter0": "mono"}
+    assert parse_meter_log(text, names, {"mono": 0.5}) == {
+        "mono": LoudnessStats(-23.0, 4.2, 20 * math.log10(0.5), -33.0)
+    }
+    assert parse_meter_log(text, names, {"mono": 0.0})["mono"].true_peak_dbtp == -math.inf
+    assert parse_meter_log(text, names) == {}
 
 
 def test_build_command_joins_the_filter_to_the_formats_chain(tmp_path: Path) -> None:
