@@ -211,9 +211,15 @@ class ApiClient:
                         }
                     except (ValueError, KeyError, TypeError) as exc:
                         raise StreamUnavailable(f"unreadable event {event.id!r}: {exc}") from exc
-                    on_change(state)
                     if state["status"] in TERMINAL_STATUSES:
-                        return self.task(task_id)
+                        task = self.task(task_id)
+                        if task["status"] not in TERMINAL_STATUSES:
+                            # An earlier attempt's end, replayed: the task went on since
+                            # (a retry or reprocess); its next events follow.
+                            continue
+                        on_change(state)
+                        return task
+                    on_change(state)
         except SSEError as exc:
             raise StreamUnavailable(f"not an event stream: {exc}") from exc
         except httpx.HTTPError as exc:

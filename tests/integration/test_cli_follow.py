@@ -222,3 +222,27 @@ def test_follow_polls_when_the_connection_drops(
         assert "connection lost" in follower.warnings[0], follower.warnings
         report(reporter, task, status="completed", progress=100)
         assert follower.final()["status"] == "done"
+
+
+def test_follow_goes_past_an_earlier_attempts_end(
+    apis: list[ApiProcess], task: dict[str, Any], client: TestClient
+) -> None:
+    """A retried task's stream replays the first attempt's `task.failed`: following it
+    waits for the attempt that is running, and returns that one's end."""
+    reporter, listener = apis
+    report(reporter, task, status="failed", error="unreadable", errorKind="permanent")
+    retried = client.post(f"/tasks/{task['id']}/retry")
+    assert retried.status_code < 300, retried.text
+
+    def second_attempt() -> dict[str, Any] | None:
+        now: dict[str, Any] = client.get(f"/tasks/{task['id']}").json()
+        moved = now["workflowId"] != task["workflowId"] and now["workflowInstanceId"]
+        return now if moved else None
+
+    second = wait_for("the retry's flow run", second_attempt, TIMEOUT_S)
+    follower = Follower(listener.url, task["id"])
+    report(reporter, second, status="running", step="download")
+    report(reporter, second, status="completed", progress=100)
+    final = follower.final()
+    assert (final["status"], final["attempts"]) == ("done", 2), final
+    assert not follower.warnings, follower.warnings
