@@ -404,6 +404,23 @@ class WebhookSettings:
         """Webhooks are sent only with a secret to sign them."""
         return bool(self.secret)
 
+    @property
+    def attempt_limit_s(self) -> float:
+        """The longest one attempt can take: a timeout for each of name resolution,
+        connect, send and the answer's start, and one more read past the two-timeout
+        deadline on the answer's body (`domain.webhooks.send`)."""
+        return 5 * self.timeout_s
+
+    @property
+    def claim_lease_s(self) -> float:
+        """The lease a claim takes: `lease_s`, but never less than an attempt can last.
+
+        A lease shorter than an attempt lets another thread take a delivery that is still
+        being sent, and the receiver gets it twice; so a long `AUDIOFLOW_WEBHOOK_TIMEOUT_S`
+        lengthens the lease rather than breaking it.
+        """
+        return max(self.lease_s, self.attempt_limit_s + 1.0)
+
     @classmethod
     def from_env(cls) -> WebhookSettings:
         secret = _env("AUDIOFLOW_WEBHOOK_SECRET", "").strip() or None
@@ -439,9 +456,18 @@ class WebhookSettings:
             urls=urls,
             allow_private=_env_bool("AUDIOFLOW_WEBHOOK_ALLOW_PRIVATE", False),
             retry_schedule_s=schedule,
-            timeout_s=_env_float("AUDIOFLOW_WEBHOOK_TIMEOUT_S", 5.0),
+            timeout_s=_webhook_timeout_s(),
             threads=env_int("AUDIOFLOW_WEBHOOK_THREADS", 2, minimum=1),
         )
+
+
+def _webhook_timeout_s() -> float:
+    value = _env_float("AUDIOFLOW_WEBHOOK_TIMEOUT_S", 5.0)
+    if not 0.1 <= value <= 120:
+        raise SettingsError(
+            f"AUDIOFLOW_WEBHOOK_TIMEOUT_S must be 0.1 to 120 seconds, got {value}"
+        )
+    return value
 
 
 def _check_webhook_secret(secret: str) -> None:

@@ -17,8 +17,9 @@
   backing off to 12 h; the last about 27.6 h after the first). Every attempt is recorded
   on its row (time, status code, error, duration, the first 256 characters of the answer).
 * Safety: `domain.webhook_urls` (public addresses only unless allowed, checked again before
-  each attempt and connected to as checked), no redirects followed, short timeouts, at
-  most `2 x timeout` per attempt, and no more of the answer read than the excerpt.
+  each attempt and connected to as checked), no redirects followed, short timeouts (name
+  resolution included), at most `WebhookSettings.attempt_limit_s` per attempt (which the
+  claim's lease outlasts), and no more of the answer read than the excerpt.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -60,6 +63,12 @@ EXCERPT_CHARS = 256
 MAX_LOGGED_ATTEMPTS = 50
 #: Events turned into deliveries per transaction.
 FANOUT_BATCH = 100
+
+#: Name resolution off the delivery threads, so that an attempt waits for it no longer
+#: than its timeout (`getaddrinfo` has no timeout of its own: the resolver's can add up to
+#: tens of seconds, longer than a claim's lease). A resolution given up on finishes in
+#: its pool thread; a handful are enough, as answers come from the resolver's cache.
+_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="audioflow-webhook-dns")
 
 
 def check_callback_url(url: str, settings: WebhookSettings) -> None:
@@ -138,8 +147,11 @@ def send(
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    resolving = _RESOLVER.submit(resolve_allowed, url, allow_private=settings.allow_private)
     try:
-        addresses = resolve_allowed(url, allow_private=settings.allow_private)
+        addresses = resolving.result(timeout=settings.timeout_s)
+    except FutureTimeout:
+        return Attempt(None, "name resolution timed out", None, elapsed_ms())
     except UnsafeUrlError as exc:
         refused = "non-public" in exc.detail
         return Attempt(None, exc.detail, None, elapsed_ms(), permanent=refused)
@@ -332,7 +344,7 @@ class WebhookDeliverer:
             session.execute(
                 update(_DELIVERIES)
                 .where(_DELIVERIES.c.id == delivery_id)
-                .values(next_attempt_at=now + timedelta(seconds=self.settings.lease_s))
+                .values(next_attempt_at=now + timedelta(seconds=self.settings.claim_lease_s))
             )
             delivery = session.get_one(WebhookDelivery, delivery_id)
             event = session.get_one(TaskEvent, delivery.event_id)

@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.app import create_app
 from core.errors import InvalidInputError
 from core.settings import Settings, WebhookSettings
-from db.models import DeliveryStatus, Task, WebhookDelivery, WorkflowStatus
+from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, WorkflowStatus
 from domain.composition import Services, build_services
 from domain.views import task_view
 from domain.webhooks import WebhookDeliverer
@@ -259,7 +260,7 @@ def test_events_left_by_a_dead_process_are_delivered_after_restart(
 ) -> None:
     """Process A made the deliveries and claimed one, then died (its threads never send);
     process B, started later, sends that one once its lease has run out, and the rest."""
-    settings = hook_settings(base_settings, lease_s=1.0)
+    settings = hook_settings(base_settings, lease_s=1.0, timeout_s=0.2)  # a 2 s lease
     dead = build_services(settings, session_factory=session_factory)
     tasks = [new_task(dead, receiver.url) for _ in range(3)]
     for task in tasks:
@@ -303,8 +304,51 @@ def test_two_deliverers_never_send_one_delivery_twice(
         first.stop()
         second.stop()
     ids = [webhook_id for webhook_id, _ in receiver.received]
-    assert len(ids) == len(set(ids)) == 24
+    twice = {i for i in ids if ids.count(i) > 1}
+    assert len(ids) == len(set(ids)) == 24, (
+        len(ids),
+        [(r.webhook_id, r.event_id, r.url, r.attempt_log) for r in rows if r.webhook_id in twice],
+        len(rows),
+        _event_types(session_factory, [task.id for task in tasks]),
+    )
     assert all(len(row.attempt_log) == 1 for row in rows)
+
+
+def test_an_attempt_longer_than_the_lease_setting_is_not_sent_twice(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """The receiver answers within the timeout but after `lease_s`: the claim's lease
+    follows the timeout, so the other deliverer's threads do not take the delivery while
+    it is still being sent."""
+    settings = hook_settings(base_settings, timeout_s=3.0, lease_s=0.5)
+    receiver.stall_s = [1.5]
+    writer = build_services(settings, session_factory=session_factory)
+    task = new_task(writer, receiver.url)
+    first = WebhookDeliverer(session_factory, settings.webhooks)
+    second = WebhookDeliverer(session_factory, settings.webhooks)
+    try:
+        first.start()
+        second.start()
+        report(writer, task, WorkflowStatus.RUNNING)
+        (row,) = settled(writer, task.id, 1)
+    finally:
+        first.stop()
+        second.stop()
+    assert row.status is DeliveryStatus.DELIVERED and len(row.attempt_log) == 1
+    assert [webhook_id for webhook_id, _ in receiver.received] == [row.webhook_id]
+
+
+def _event_types(
+    session_factory: sessionmaker[Session], task_ids: list[uuid.UUID]
+) -> list[tuple[str, str, int]]:
+    """Every event of the tasks (a failure's diagnosis: who wrote what)."""
+    with session_factory() as session:
+        return [
+            (str(e.task_id)[:8], e.type, e.id)
+            for e in session.scalars(
+                select(TaskEvent).where(TaskEvent.task_id.in_(task_ids)).order_by(TaskEvent.id)
+            )
+        ]
 
 
 def test_private_callback_urls_are_refused_at_submission_and_at_delivery(

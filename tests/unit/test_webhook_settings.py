@@ -99,3 +99,21 @@ def test_a_public_address_is_allowed() -> None:
     assert [str(a) for a in resolve_allowed("https://93.184.215.14/hook", allow_private=False)] == [
         "93.184.215.14"
     ]
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "121"])
+def test_an_attempt_timeout_outside_its_range_is_refused(
+    monkeypatch: pytest.MonkeyPatch, timeout: str
+) -> None:
+    monkeypatch.setenv("AUDIOFLOW_WEBHOOK_TIMEOUT_S", timeout)
+    with pytest.raises(SettingsError, match="AUDIOFLOW_WEBHOOK_TIMEOUT_S"):
+        WebhookSettings.from_env()
+
+
+def test_the_claim_lease_outlasts_the_longest_attempt() -> None:
+    """An attempt may take a timeout for each of connect, send and the answer's start,
+    and reads until twice the timeout: a lease shorter than that would let a second
+    thread send a delivery that is still in flight."""
+    assert WebhookSettings().claim_lease_s == WebhookSettings().lease_s
+    slow = WebhookSettings(timeout_s=60.0, lease_s=60.0)
+    assert slow.claim_lease_s > slow.attempt_limit_s >= 5 * slow.timeout_s
