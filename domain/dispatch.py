@@ -28,15 +28,14 @@ attempt's again, instead of starting a second run for the task.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import cast
 
 from sqlalchemy import Table, or_, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import AudioflowError, NotFoundError, UpstreamUnavailableError
@@ -47,6 +46,7 @@ from db.repositories import TaskRepository, WorkflowRepository
 from domain import events, lifecycle, prefect_gateway
 from domain.contracts import ErrorKind
 from domain.lifecycle import WAITING_FOR_RUN, Writer
+from domain.polling_threads import PollingThreads
 from domain.task_types import get_task_type
 from domain.workflows import mirror_on_task
 
@@ -123,11 +123,14 @@ class FlowRunDispatcher:
         self.poll_s = poll_s
         self.deadline_s = settings.prefect.dispatch_deadline_s
         self.threads = settings.prefect.dispatch_threads
-        self._wake = threading.Condition()
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
+        self._threads = PollingThreads[None](
+            "audioflow-dispatcher",
+            lambda _: self.dispatch_due(),
+            contextlib.nullcontext,
+            poll_s=poll_s,
+        )
 
-    # -- the background loop -------------------------------------------------------------
+    # -- the background loop (domain.polling_threads) ----------------------------------------
 
     def start(self) -> None:
         """Start the dispatcher threads (the app's startup hook); idempotent.
@@ -136,52 +139,24 @@ class FlowRunDispatcher:
         server: with one thread runs were created at 18/s in bench/, below what Prefect
         takes when asked by several callers at once.
         """
-        if any(t.is_alive() for t in self._workers):
-            return
-        if self.threads == 0:
+        if self.threads == 0 and not self._threads.running:
             log.warning(
                 "AUDIOFLOW_DISPATCH_THREADS=0: this process creates no flow runs; another API "
                 "process on the same database must, or new tasks stay queued"
             )
-        self._stop.clear()
-        self._workers = [
-            threading.Thread(target=self._loop, name=f"audioflow-dispatcher-{n}", daemon=True)
-            for n in range(self.threads)
-        ]
-        for worker in self._workers:
-            worker.start()
+        self._threads.start(self.threads)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop after the current flow runs (the app's shutdown hook); the rest stay queued."""
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        for worker in self._workers:
-            worker.join(timeout_s)
-        self._workers = []
+        self._threads.stop(timeout_s)
 
     def notify(self) -> None:
         """A workflow was committed: one idle thread looks now rather than at its next poll."""
-        with self._wake:
-            self._wake.notify()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                found = self.dispatch_due()
-            except OperationalError as exc:  # the database is away: say so, wait, look again
-                log.warning("dispatcher: database unavailable (%s); retrying", exc.orig)
-                found = False
-            except Exception:  # a bug: keep the traceback, keep the thread
-                log.exception("dispatcher pass failed; retrying in %.1f s", self.poll_s)
-                found = False
-            if not found:
-                with self._wake:
-                    self._wake.wait(self.poll_s)
+        self._threads.notify()
 
     def dispatch_due(self) -> bool:
         """Dispatch the oldest due workflow, if any; False when none is due."""
-        if self._stop.is_set():
+        if self._threads.stopping:
             return False
         workflow_id = self._claim()
         if workflow_id is None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -39,7 +38,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import Table, or_, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
@@ -48,6 +46,7 @@ from core.settings import WebhookSettings
 from db.base import utcnow
 from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, without_nul
 from db.repositories import TaskRepository
+from domain.polling_threads import PollingThreads
 from domain.webhook_urls import UnsafeUrlError, resolve_allowed
 
 log = logging.getLogger(__name__)
@@ -199,62 +198,36 @@ class WebhookDeliverer:
         self.session_factory = session_factory
         self.settings = settings
         self.signer = Webhook(settings.secret) if settings.secret else None
-        self._wake = threading.Condition()
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
+        self._threads = PollingThreads[httpx.Client](
+            "audioflow-webhooks", self._pass, self._client, poll_s=settings.poll_s
+        )
 
-    # -- the background loop -------------------------------------------------------------
+    # -- the background loop (domain.polling_threads) ----------------------------------------
 
     def start(self) -> None:
         """Start the threads (the API's lifespan); idempotent. Without a secret one thread
         only clears the events' flags (nothing is sent, so nothing is kept for later)."""
-        if any(t.is_alive() for t in self._workers):
-            return
-        self._stop.clear()
-        count = self.settings.threads if self.signer is not None else 1
-        self._workers = [
-            threading.Thread(target=self._loop, name=f"audioflow-webhooks-{n}", daemon=True)
-            for n in range(count)
-        ]
-        for worker in self._workers:
-            worker.start()
+        self._threads.start(self.settings.threads if self.signer is not None else 1)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop after the current attempts; pending deliveries stay rows for the next start."""
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        for worker in self._workers:
-            worker.join(timeout_s)
-        self._workers = []
+        self._threads.stop(timeout_s)
 
     def notify(self) -> None:
         """Something is due (a redelivery): a thread looks now rather than at its next poll."""
-        with self._wake:
-            self._wake.notify()
+        self._threads.notify()
 
-    def _loop(self) -> None:
-        client = httpx.Client(
+    def _client(self) -> httpx.Client:
+        """One HTTP client per delivery thread, for all its attempts."""
+        return httpx.Client(
             follow_redirects=False,
             trust_env=False,
             timeout=httpx.Timeout(self.settings.timeout_s),
         )
-        try:
-            while not self._stop.is_set():
-                try:
-                    worked = self.fan_out() > 0
-                    worked = self.deliver_due(client) or worked
-                except OperationalError as exc:
-                    log.warning("webhooks: database unavailable (%s); retrying", exc.orig)
-                    worked = False
-                except Exception:  # a bug: keep the traceback, keep the thread
-                    log.exception("webhook pass failed; retrying in %.1f s", self.settings.poll_s)
-                    worked = False
-                if not worked:
-                    with self._wake:
-                        self._wake.wait(self.settings.poll_s)
-        finally:
-            client.close()
+
+    def _pass(self, client: httpx.Client) -> bool:
+        worked = self.fan_out() > 0
+        return self.deliver_due(client) or worked
 
     # -- fan-out: events -> deliveries ---------------------------------------------------
 
@@ -312,7 +285,7 @@ class WebhookDeliverer:
 
     def deliver_due(self, client: httpx.Client) -> bool:
         """Send the most overdue delivery, if any; False when none is due."""
-        if self._stop.is_set() or self.signer is None:
+        if self._threads.stopping or self.signer is None:
             return False
         claimed = self._claim()
         if claimed is None:

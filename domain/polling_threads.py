@@ -1,0 +1,101 @@
+"""Background threads that poll the database for due work: the one loop both outboxes use.
+
+The flow-run dispatcher (`domain.dispatch`) and the webhook deliverer (`domain.webhooks`)
+each run a few daemon threads in every API process that claim due rows (`FOR UPDATE SKIP
+LOCKED` and a lease) and act on them. What those threads share is here, so that both
+behave the same when it matters: a pass that found work is followed at once by another; an
+idle thread waits `poll_s` or until `notify()`; a database that is away is logged and
+retried, never fatal; a bug in a pass keeps its traceback and the thread; `stop()` lets the
+current passes finish and leaves everything else as rows for the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import OperationalError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PollingThreads"]
+
+R = TypeVar("R")
+
+
+class PollingThreads(Generic[R]):
+    """`count` threads named `name-N`, each running `work(resource)` until stopped.
+
+    `resource` makes what one thread keeps for all its passes (the webhook deliverer's HTTP
+    client; `contextlib.nullcontext` when there is none), closed when the thread ends.
+    `work` returns whether it found something, so that a busy thread does not wait.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[R], bool],
+        resource: Callable[[], contextlib.AbstractContextManager[R]],
+        *,
+        poll_s: float,
+    ) -> None:
+        self.name = name
+        self.work = work
+        self.resource = resource
+        self.poll_s = poll_s
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def stopping(self) -> bool:
+        """Set by `stop()`: a pass should not begin new work."""
+        return self._stop.is_set()
+
+    @property
+    def running(self) -> int:
+        return sum(thread.is_alive() for thread in self._threads)
+
+    def start(self, count: int) -> None:
+        """Start `count` threads; nothing if some still run (idempotent)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{self.name}-{n}", daemon=True)
+            for n in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Wake every thread, let its current pass finish, wait for it (`timeout_s` each)."""
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads = []
+
+    def notify(self) -> None:
+        """Something is due now: one idle thread looks rather than at its next poll."""
+        with self._wake:
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        with self.resource() as resource:
+            while not self._stop.is_set():
+                try:
+                    worked = self.work(resource)
+                except OperationalError as exc:  # the database is away: say so, look again
+                    log.warning("%s: database unavailable (%s); retrying", self.name, exc.orig)
+                    worked = False
+                except Exception:  # a bug: keep the traceback, keep the thread
+                    log.exception("%s: pass failed; retrying in %.1f s", self.name, self.poll_s)
+                    worked = False
+                if not worked:
+                    with self._wake:
+                        self._wake.wait(self.poll_s)
