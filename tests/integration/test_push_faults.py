@@ -15,7 +15,9 @@ for a moment, new connections to this run's own database refused.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import uuid
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
@@ -32,7 +35,8 @@ from sqlalchemy.pool import NullPool
 
 from core.settings import Settings
 from db.models import DeliveryStatus, TaskEvent, WebhookDelivery, WorkflowStatus
-from domain.events import EventLog
+from domain.event_stream import EventHub, EventReader
+from domain.events import NOTIFY_CHANNEL, EventLog
 from domain.workflows import ProgressUpdate, WorkflowService
 from tests.integration.conftest import AUTH, PROGRESS, STREAM_API_KEY
 from tests.support.api_processes import ApiProcess, api_processes
@@ -288,6 +292,58 @@ def test_a_stream_gets_every_event_when_the_listen_connection_is_dropped(
             everything.close()
             own.close()
     assert "the LISTEN connection dropped" in api.process.log_path.read_text(errors="replace")
+
+
+def test_the_hub_listens_again_when_a_new_connection_dies_before_its_listen(
+    base_settings: Settings,
+    session_factory: sessionmaker[Session],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hub's first connection is terminated by the server between `connect` and
+    `LISTEN` (a restart or failover at that moment): asyncpg then raises `InterfaceError`
+    ("connection is closed"), which once ended the hub's runner for good. It must back off
+    and listen on a new connection, and notifications must reach its subscribers."""
+    real_connect = asyncpg.connect
+    killed: list[int] = []
+
+    async def connect_then_lose(*args: Any, **kwargs: Any) -> Any:
+        conn = await real_connect(*args, **kwargs)
+        if not killed:
+            killed.append(conn.get_server_pid())
+            with engine.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed[0]})
+            for _ in range(200):  # bounded: until asyncpg has seen the connection go
+                if conn.is_closed():
+                    break
+                await asyncio.sleep(0.05)
+            assert conn.is_closed()
+        return conn
+
+    monkeypatch.setattr(asyncpg, "connect", connect_then_lose)
+    hub = EventHub(base_settings.database.url, EventReader(session_factory))
+    task_id = uuid.uuid4()
+
+    async def run() -> list[int]:
+        await hub.start()  # waits (bounded) for the hub to listen
+        try:
+            assert hub.listening.is_set(), "the hub stopped trying after the lost connection"
+            subscription = hub.subscribe(task_id)
+            payload = json.dumps({"id": 7, "taskId": str(task_id), "type": "task.progress"})
+            with engine.connect() as conn:
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": NOTIFY_CHANNEL, "payload": payload},
+                )
+                conn.commit()
+            await asyncio.wait_for(subscription.wake.wait(), 30)
+            assert subscription.ids == {7}
+            return listeners(engine)
+        finally:
+            await hub.stop()
+
+    (listening,) = asyncio.run(run())
+    assert len(killed) == 1 and listening != killed[0]
 
 
 # --- SIGTERM with streams open ----------------------------------------------------------------
