@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import secrets
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,7 +22,7 @@ class Receiver:
 
     `received` holds the requests it answered; `arrived` every verified request as it came
     in, answered or not. `hold` requests are held unanswered until `release` is set (a
-    sender killed while it waits), then dropped without an answer."""
+    sender killed while it waits: `on_hold` can kill it), then dropped without an answer."""
 
     def __init__(self, port: int = 0, secret: str = SECRET) -> None:
         self.verifier = Webhook(secret)
@@ -36,6 +37,8 @@ class Receiver:
         #: How many of the next requests to hold until `release` (never answered).
         self.hold = 0
         self.release = threading.Event()
+        #: Called when a request is held, before anything else happens (e.g. kill its sender).
+        self.on_hold: Callable[[], object] | None = None
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -65,6 +68,8 @@ class Receiver:
                     stall = receiver.stall_s.pop(0) if receiver.stall_s else 0.0
                     code = receiver.answers.pop(0) if receiver.answers else 200
                 if held:
+                    if receiver.on_hold is not None:
+                        receiver.on_hold()
                     receiver.release.wait(120)
                     self.close_connection = True
                     return  # no answer: the sender never learns it arrived
