@@ -396,7 +396,8 @@ class WebhookSettings:
     #: How often an idle delivery thread looks for new events and due retries (seconds).
     poll_s: float = 1.0
     #: How long a claimed delivery is left to its thread before another process may take
-    #: it (a process that died mid-send): well over one attempt.
+    #: it (a process that died mid-send): well over one attempt (`AUDIOFLOW_WEBHOOK_LEASE_S`,
+    #: which must exceed 2 x `timeout_s`).
     lease_s: float = 60.0
 
     @property
@@ -451,13 +452,24 @@ class WebhookSettings:
                 ) from exc
             if any(not 0 <= wait < float("inf") for wait in schedule):
                 raise SettingsError("AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S: waits must be >= 0")
+        timeout_s = _webhook_timeout_s()
+        lease_s = _env_float("AUDIOFLOW_WEBHOOK_LEASE_S", 60.0)
+        attempt_limit_s = cls(timeout_s=timeout_s).attempt_limit_s
+        if not attempt_limit_s < lease_s < float("inf"):
+            # A shorter lease lets another thread send the same delivery while the first is
+            # still waiting for its answer.
+            raise SettingsError(
+                "AUDIOFLOW_WEBHOOK_LEASE_S must be longer than one attempt can last (5 x "
+                f"AUDIOFLOW_WEBHOOK_TIMEOUT_S = {attempt_limit_s:g} s), got {lease_s:g}"
+            )
         return cls(
             secret=secret,
             urls=urls,
             allow_private=_env_bool("AUDIOFLOW_WEBHOOK_ALLOW_PRIVATE", False),
             retry_schedule_s=schedule,
-            timeout_s=_webhook_timeout_s(),
+            timeout_s=timeout_s,
             threads=env_int("AUDIOFLOW_WEBHOOK_THREADS", 2, minimum=1),
+            lease_s=lease_s,
         )
 
 

@@ -269,19 +269,26 @@ class EventHub:
             log.warning("event hub: unreadable notification %r", payload[:200])
 
     async def _listen_postgres(self) -> None:
+        """Keep one LISTEN connection up for as long as the hub runs.
+
+        Whatever fails (the server refusing, a connection closed between `connect` and
+        `LISTEN`, which asyncpg reports as an `InterfaceError`, not a `PostgresError`), the
+        loop backs off and tries again: a runner that ended would leave every stream of the
+        process to its keep-alive re-reads until a restart. Only cancellation ends it."""
         import asyncpg
 
         backoff = 0.5
         while True:
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=10)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            except Exception as exc:
                 log.warning("event hub: cannot LISTEN (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
             lost = asyncio.Event()
             conn.add_termination_listener(_setter(lost))
+            failed = False
             try:
                 await conn.add_listener(NOTIFY_CHANNEL, self._on_notification)
                 self.listening.set()
@@ -289,12 +296,16 @@ class EventHub:
                 self.wake_all()  # whatever was written while nobody listened
                 await lost.wait()
                 log.warning("event hub: the LISTEN connection dropped; reconnecting")
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("event hub: LISTEN failed (%s); reconnecting", exc)
+            except Exception as exc:
+                log.warning("event hub: LISTEN failed (%s); retrying in %.1f s", exc, backoff)
+                failed = True
             finally:
                 self.listening.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(conn.close(timeout=2))
+            if failed:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
 
     async def _poll_sqlite(self) -> None:
         last = -1

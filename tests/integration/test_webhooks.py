@@ -8,22 +8,17 @@ receiver or the rows show (`wait_for`).
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.app import create_app
 from core.errors import InvalidInputError
@@ -35,76 +30,10 @@ from domain.webhooks import WebhookDeliverer
 from domain.workflows import ProgressUpdate
 from tests.db_fixtures import TEST_TOKEN
 from tests.support.waiting import wait_for
+from tests.support.webhook_receiver import SECRET, Receiver
 
-SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 PAYLOAD = {"episodeId": "ep-hooks", "audioKey": "uploads/ep.mp3", "encodingFormats": ["mp3_64"]}
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
-
-
-class Receiver:
-    """A webhook endpoint on 127.0.0.1: verifies each request's signature, records what it
-    got, and answers as told (`answers`: status codes for the next requests, then 200)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.verifier = Webhook(SECRET)
-        self.port = port
-        self.received: list[tuple[str, dict[str, Any]]] = []
-        self.rejected: list[str] = []
-        self.answers: list[int] = []
-        self.redirect_to: str | None = None
-        #: Requests held this long before the answer (a receiver slower than the timeout).
-        self.stall_s: list[float] = []
-        self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                try:
-                    payload = receiver.verifier.verify(body, dict(self.headers))
-                except WebhookVerificationError as exc:
-                    with receiver.lock:
-                        receiver.rejected.append(str(exc))
-                    self.send_response(400)
-                    self.end_headers()
-                    return
-                with receiver.lock:
-                    stall = receiver.stall_s.pop(0) if receiver.stall_s else 0.0
-                    code = receiver.answers.pop(0) if receiver.answers else 200
-                if stall:
-                    threading.Event().wait(stall)  # the slow receiver itself, not the test
-                with receiver.lock:
-                    receiver.received.append((self.headers["webhook-id"], payload))
-                self.send_response(302 if receiver.redirect_to else code)
-                if receiver.redirect_to:
-                    self.send_header("Location", receiver.redirect_to)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def types(self) -> list[str]:
-        with self.lock:
-            return [payload["type"] for _, payload in self.received]
 
 
 def free_port() -> int:

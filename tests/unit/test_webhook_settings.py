@@ -52,6 +52,31 @@ def test_a_full_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
         WebhookSettings.from_env()
 
 
+def test_the_lease_is_set_from_the_environment_and_must_outlast_an_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AUDIOFLOW_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("AUDIOFLOW_WEBHOOK_URLS", raising=False)
+    monkeypatch.delenv("AUDIOFLOW_WEBHOOK_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("AUDIOFLOW_WEBHOOK_LEASE_S", raising=False)
+    assert WebhookSettings.from_env().lease_s == 60.0
+    monkeypatch.setenv("AUDIOFLOW_WEBHOOK_TIMEOUT_S", "2")
+    monkeypatch.setenv("AUDIOFLOW_WEBHOOK_LEASE_S", "11")
+    settings = WebhookSettings.from_env()
+    assert (settings.timeout_s, settings.lease_s) == (2.0, 11.0)
+    # An attempt may take 5 x timeout: a lease of that or less lets a second thread send the
+    # delivery again while the first still waits for its answer.
+    for lease in ("10", "4", "1", "0", "-1", "nan", "inf"):
+        monkeypatch.setenv("AUDIOFLOW_WEBHOOK_LEASE_S", lease)
+        with pytest.raises(SettingsError, match="AUDIOFLOW_WEBHOOK_LEASE_S"):
+            WebhookSettings.from_env()
+    monkeypatch.setenv("AUDIOFLOW_WEBHOOK_LEASE_S", "11")
+    for timeout in ("0", "-1", "nan"):
+        monkeypatch.setenv("AUDIOFLOW_WEBHOOK_TIMEOUT_S", timeout)
+        with pytest.raises(SettingsError, match="AUDIOFLOW_WEBHOOK_TIMEOUT_S"):
+            WebhookSettings.from_env()
+
+
 def test_the_default_schedule_spans_a_day_with_three_attempts_in_a_minute() -> None:
     assert sum(DEFAULT_WEBHOOK_RETRY_S[:2]) < 60  # attempts at 0, 5 and 15 s
     assert sum(DEFAULT_WEBHOOK_RETRY_S) > 24 * 3600
