@@ -54,7 +54,7 @@ class Config:
     push_phase_s: float = 15
     push_status_rate: int = 50
     push_steady_rate: int = 500
-    push_burst: int = 1000
+    push_burst: int = 500
 
     @property
     def mode(self) -> str:

@@ -16,13 +16,14 @@ A0. Progress reports, closed loop, with the log's NOTIFY trigger switched off (t
 A1. Progress reports, closed loop (32 connections, as scenario 4), over the followed
     tasks: nothing open, nothing delivered.
 B.  The same while `push_streams` task streams (+ `push_all_streams` `GET /events`) are
-    open in `bench.sse_client` and `push_status_rate` status changes per second arrive
-    (open loop): the endpoint's rate with push, each event's latency, deliveries/s.
-C.  The same streams and status changes with progress at a steady `push_steady_rate`/s
-    (open loop): the latency when the API is not saturated.
+    open in `bench.sse_client` and status changes arrive at 3 % of A1's rate (at most
+    `push_status_rate`/s, open loop): the endpoint's rate with push, each event's latency,
+    deliveries/s.
+C.  The same streams and status changes with progress at a steady half of A1's rate (at
+    most `push_steady_rate`/s, open loop): the latency when the API is not saturated.
 A2. As A1, after the streams closed (the baseline is the mean of A1 and A2).
-D.  `push_burst` tasks change status twice as fast as the API takes it: the deliverer's
-    own rate, measured while it works off the backlog.
+D.  `push_burst` tasks change status (two changes each) as fast as the API takes them: the
+    deliverer's own rate, measured while it works off the backlog.
 
 Latency is from the report's send time (in its message) to the moment the stream client
 read the event, over every (stream, event) pair; also from the moment the POST was
@@ -230,8 +231,9 @@ def run(bench: BenchStack, config: Config, result: ScenarioResult) -> None:
     result.sizes = (
         f"{streams} task streams + {all_streams} all-task streams; phases of {d:g} s "
         f"(+ {warm:g} s warm-up); progress closed loop ({PROGRESS_CONNECTIONS} connections) "
-        f"over the {streams} followed tasks, and at {config.push_steady_rate}/s; "
-        f"{status_rate} status changes/s beside it; a backlog of {2 * config.push_burst} "
+        f"over the {streams} followed tasks, and at half its no-stream rate (at most "
+        f"{config.push_steady_rate}/s); status changes beside it at 3 % of that rate (at most "
+        f"{status_rate}/s); a backlog of {2 * config.push_burst} "
         "status changes; 1 uvicorn worker with webhooks on, no dispatcher"
     )
     for process in bench.stack.processes:
@@ -272,19 +274,20 @@ def _measure(
     print(f"   created {len(followed) + len(churn) + len(burst)} tasks in {created_s:.1f} s",
           flush=True)
     progress = stamped_progress(followed)
-    gap = max(1, status_rate // 2)  # cancelled about a second after running
 
     def closed(label: str) -> dict[str, Any]:
         return run_load(_spec(port, progress, mode="closed", connections=PROGRESS_CONNECTIONS,
                               duration_s=d + warm, warmup_s=warm, stamp=PLACEHOLDER,
                               record_stamps=True, label=label))
 
-    def with_status(spec: dict[str, Any], changes: list[str]) -> dict[str, Any]:
-        """A progress phase with `status_rate` status changes per second beside it."""
+    def with_status(spec: dict[str, Any], tasks: list[tuple[str, str]]) -> dict[str, Any]:
+        """A progress phase with `rate` status changes per second beside it."""
+        rate = phases["rates"]["status"]
+        changes = status_changes(tasks, max(1, rate // 2))[: int(rate * (d + warm))]
         started = time.time()
         cpu0 = _tree_cpu_s(api_pid)
-        with loadgen(_spec(port, changes, mode="open", rate=status_rate, connections=4,
-                           duration_s=len(changes) / status_rate + 1e-6, warmup_s=warm)) as side:
+        with loadgen(_spec(port, changes, mode="open", rate=rate, connections=4,
+                           duration_s=len(changes) / rate + 1e-6, warmup_s=warm)) as side:
             phase = run_load(spec)
         phase["api_cpu_s"] = _tree_cpu_s(api_pid) - cpu0
         phase["status"] = side
@@ -298,6 +301,15 @@ def _measure(
     finally:
         _notify_trigger(db_url, enabled=True)
     phases["A1"] = closed("A1")
+    # The other loads follow the capacity just measured, so that they mean the same on a
+    # busy machine: status changes at 3 % of it (at most `push_status_rate`; a fleet
+    # reporting progress every second or two changes status that often), and the steady
+    # progress rate at half of it (at most `push_steady_rate`).
+    capacity = phases["A1"]["ok_per_s"]
+    phases["rates"] = {
+        "status": max(2, min(status_rate, round(0.03 * capacity))),
+        "steady": max(10, min(config.push_steady_rate, round(0.5 * capacity))),
+    }
     # Let the last reports' notifications settle before the streams replay the log.
     ids = [task_id for task_id, _ in followed]
     with helper("bench.sse_client",
@@ -310,13 +322,13 @@ def _measure(
         phases["B"] = with_status(
             _spec(port, progress, mode="closed", connections=PROGRESS_CONNECTIONS,
                   duration_s=d + warm, warmup_s=warm, stamp=PLACEHOLDER, record_stamps=True),
-            status_changes(churn[:half], gap)[: int(status_rate * (d + warm))],
+            churn[:half],
         )
         phases["C"] = with_status(
-            _spec(port, progress, mode="open", rate=config.push_steady_rate,
+            _spec(port, progress, mode="open", rate=phases["rates"]["steady"],
                   connections=PROGRESS_CONNECTIONS, duration_s=d + warm, warmup_s=warm,
                   stamp=PLACEHOLDER, record_stamps=True),
-            status_changes(churn[half:], gap)[: int(status_rate * (d + warm))],
+            churn[half:],
         )
         time.sleep(1.0)  # the last events reach the streams
         if config.profile:  # untimed, after the timed phases: where the API's time goes
@@ -330,7 +342,8 @@ def _measure(
     changes = status_changes(burst, max(1, len(burst) // 4))
     burst_start = time.time()
     phases["D"] = run_load(_spec(port, changes, mode="open", rate=2000, connections=8,
-                                 duration_s=len(changes) / 2000 + 1e-6, warmup_s=0))
+                                 duration_s=len(changes) / 2000 + 1e-6, warmup_s=0,
+                                 drain_s=300))
     reports_done = time.time()
     drained_s = _wait_delivered(db_url, 180)
     delivered = receiver.stop()
@@ -393,7 +406,8 @@ def _rows(
             f"{ratio:.2f}x", f">= {TARGET_RATIO:.2f}x", verdict(ratio >= TARGET_RATIO),
             "" if ratio >= TARGET_RATIO else f"{(TARGET_RATIO - ratio) * 100:.0f} points short"),
         lat_row("progress saturated (B)", lat_b, b["ok_per_s"]),
-        lat_row(f"progress at {config.push_steady_rate}/s (C)", lat_c, c["ok_per_s"]),
+        lat_row(f"progress at {phases['rates']['steady']}/s, half of A1 (C)", lat_c,
+                c["ok_per_s"]),
         Row(f"webhook deliveries per second beside B ({b_status:.0f} status changes/s)",
             f"{web_b['per_s']:.1f}/s",
             f"written to received p50 {ms(web_b['p50_s'])}, p99 {ms(web_b['p99_s'])}; "
