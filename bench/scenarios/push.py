@@ -40,8 +40,10 @@ import secrets
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -177,6 +179,40 @@ def _wait_delivered(db_url: str, timeout_s: float) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def wait_events(db_url: str, every_s: float = 0.1) -> Iterator[Counter[str]]:
+    """What the app database's active backends wait on, sampled from `pg_stat_activity`
+    while the block runs (one count per backend per sample; `running` when not waiting)."""
+    counts: Counter[str] = Counter()
+    stop = threading.Event()
+    engine = create_engine(db_url)
+    sql = text("SELECT coalesce(wait_event_type || ': ' || wait_event, 'running') "
+               "FROM pg_stat_activity WHERE datname = current_database() "
+               "AND state = 'active' AND pid <> pg_backend_pid()")
+
+    def sample() -> None:
+        with engine.connect() as conn:
+            while not stop.wait(every_s):
+                counts.update(str(row[0]) for row in conn.execute(sql))
+                conn.rollback()
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join(10)
+        engine.dispose()
+
+
+def _waits(counts: Counter[str], top: int = 4) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "none sampled"
+    return ", ".join(f"{name} {n / total:.0%}" for name, n in counts.most_common(top))
+
+
 def _notify_trigger(db_url: str, *, enabled: bool) -> None:
     """Switch the event log's NOTIFY trigger (migration 0004) on or off."""
     engine = create_engine(db_url)
@@ -276,9 +312,15 @@ def _measure(
     progress = stamped_progress(followed)
 
     def closed(label: str) -> dict[str, Any]:
-        return run_load(_spec(port, progress, mode="closed", connections=PROGRESS_CONNECTIONS,
-                              duration_s=d + warm, warmup_s=warm, stamp=PLACEHOLDER,
-                              record_stamps=True, label=label))
+        cpu0 = _tree_cpu_s(api_pid)
+        with wait_events(db_url) as waits:
+            phase = run_load(_spec(port, progress, mode="closed",
+                                   connections=PROGRESS_CONNECTIONS, duration_s=d + warm,
+                                   warmup_s=warm, stamp=PLACEHOLDER, record_stamps=True,
+                                   label=label))
+        phase["api_cpu_s"] = _tree_cpu_s(api_pid) - cpu0
+        phase["waits"] = waits
+        return phase
 
     def with_status(spec: dict[str, Any], tasks: list[tuple[str, str]]) -> dict[str, Any]:
         """A progress phase with `rate` status changes per second beside it."""
@@ -287,8 +329,10 @@ def _measure(
         started = time.time()
         cpu0 = _tree_cpu_s(api_pid)
         with loadgen(_spec(port, changes, mode="open", rate=rate, connections=4,
-                           duration_s=len(changes) / rate + 1e-6, warmup_s=warm)) as side:
+                           duration_s=len(changes) / rate + 1e-6, warmup_s=warm)) as side, \
+                wait_events(db_url) as waits:
             phase = run_load(spec)
+        phase["waits"] = waits
         phase["api_cpu_s"] = _tree_cpu_s(api_pid) - cpu0
         phase["status"] = side
         phase["started"] = started
@@ -375,6 +419,14 @@ def _rows(
     drain_rate = (len(drain) - 1) / max(drain[-1][0] - drain[0][0], 1e-9) if len(drain) > 1 \
         else float("nan")
 
+    def cpu_ms(phase: dict[str, Any], per_s: float) -> float:
+        """The API's CPU per request over the phase (warm-up included, at the phase's rate):
+        less sensitive to other load on the machine than the rate itself."""
+        return 1000 * phase["api_cpu_s"] / max(per_s * (phase["window_s"] + warm), 1e-9)
+
+    a_cpu_ms = statistics.mean([cpu_ms(a1, a1["ok_per_s"]), cpu_ms(a2, a2["ok_per_s"])])
+    b_cpu_ms = cpu_ms(b, b_total)
+
     def lat_row(label: str, lat: dict[str, Any], progress_rate: float) -> Row:
         p99 = lat["p99_s"]
         return Row(
@@ -408,6 +460,11 @@ def _rows(
         lat_row("progress saturated (B)", lat_b, b["ok_per_s"]),
         lat_row(f"progress at {phases['rates']['steady']}/s, half of A1 (C)", lat_c,
                 c["ok_per_s"]),
+        Row(f"API CPU per request, {streams} streams + webhooks (B)",
+            f"{b_cpu_ms:.2f} ms",
+            f"nothing open (A1, A2) {a_cpu_ms:.2f} ms; NOTIFY trigger off (A0) "
+            f"{cpu_ms(phases['A0'], phases['A0']['ok_per_s']):.2f} ms",
+            f"{b_cpu_ms / max(a_cpu_ms, 1e-9):.2f}x"),
         Row(f"webhook deliveries per second beside B ({b_status:.0f} status changes/s)",
             f"{web_b['per_s']:.1f}/s",
             f"written to received p50 {ms(web_b['p50_s'])}, p99 {ms(web_b['p99_s'])}; "
@@ -419,7 +476,6 @@ def _rows(
             f"{burst_changes / max(reports_done - burst_start, 1e-9):.0f}/s; "
             f"backlog drained {drained_s:.1f} s after the last report"),
     )
-    b_cpu_ms = 1000 * b["api_cpu_s"] / max(b_total * (b["window_s"] + warm), 1e-9)
     result.notes += [
         f"Streams: {opened} of {streams} opened in {got['open_s']:.1f} s; statuses "
         f"{got['statuses']}, errors {got['errors'] or 'none'}, {got['ended']} ended early; "
@@ -433,7 +489,10 @@ def _rows(
         f"webhook-ids ({delivered['repeated_ids']} repeats); {delivered['verified']} "
         "signatures checked with `standardwebhooks` (every 10th), failures "
         f"{delivered['verify_failed'] or 'none'}. Receiver CPU {delivered['cpu_s']:.1f} s.",
-        f"API CPU per request in B (warm-up included): {b_cpu_ms:.2f} ms. Stream client CPU "
+        "What the app database's active backends waited on (pg_stat_activity, every 0.1 s): "
+        + "; ".join(f"{k} {_waits(phases[k]['waits'])}" for k in ("A0", "A1", "B", "A2"))
+        + ".",
+        f"Stream client CPU "
         f"{got['cpu_s']:.1f} s over B and C; load generator in B "
         f"{b['cpu_s'] / max(b['window_s'], 1e-9):.0%} of a core.",
     ]
