@@ -2,8 +2,9 @@
 
 One stack serves every scenario, in an order that keeps them from disturbing each other:
 orchestration latency first (tiny runs), then the long episodes with their floor, then the
-throughput batch, and the API load last, with the worker stopped so that the thousands of
-flow runs it creates are never executed.
+throughput batch, then the API load, with the worker stopped so that the thousands of
+flow runs it creates are never executed, and the push scenario last: it also replaces the
+stack's API with one that sends webhooks and creates no flow runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from bench import audio
 from bench.config import Config, from_env
 from bench.harness import bench_stack
 from bench.report import ScenarioResult, scenario, table_text, write_results
-from bench.scenarios import api_load, end_to_end, memory, orchestration, throughput
+from bench.scenarios import api_load, end_to_end, memory, orchestration, push, throughput
 from bench.scenarios.episodes import EpisodeRun, run_episode
 
 
@@ -36,6 +37,9 @@ def scaled_notes(config: Config) -> list[str]:
     if (config.throughput_episodes, config.throughput_minutes) != (20, 5):
         notes.append(f"Scenario 5 used {config.throughput_episodes} episodes of "
                      f"{config.throughput_minutes:g} min, not 20 of 5.")
+    if config.push_streams + config.push_all_streams != 500:
+        notes.append(f"Scenario 6 held {config.push_streams + config.push_all_streams} "
+                     "streams open, not 500.")
     return notes
 
 
@@ -85,6 +89,10 @@ def run_all(config: Config, results: list[ScenarioResult]) -> None:
         if "4" in config.only:  # last: it stops the worker
             with scenario(results, "4", "API under load (PostgreSQL)") as result:
                 api_load.run(bench, config, result)
+        if "6" in config.only:  # last: it stops the worker and replaces the API
+            with scenario(results, "6", "Push: event streams and webhooks (PostgreSQL)") \
+                    as result:
+                push.run(bench, config, result)
         if bench.api_errors:
             for result in results:
                 result.notes.append(

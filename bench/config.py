@@ -45,13 +45,23 @@ class Config:
     #: Scenario 4: the one-worker phases, variants and probes (`BENCH_API_WORKERS=2`: only
     #: the two-worker phases, for repeated before/after runs of exactly those).
     api_one_worker: bool = True
+    #: Scenario 6 (push): task streams and all-task streams open at once, seconds per
+    #: phase, status changes per second beside the progress load (each one a webhook),
+    #: the steady progress rate the latency is also measured at, and the status changes
+    #: of the backlog that measures the deliverer alone.
+    push_streams: int = 500
+    push_all_streams: int = 0
+    push_phase_s: float = 15
+    push_status_rate: int = 50
+    push_steady_rate: int = 500
+    push_burst: int = 500
 
     @property
     def mode(self) -> str:
         return "BENCH_QUICK=1, scaled down for smoke-testing" if self.quick else "full"
 
 
-ALL = frozenset("12345")
+ALL = frozenset("123456")
 
 
 def from_env() -> Config:
@@ -63,6 +73,8 @@ def from_env() -> Config:
     `BENCH_E2E_MINUTES=15`, `BENCH_MEMORY_MINUTES=5,15,45`, `BENCH_LATENCY_RUNS=10`,
     `BENCH_THROUGHPUT=10x2` (episodes x minutes). `BENCH_API_WORKERS=2`: scenario 4's
     two-worker phases alone (`1`: the one-worker ones and the variants alone).
+    Scenario 6: `BENCH_PUSH_STREAMS=N` task streams, `BENCH_PUSH_ALL_STREAMS=N` all-task
+    (`GET /events`) streams, `BENCH_PUSH_PHASE_S=S` seconds per phase.
     """
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     only_raw = os.environ.get("BENCH_ONLY", "")
@@ -87,6 +99,12 @@ def _overridden(config: Config) -> Config:
         workers = {x.strip() for x in env["BENCH_API_WORKERS"].split(",") if x.strip()}
         changes["api_one_worker"] = "1" in workers
         changes["api_two_workers"] = "2" in workers
+    if env.get("BENCH_PUSH_STREAMS"):
+        changes["push_streams"] = int(env["BENCH_PUSH_STREAMS"])
+    if env.get("BENCH_PUSH_ALL_STREAMS"):
+        changes["push_all_streams"] = int(env["BENCH_PUSH_ALL_STREAMS"])
+    if env.get("BENCH_PUSH_PHASE_S"):
+        changes["push_phase_s"] = float(env["BENCH_PUSH_PHASE_S"])
     if env.get("BENCH_THROUGHPUT"):
         episodes, _, minutes = env["BENCH_THROUGHPUT"].partition("x")
         changes["throughput_episodes"] = int(episodes)
@@ -112,6 +130,11 @@ def _quick(profile: bool, only: frozenset[str]) -> Config:
         throughput_minutes=0.25,
         profile=profile,
         only=only,
+        push_streams=20,
+        push_phase_s=3,
+        push_status_rate=10,
+        push_steady_rate=100,
+        push_burst=50,
     )
 
 

@@ -15,6 +15,11 @@ Two modes:
   so a server that falls behind shows it in the latency (no coordinated omission).
 
 Requests completing in the first `warmup_s` seconds are not counted.
+
+`stamp` (optional): a 17-character placeholder in the requests, replaced at send time by the
+Unix time (`%17.6f`, the same length, so Content-Length holds); with `record_stamps` the
+result lists `[stamp, answered at]` for every request answered 2xx (warm-up included). The
+push scenario carries the stamp in a progress report's message to time its event.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    #: `[stamp, answered at]` of each 2xx when the spec asks for them.
+    stamps: list[tuple[float, float]] = field(default_factory=list)
+    #: The placeholder replaced by the send time (bytes), and whether to record the stamps.
+    placeholder: bytes | None = None
+    record: bool = False
 
 
 class Connection:
@@ -91,7 +101,21 @@ class Connection:
         self.reader = self.writer = None
 
 
+def stamp_now() -> bytes:
+    """The send time as the 17 bytes that replace the placeholder."""
+    stamp = f"{time.time():17.6f}".encode()
+    assert len(stamp) == STAMP_LEN
+    return stamp
+
+
+STAMP_LEN = 17
+
+
 async def _send(conn: Connection, raw: bytes, due: float, warm_at: float, tally: Tally) -> None:
+    stamp = None
+    if tally.placeholder is not None:
+        stamp = stamp_now()
+        raw = raw.replace(tally.placeholder, stamp)
     try:
         status = await conn.request(raw)
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -99,6 +123,8 @@ async def _send(conn: Connection, raw: bytes, due: float, warm_at: float, tally:
             tally.errors[type(exc).__name__] += 1
         return
     done = time.perf_counter()
+    if stamp is not None and tally.record and 200 <= status < 300:
+        tally.stamps.append((float(stamp), time.time()))
     if done >= warm_at:
         tally.latencies.append(done - due)
         tally.statuses[str(status)] += 1
@@ -161,6 +187,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one load phase as the spec says; the summary as a dict."""
     requests = [r.encode() for r in spec["requests"]]
     tally = Tally()
+    if spec.get("stamp"):
+        tally.placeholder = spec["stamp"].encode()
+        if len(tally.placeholder) != STAMP_LEN:
+            raise ValueError(f"stamp placeholder must be {STAMP_LEN} characters")
+        tally.record = bool(spec.get("record_stamps"))
     runner = closed_loop if spec["mode"] == "closed" else open_loop
     window = asyncio.run(runner(spec, requests, tally))
     ordered = sorted(tally.latencies)
@@ -179,6 +210,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "p99_s": _percentile(ordered, 99),
         "max_s": ordered[-1] if ordered else None,
         "cpu_s": usage.ru_utime + usage.ru_stime,
+        **({"stamps": tally.stamps} if tally.record else {}),
     }
 
 

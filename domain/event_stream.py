@@ -32,9 +32,11 @@ from typing import Any, Final
 
 import anyio.to_thread
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.engine import autocommit_engine
 from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus
 from db.repositories import TaskRepository
 from domain.events import NOTIFY_CHANNEL, status_event_type
@@ -104,10 +106,22 @@ def stream_event(event_id: int, event_type: str, data: dict[str, Any]) -> Stream
 
 
 class EventReader:
-    """The stream's reads of the log (synchronous; streams call them in a thread)."""
+    """The stream's reads of the log (synchronous; streams call them in a thread).
+
+    `read` runs once per wake-up of every open stream, so on PostgreSQL it takes the
+    autocommit pool without pre-ping that progress reports use (`db.engine.autocommit_engine`):
+    one round trip per read instead of three (the pool's ping, the query, the rollback at
+    the session's end). A connection the server dropped fails once and the read is retried
+    on a fresh one (a read is safe to repeat).
+    """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
+        bind = session_factory.kw.get("bind")
+        fast = autocommit_engine(bind) if isinstance(bind, Engine) else None
+        self._read_factory = (
+            sessionmaker(fast, expire_on_commit=False) if fast is not None else session_factory
+        )
 
     def task_status(self, task_id: uuid.UUID) -> TaskStatus:
         """The task's status; NotFoundError (404) for an unknown task."""
@@ -143,9 +157,16 @@ class EventReader:
                 query = query.where(Task.episode_id == where.episode_id)
         if where.status is not None:
             query = query.where(TaskEvent.data["status"].as_string() == where.status.value)
-        with self.session_factory() as session:
-            rows = session.scalars(query.order_by(TaskEvent.id).limit(limit))
-            return [stream_event(row.id, row.type, row.data) for row in rows]
+        query = query.order_by(TaskEvent.id).limit(limit)
+        for attempt in (1, 2):
+            try:
+                with self._read_factory() as session:
+                    rows = session.scalars(query)
+                    return [stream_event(row.id, row.type, row.data) for row in rows]
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     def final_state(self, task_id: uuid.UUID) -> StreamEvent | None:
         """For a task that has ended: its last status event (its state as it ended); None
