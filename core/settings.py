@@ -319,6 +319,11 @@ class WhisperSettings:
     vad_min_silence_ms: int = 2000
     #: Audio kept on each side of a speech region, so that soft word onsets survive (ms).
     vad_speech_pad_ms: int = 400
+    #: Give the decoder the previous segment's text as its prompt (both engines' default).
+    #: Off here: on the bench's looped-speech episode the prompt fed repetition loops and
+    #: temperature fallbacks (WER 0.162-0.180 with it, 0.112 without, 5 minutes of speech),
+    #: and its sampled fallbacks made the same audio give other words on every run.
+    condition_on_previous_text: bool = False
 
     @classmethod
     def from_env(cls) -> WhisperSettings:
@@ -333,6 +338,9 @@ class WhisperSettings:
             vad_threshold=_vad_threshold(),
             vad_min_silence_ms=env_int("AUDIOFLOW_WHISPER_VAD_MIN_SILENCE_MS", 2000, minimum=0),
             vad_speech_pad_ms=env_int("AUDIOFLOW_WHISPER_VAD_SPEECH_PAD_MS", 400, minimum=0),
+            condition_on_previous_text=_env_bool(
+                "AUDIOFLOW_WHISPER_CONDITION_ON_PREVIOUS_TEXT", False
+            ),
         )
 
 

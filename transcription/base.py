@@ -45,6 +45,9 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 #: ... unless the no-speech probability is above this too: then it is silence, skipped.
 NO_SPEECH_THRESHOLD = 0.6
+#: The random seed each window's decode starts from: a temperature fallback samples, and
+#: from a fixed seed the same audio gives the same words on every run (bench/ compares runs).
+DECODE_SEED = 0
 #: A segment is split where two of its words are this far apart (seconds): as long as the
 #: pause that starts a new paragraph in the text and HTML transcripts.
 SPLIT_PAUSE_S = 2.0

@@ -21,6 +21,7 @@ import numpy as np
 
 from transcription.base import (
     COMPRESSION_RATIO_THRESHOLD,
+    DECODE_SEED,
     LOG_PROB_THRESHOLD,
     NO_SPEECH_THRESHOLD,
     RawSegment,
@@ -60,12 +61,16 @@ class FasterWhisperEngine(TranscriptionEngine):
         return bool(self._model.model.is_multilingual)
 
     def _transcribe_window(self, samples: np.ndarray, language: str | None) -> WindowResult:
+        import ctranslate2
+
+        ctranslate2.set_random_seed(DECODE_SEED)
         segments, info = self._model.transcribe(
             samples,
             language=language,
             beam_size=self.settings.beam_size,
             word_timestamps=True,
             vad_filter=False,
+            condition_on_previous_text=self.settings.condition_on_previous_text,
             compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
             log_prob_threshold=LOG_PROB_THRESHOLD,
             no_speech_threshold=NO_SPEECH_THRESHOLD,

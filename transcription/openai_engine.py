@@ -27,6 +27,7 @@ from core.settings import WhisperSettings
 from transcription.audio import DEFAULT_WINDOW_S
 from transcription.base import (
     COMPRESSION_RATIO_THRESHOLD,
+    DECODE_SEED,
     LOG_PROB_THRESHOLD,
     NO_SPEECH_THRESHOLD,
     RawSegment,
@@ -69,6 +70,7 @@ class OpenAIWhisperEngine(TranscriptionEngine):
         return bool(self._model.is_multilingual)
 
     def _transcribe_window(self, samples: np.ndarray, language: str | None) -> WindowResult:
+        import torch
         import whisper
 
         beam_size = self.settings.beam_size
@@ -76,11 +78,13 @@ class OpenAIWhisperEngine(TranscriptionEngine):
             probability = None
             if language is None and self._model.is_multilingual:
                 language, probability = self._detect_language(samples)
+            torch.manual_seed(DECODE_SEED)
             result = whisper.transcribe(
                 self._model,
                 samples,
                 language=language,
                 fp16=False,
+                condition_on_previous_text=self.settings.condition_on_previous_text,
                 beam_size=beam_size if beam_size > 1 else None,
                 word_timestamps=True,
                 compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,

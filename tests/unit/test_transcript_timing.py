@@ -116,6 +116,7 @@ def test_vad_and_caption_settings_from_the_environment(monkeypatch: pytest.Monke
         "AUDIOFLOW_WHISPER_VAD_THRESHOLD",
         "AUDIOFLOW_WHISPER_VAD_MIN_SILENCE_MS",
         "AUDIOFLOW_WHISPER_VAD_SPEECH_PAD_MS",
+        "AUDIOFLOW_WHISPER_CONDITION_ON_PREVIOUS_TEXT",
         "AUDIOFLOW_SRT_MAX_LINE_CHARS",
         "AUDIOFLOW_SRT_MAX_LINES",
         "AUDIOFLOW_VTT_MAX_LINE_CHARS",
@@ -125,14 +126,17 @@ def test_vad_and_caption_settings_from_the_environment(monkeypatch: pytest.Monke
     default = WhisperSettings.from_env()
     assert (default.vad, default.vad_threshold, default.vad_min_silence_ms) == (True, 0.5, 2000)
     assert default.vad_speech_pad_ms == 400
+    assert default.condition_on_previous_text is False
     assert CaptionSettings.from_env() == CaptionSettings(32, 2, 42, 2)
 
     monkeypatch.setenv("AUDIOFLOW_WHISPER_VAD", "false")
     monkeypatch.setenv("AUDIOFLOW_WHISPER_VAD_MIN_SILENCE_MS", "500")
     monkeypatch.setenv("AUDIOFLOW_SRT_MAX_LINE_CHARS", "40")
     monkeypatch.setenv("AUDIOFLOW_VTT_MAX_LINES", "1")
+    monkeypatch.setenv("AUDIOFLOW_WHISPER_CONDITION_ON_PREVIOUS_TEXT", "true")
     settings = WhisperSettings.from_env()
     assert settings.vad is False and settings.vad_min_silence_ms == 500
+    assert settings.condition_on_previous_text is True
     assert CaptionSettings.from_env() == CaptionSettings(40, 2, 42, 1)
 
     monkeypatch.setenv("AUDIOFLOW_WHISPER_VAD_THRESHOLD", "1.5")
