@@ -118,7 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 f"log {process.log_path}"
             )
         print(f"Prefect {plan.prefect_api_url}; flows report to {plan.api_url}")
-        print("Ctrl-C stops the worker (runs in progress are ended; the reconcile retries them).")
+        print("Ctrl-C stops the worker(s).")
         sys.stdout.flush()
         while not stop.wait(1.0):
             dead = [p for p in processes if not p.alive()]
