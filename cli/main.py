@@ -80,6 +80,65 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Start this machine's Prefect worker(s) after checking what they need; run until
+    Ctrl-C / SIGTERM (which stops them) or until one of them exits."""
+    from cli.stack import StackError, start_worker
+    from cli.worker import check_services, log_dir, maintenance_name, plan_worker
+
+    plan = plan_worker(
+        os.environ,
+        prefect_api_url=args.prefect_api_url,
+        api_url=args.worker_api_url or args.api_url,
+        limit=args.limit,
+        name=args.name,
+        maintenance=args.maintenance,
+    )
+    check_services(plan)
+    logs = log_dir(plan.env)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    processes = []
+    try:
+        for pool in plan.pools:
+            maintenance = pool != plan.pools[0]
+            name = maintenance_name(plan.name) if maintenance else plan.name
+            process = start_worker(
+                plan.env,
+                logs,
+                name=f"worker-{name}",
+                limit=1 if maintenance else plan.limit,
+                pool=pool,
+                worker_name=name,
+            )
+            processes.append(process)
+            print(
+                f"worker {name} on pool {pool} (limit {1 if maintenance else plan.limit}), "
+                f"log {process.log_path}"
+            )
+        print(f"Prefect {plan.prefect_api_url}; flows report to {plan.api_url}")
+        print("Ctrl-C stops the worker(s).")
+        sys.stdout.flush()
+        while not stop.wait(1.0):
+            dead = [p for p in processes if not p.alive()]
+            if dead:
+                for process in dead:
+                    print(
+                        f"audioflow: {process.name} exited with code {process.popen.returncode}; "
+                        f"log {process.log_path}:\n{process.log_tail()}",
+                        file=sys.stderr,
+                    )
+                return 1
+    except StackError as exc:
+        raise CliError(str(exc), code=1) from exc
+    finally:
+        for process in reversed(processes):
+            process.stop()
+    print("stopped.")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cli.demo import main
 
@@ -316,6 +375,32 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, default=8000)
     up.add_argument("--prefect-port", type=int, default=4200)
     up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run this machine's Prefect worker against a Prefect server and API "
+        "(checks ffmpeg, the model, storage and the servers first)",
+    )
+    worker.add_argument(
+        "--prefect-api-url", help="the Prefect server's API (default: PREFECT_API_URL)"
+    )
+    worker.add_argument(
+        "--api-url",
+        dest="worker_api_url",
+        help="the audioflow API the flows report to, as this machine reaches it "
+        "(default: AUDIOFLOW_API_URL)",
+    )
+    worker.add_argument(
+        "--limit", type=int, help="flow runs this machine runs at once (default: 2)"
+    )
+    worker.add_argument("--name", help="worker name shown in Prefect (default: the host name)")
+    worker.add_argument(
+        "--maintenance",
+        action="store_true",
+        help="also run a worker (limit 1) on the audioflow-maintenance pool: the scheduled "
+        "reprocessing runs (needs DATABASE_URL); one machine is enough",
+    )
+    worker.set_defaults(func=cmd_worker)
 
     sub.add_parser(
         "demo", help="process the bundled sample episode on embedded defaults"

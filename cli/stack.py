@@ -25,6 +25,9 @@ from core.settings import env_int
 
 #: The checkout this module belongs to; the worker runs flows from here.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+#: Read by the deployments' pull step on the worker, when a flow run starts: the checkout
+#: the run's code comes from. Never set when deploying, so each machine uses its own path.
+PROJECT_DIR_VAR = "AUDIOFLOW_PROJECT_DIR"
 WORK_POOL = "audioflow"
 #: Reprocessing runs here, so repairs never queue behind a backlog of episodes.
 MAINTENANCE_POOL = "audioflow-maintenance"
@@ -199,8 +202,15 @@ def migrate(env: Mapping[str, str]) -> None:
 
 def deploy(env: Mapping[str, str]) -> None:
     """Create the work pool (if missing), register every deployment of prefect.yaml, and
-    create the automations (idempotent: safe to run on every release)."""
-    env = {**env, "AUDIOFLOW_PROJECT_DIR": str(PROJECT_DIR)}
+    create the automations (idempotent: safe to run on every release).
+
+    The pull step's `{{ $AUDIOFLOW_PROJECT_DIR }}` must reach the server unresolved: Prefect
+    3.9 fills an environment placeholder of a pull step at deploy time when the deploying
+    process has the variable, and otherwise keeps it, to be filled in on the worker when a
+    run starts (`prefect.deployments.steps.run_step`). So the variable is removed here, and
+    every worker sets it to its own checkout (`start_worker`), wherever that is.
+    """
+    env = {name: value for name, value in env.items() if name != PROJECT_DIR_VAR}
     for pool in (WORK_POOL, MAINTENANCE_POOL):
         exists = subprocess.run(
             [tool("prefect"), "work-pool", "inspect", pool],
@@ -226,17 +236,24 @@ def start_worker(
     name: str = "worker",
     limit: int | None = None,
     pool: str = WORK_POOL,
+    worker_name: str | None = None,
 ) -> ManagedProcess:
     """A process worker on a pool; each flow run gets its own subprocess.
 
-    `limit` caps the runs this worker executes at once (one machine's share of the pool).
+    `limit` caps the runs this worker executes at once (one machine's share of the pool);
+    `worker_name` is the name Prefect shows for it (and logs on each run it submits);
+    `name` names its log file. Its runs take their code from this checkout, or from
+    `AUDIOFLOW_PROJECT_DIR` when `env` sets it (the deployments' pull step reads it).
     """
     argv = [tool("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
     if limit is not None:
         argv += ["--limit", str(limit)]
+    if worker_name:
+        argv += ["--name", worker_name]
     # prefect.yaml starts each flow run as `python -m prefect.engine`: this interpreter.
     path = f"{VENV_BIN}{os.pathsep}{env.get('PATH', os.defpath)}"
-    return spawn(name, argv, {**env, "PATH": path}, log_dir)
+    project = env.get(PROJECT_DIR_VAR) or str(PROJECT_DIR)
+    return spawn(name, argv, {**env, "PATH": path, PROJECT_DIR_VAR: project}, log_dir)
 
 
 def start_api(

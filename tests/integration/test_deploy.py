@@ -1,5 +1,6 @@
 """`deploy()` (what `audioflow deploy` runs) registers both deployments, the schedule and the
-zombie-run automation, and can run again without changing anything."""
+zombie-run automation, and can run again without changing anything; the pull step names no
+path of the deploying machine."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ from tests.prefect_fixtures import PrefectServer, prefect_client
 
 
 def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectServer) -> None:
-    deploy(prefect_server.env)  # the fixture already deployed once: this is the second time
+    # The fixture already deployed once: this is the second time. The deploying machine's
+    # AUDIOFLOW_PROJECT_DIR must not end up in the deployments (workers elsewhere have
+    # their checkout at another path): the pull step is resolved on the worker.
+    deploy({**prefect_server.env, "AUDIOFLOW_PROJECT_DIR": "/the/deployers/checkout"})
     with prefect_client(prefect_server.url) as client:
         audio = client.read_deployment_by_name("audio-processing/audio-processing")
         repro = client.read_deployment_by_name("reprocessing/reprocessing")
         assert audio.work_pool_name == WORK_POOL
         assert (audio.job_variables or {}).get("command") == "python -m prefect.engine"
         assert repro.work_pool_name == MAINTENANCE_POOL
+        for deployment in (audio, repro):
+            assert deployment.pull_steps == [
+                {
+                    "prefect.deployments.steps.set_working_directory": {
+                        "directory": "{{ $AUDIOFLOW_PROJECT_DIR }}"
+                    }
+                }
+            ]
         # The API's runs skip the server's schema check; hand-started repairs keep it.
         assert audio.enforce_parameter_schema is False
         assert repro.enforce_parameter_schema is True
