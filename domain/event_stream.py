@@ -207,8 +207,15 @@ class EventHub:
     """This process's one source of "something was written to the log", fanned out to the
     open streams. `start()` and `stop()` run in the server's event loop (the API's lifespan)."""
 
-    def __init__(self, database_url: str, reader: EventReader) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        reader: EventReader,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
         url = make_url(database_url)
+        #: Called with each notified event's type (the webhook deliverer's wake-up).
+        self.on_event = on_event
         self.postgres = url.get_backend_name() == "postgresql"
         #: asyncpg's DSN: the SQLAlchemy URL without its driver name.
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -288,6 +295,9 @@ class EventHub:
             self.notify(int(message["id"]), uuid.UUID(str(message["taskId"])))
         except (ValueError, KeyError, TypeError):
             log.warning("event hub: unreadable notification %r", payload[:200])
+            return
+        if self.on_event is not None:
+            self.on_event(str(message.get("type", "")))
 
     async def _listen_postgres(self) -> None:
         """Keep one LISTEN connection up for as long as the hub runs.
