@@ -59,6 +59,11 @@ TERMINAL_EVENT_TYPES: Final = frozenset(
 )
 #: How often the SQLite hub looks for new events while a stream is open.
 SQLITE_POLL_S: Final = 0.25
+#: How often the PostgreSQL hub looks for new progress while a stream is open (progress
+#: is not notified; the process that applied a report makes its hub look at once).
+POLL_S: Final = 0.02
+#: How far behind the newest id it has seen the hub's poll looks again.
+LOOKBACK: Final = 256
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,23 @@ class EventReader:
                     raise
         raise AssertionError("unreachable")
 
+    def ids_after(self, after_id: int, limit: int = 4 * PAGE) -> list[tuple[int, uuid.UUID]]:
+        """(id, task) of the events above `after_id`, in id order (the hub's poll)."""
+        query = (
+            select(TaskEvent.id, TaskEvent.task_id)
+            .where(TaskEvent.id > after_id)
+            .order_by(TaskEvent.id)
+            .limit(limit)
+        )
+        for attempt in (1, 2):
+            try:
+                with self._read_factory() as session:
+                    return [(row.id, row.task_id) for row in session.execute(query)]
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
     def read_ids(self, ids: Collection[int]) -> list[LoggedEvent]:
         """The events with these ids that are in the log (the hub's one read per wake-up),
         in id order, with their tasks' type and episode for the streams' filters."""
@@ -300,6 +322,12 @@ class EventHub:
         self._pending: dict[int, uuid.UUID] = {}
         self._kick = asyncio.Event()
         self._fanout: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        #: Set by `look_now()` (from any thread, through the loop): poll the log at once.
+        self._look = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Ids already queued for the streams (a status event comes by NOTIFY and by poll).
+        self._seen = SentIds()
         #: Whether notifications arrive right now (PostgreSQL: the LISTEN connection is up).
         self.listening = asyncio.Event()
         #: Set by `close()`: the server is shutting down, open streams end.
@@ -311,7 +339,12 @@ class EventHub:
         self._kick = asyncio.Event()
         self._pending = {}
         self.closed = False
+        self._look = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._seen = SentIds()
         self._fanout = asyncio.create_task(self._fan_out(), name="event-hub-fanout")
+        if self.postgres:
+            self._poller = asyncio.create_task(self._poll_postgres(), name="event-hub-poll")
         listen = self._listen_postgres if self.postgres else self._poll_sqlite
         self._runner = asyncio.create_task(listen(), name="event-hub")
         if self.postgres:
@@ -329,12 +362,21 @@ class EventHub:
 
     async def stop(self) -> None:
         self.close()
-        for runner in (self._runner, self._fanout):
+        for runner in (self._runner, self._fanout, self._poller):
             if runner is not None:
                 runner.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await runner
-        self._runner = self._fanout = None
+        self._runner = self._fanout = self._poller = None
+        self._loop = None
+
+    def look_now(self) -> None:
+        """This process just committed progress (the progress endpoint, from its worker
+        thread): the hub looks at the log now rather than at its next poll."""
+        loop = self._loop
+        if loop is not None and self.subscriptions:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._look.set)
 
     def subscribe(
         self, task_id: uuid.UUID | None, where: EventFilter | None = None
@@ -365,7 +407,8 @@ class EventHub:
     def notify(self, event_id: int, task_id: uuid.UUID) -> None:
         """An event was committed: the hub reads it (with the others notified meanwhile)
         and hands it to the streams it concerns. Nothing when no stream is open for it."""
-        if task_id in self._by_task or self._everything:
+        if (task_id in self._by_task or self._everything) and event_id not in self._seen:
+            self._seen.add(event_id)
             self._pending[event_id] = task_id
             self._kick.set()
 
@@ -459,6 +502,36 @@ class EventHub:
             if failed:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def _poll_postgres(self) -> None:
+        """Progress is not notified (migration 0006): while some stream is open, look at the
+        log's newest ids every `POLL_S` (or at once after `look_now()`), a little behind the
+        newest seen (`LOOKBACK` ids: a report may commit after a later one), and queue what
+        is new like a notification."""
+        newest: int | None = None
+        while True:
+            if self.subscriptions:
+                try:
+                    if newest is None:
+                        # What came while nobody polled is within the look-back; the streams
+                        # drop what they replayed or what predates them.
+                        newest = await anyio.to_thread.run_sync(self.reader.last_id)
+                    found = await anyio.to_thread.run_sync(
+                        self.reader.ids_after, max(newest - LOOKBACK, 0)
+                    )
+                except Exception as exc:
+                    log.warning("event hub: cannot poll the event log (%s)", exc)
+                    newest = None
+                    self.wake_all()
+                else:
+                    for event_id, task_id in found:
+                        self.notify(event_id, task_id)
+                        newest = max(newest, event_id)
+            else:
+                newest = None  # streams that open later replay by themselves
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._look.wait(), POLL_S)
+            self._look.clear()
 
     async def _poll_sqlite(self) -> None:
         last = -1
@@ -595,11 +668,12 @@ class EventStreamService:
             if last_event_id is not None
             else await anyio.to_thread.run_sync(self.reader.last_id)
         )
+        start = cursor  # events up to here predate the stream, or the client has them
         sent = SentIds()
         handed: list[StreamEvent] = []
         catch_up = True
         while True:
-            batch: list[StreamEvent] = list(handed)
+            batch: list[StreamEvent] = [event for event in handed if event.id > start]
             if catch_up:
                 batch += await self._read(where, after_id=cursor)
             for event in sorted({e.id: e for e in batch}.values(), key=lambda e: e.id):

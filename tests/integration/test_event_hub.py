@@ -122,7 +122,7 @@ def test_one_read_of_the_log_per_wake_up_whatever_the_number_of_streams(
                 lambda: all(len(received.get(f"task {n}", [])) == 1 for n in range(TASK_STREAMS)),
             )
             await _until("every stream waiting", lambda: hub.subscriptions == len(consumers))
-            reader.reads = 0
+            reader.reads = reader.hub_reads = 0
 
             await in_thread(
                 lambda: workflows.apply_progress(
@@ -138,7 +138,9 @@ def test_one_read_of_the_log_per_wake_up_whatever_the_number_of_streams(
                 lambda: len(received["everything"]) == 1 and len(received["episode"]) == 1,
             )
             assert reader.reads == 0  # no stream read the log for the live event
-            assert reader.hub_reads == 1  # the hub did, once
+            # The hub did: once, or twice if its poll began meanwhile (its first look goes
+            # back a little, for what came while nobody polled).
+            assert 1 <= reader.hub_reads <= 2
 
             await in_thread(
                 lambda: workflows.apply_progress(
