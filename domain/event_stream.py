@@ -7,8 +7,11 @@ sends an event that was rolled back, and one that missed a notification catches 
 the log at its next keep-alive.
 
 Notifications: one `EventHub` per process. On PostgreSQL it keeps one `LISTEN` connection
-(asyncpg) on the channel the log's trigger notifies, whichever process wrote the event,
-reconnecting when it drops. The hub reads the log once per batch of notifications (the
+(asyncpg) on the channel the log's trigger notifies for status events, whichever process
+wrote the event, reconnecting when it drops. Progress is not notified (migration 0006):
+while some stream is open the hub polls the log's newest ids every `POLL_S` (a little
+behind the newest it saw), and at once when this process's progress endpoint committed a
+report (`look_now`). The hub reads the log once per batch of new ids (the
 notified ids, with their tasks' type and episode, in one query, in a worker thread) and
 hands each open stream the events that concern it (a task's own streams; the all-task
 streams, with their filters applied in memory), then wakes it: a stream does not query
@@ -141,7 +144,8 @@ def stream_event(event_id: int, event_type: str, data: dict[str, Any]) -> Stream
 class EventReader:
     """The stream's reads of the log (synchronous; streams call them in a thread).
 
-    `read` runs once per wake-up of every open stream, so on PostgreSQL it takes the
+    The hub's reads (`ids_after` every poll, `read_ids` per wake-up) and the streams' own
+    (`read`: replay, keep-alive, catch-up) are frequent, so on PostgreSQL they take the
     autocommit pool without pre-ping that progress reports use (`db.engine.autocommit_engine`):
     one round trip per read instead of three (the pool's ping, the query, the rollback at
     the session's end). A connection the server dropped fails once and the read is retried
