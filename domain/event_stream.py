@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio.to_thread
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,7 +66,9 @@ SQLITE_POLL_S: Final = 0.25
 #: How often the PostgreSQL hub looks for new progress while a stream is open (progress
 #: is not notified; the process that applied a report makes its hub look at once).
 POLL_S: Final = 0.02
-#: How far behind the newest id it has seen the hub's poll looks again.
+#: How long the hub's poll looks again for an id missing below the newest it saw (a
+#: report that commits after a later one), and at most how many such ids.
+HOLE_S: Final = 1.0
 LOOKBACK: Final = 256
 
 
@@ -205,11 +208,15 @@ class EventReader:
                     raise
         raise AssertionError("unreachable")
 
-    def ids_after(self, after_id: int, limit: int = 4 * PAGE) -> list[tuple[int, uuid.UUID]]:
-        """(id, task) of the events above `after_id`, in id order (the hub's poll)."""
+    def ids_after(
+        self, after_id: int, also: Collection[int] = (), limit: int = 4 * PAGE
+    ) -> list[tuple[int, uuid.UUID]]:
+        """(id, task) of the events above `after_id` or with an id in `also` (ids the hub
+        saw missing: not committed yet, or gone), in id order (the hub's poll)."""
+        newer = TaskEvent.id > after_id
         query = (
             select(TaskEvent.id, TaskEvent.task_id)
-            .where(TaskEvent.id > after_id)
+            .where(or_(newer, TaskEvent.id.in_(sorted(also))) if also else newer)
             .order_by(TaskEvent.id)
             .limit(limit)
         )
@@ -509,33 +516,55 @@ class EventHub:
 
     async def _poll_postgres(self) -> None:
         """Progress is not notified (migration 0006): while some stream is open, look at the
-        log's newest ids every `POLL_S` (or at once after `look_now()`), a little behind the
-        newest seen (`LOOKBACK` ids: a report may commit after a later one), and queue what
-        is new like a notification."""
+        log's ids above the newest seen every `POLL_S` (or at once after `look_now()`), and
+        again at the ids that were missing below it for `HOLE_S` (a report may commit after
+        a later one), and queue what is new like a notification."""
         newest: int | None = None
+        holes: dict[int, float] = {}  # id missing below `newest` -> when first missed
         while True:
             if self.subscriptions:
                 try:
                     if newest is None:
-                        # What came while nobody polled is within the look-back; the streams
-                        # drop what they replayed or what predates them.
+                        # The last `LOOKBACK` ids count as missing: what came while nobody
+                        # polled; the streams drop what they replayed or what predates them.
                         newest = await anyio.to_thread.run_sync(self.reader.last_id)
+                        now = time.monotonic()
+                        holes = {i: now for i in range(max(newest - LOOKBACK, 0) + 1, newest + 1)}
                     found = await anyio.to_thread.run_sync(
-                        self.reader.ids_after, max(newest - LOOKBACK, 0)
+                        self.reader.ids_after, newest, list(holes)
                     )
                 except Exception as exc:
                     log.warning("event hub: cannot poll the event log (%s)", exc)
                     newest = None
                     self.wake_all()
                 else:
-                    for event_id, task_id in found:
-                        self.notify(event_id, task_id)
-                        newest = max(newest, event_id)
+                    newest = self._take_polled(found, newest, holes)
             else:
                 newest = None  # streams that open later replay by themselves
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._look.wait(), POLL_S)
             self._look.clear()
+
+    def _take_polled(
+        self, found: list[tuple[int, uuid.UUID]], newest: int, holes: dict[int, float]
+    ) -> int:
+        """Queue what the poll found; note the ids it skipped; the new newest id."""
+        now = time.monotonic()
+        top = newest
+        seen: set[int] = set()
+        for event_id, task_id in found:
+            self.notify(event_id, task_id)
+            holes.pop(event_id, None)
+            seen.add(event_id)
+            top = max(top, event_id)
+        for event_id in range(newest + 1, top):
+            if event_id not in seen:
+                holes[event_id] = now
+        for event_id in [i for i, at in holes.items() if now - at > HOLE_S]:
+            del holes[event_id]
+        while len(holes) > LOOKBACK:  # a burst of rewrites: forget the oldest
+            del holes[min(holes)]
+        return top
 
     async def _poll_sqlite(self) -> None:
         last = -1
