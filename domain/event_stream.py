@@ -9,12 +9,12 @@ the log at its next keep-alive.
 Notifications: one `EventHub` per process. On PostgreSQL it keeps one `LISTEN` connection
 (asyncpg) on the channel the log's trigger notifies for status events, whichever process
 wrote the event, reconnecting when it drops. Progress is not notified (migration 0006):
-while some stream is open the hub polls the log's newest ids every `POLL_S` (a little
-behind the newest it saw), and at once when this process's progress endpoint committed a
-report (`look_now`). The hub reads the log once per batch of new ids (the
-notified ids, with their tasks' type and episode, in one query, in a worker thread) and
-hands each open stream the events that concern it (a task's own streams; the all-task
-streams, with their filters applied in memory), then wakes it: a stream does not query
+while some stream is open the hub polls the log's newest ids every `POLL_S` (and, for a
+second, the ids it saw missing below them: a late commit), and at once when this
+process's progress endpoint committed a report (`look_now`). The hub reads the log once
+per batch of new ids (with their tasks' type and episode, in one query, in a worker
+thread) and hands each open stream the events that concern it (a task's own streams; the
+all-task streams, with their filters applied in memory), then wakes it: a stream does not query
 the log for a live event, so 500 open streams cost one read per wake-up, not 500. A stream
 still reads the log itself when it starts (the replay), at each keep-alive, when the hub
 reconnected or failed to read, and when it fell more than a page behind. SQLite has no
