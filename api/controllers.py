@@ -204,9 +204,13 @@ class InternalController(Controller):
         responses=error_responses(400, 401, 404, 409),
     )
     def report_workflow_progress(
-        self, data: JSONBody[ProgressRequest], workflow_service: NamedDependency[WorkflowService]
+        self,
+        data: JSONBody[ProgressRequest],
+        workflow_service: NamedDependency[WorkflowService],
+        state: State,
     ) -> ProgressOut:
-        """Apply a flow's progress report to its workflow and task together."""
+        """Apply a flow's progress report to its workflow and task together; this process's
+        event streams look at the log at once (progress is not notified: `domain.events`)."""
         workflow, task = workflow_service.apply_progress(
             ProgressUpdate(
                 task_id=data.task_id,
@@ -220,6 +224,8 @@ class InternalController(Controller):
                 error_kind=data.error_kind,
             )
         )
+        services: Services = state.services
+        services.events.hub.look_now()
         return ProgressOut(workflow=WorkflowOut.of(workflow), task=TaskOut.of(task))
 
 

@@ -131,7 +131,10 @@ def build_services(
             cover_max_bytes=settings.media.cover_max_bytes,
         ),
         reprocessing=ReprocessService(settings),
-        events=EventStreamService(EventHub(settings.database.url, reader), reader),
+        events=EventStreamService(
+            EventHub(settings.database.url, reader, on_event=webhook_deliverer.event_committed),
+            reader,
+        ),
         webhook_deliverer=webhook_deliverer,
         webhooks=WebhookService(session_factory, webhook_deliverer),
         engine=engine,

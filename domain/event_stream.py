@@ -7,15 +7,25 @@ sends an event that was rolled back, and one that missed a notification catches 
 the log at its next keep-alive.
 
 Notifications: one `EventHub` per process. On PostgreSQL it keeps one `LISTEN` connection
-(asyncpg) on the channel the log's trigger notifies, whichever process wrote the event,
-reconnecting when it drops, and wakes only the streams an event concerns (a task's own
-streams, and the all-task streams). SQLite has no notifications: the hub looks at the
-log's highest id a few times a second instead, and only while some stream is open.
+(asyncpg) on the channel the log's trigger notifies for status events, whichever process
+wrote the event, reconnecting when it drops. Progress is not notified (migration 0006):
+while some stream is open the hub polls the log's newest ids every `POLL_S` (and, for a
+second, the ids it saw missing below them: a late commit), and at once when this
+process's progress endpoint committed a report (`look_now`). The hub reads the log once
+per batch of new ids (with their tasks' type and episode, in one query, in a worker
+thread) and hands each open stream the events that concern it (a task's own streams; the
+all-task streams, with their filters applied in memory), then wakes it: a stream does not query
+the log for a live event, so 500 open streams cost one read per wake-up, not 500. A stream
+still reads the log itself when it starts (the replay), at each keep-alive, when the hub
+reconnected or failed to read, and when it fell more than a page behind. SQLite has no
+notifications: the hub looks at the log's highest id a few times a second instead, and
+only while some stream is open; then every stream reads the log itself.
 
-Order: within one task, ids follow commit order (`domain.events`), so a task's stream
-reads "after the last id sent". Across tasks a transaction may commit after one with a
-later id, so the all-task stream also reads the exact ids it was notified of, and
-remembers what it sent so that nothing goes out twice.
+Order: within one task, ids follow commit order (`domain.events`) and notifications
+arrive in commit order, so a task's stream sends what it is handed, or reads, "after the
+last id sent". Across tasks a transaction may commit after one with a later id, so the
+all-task stream takes the exact events it was notified of, and remembers what it sent so
+that nothing goes out twice.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
@@ -31,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio.to_thread
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,6 +63,13 @@ TERMINAL_EVENT_TYPES: Final = frozenset(
 )
 #: How often the SQLite hub looks for new events while a stream is open.
 SQLITE_POLL_S: Final = 0.25
+#: How often the PostgreSQL hub looks for new progress while a stream is open (progress
+#: is not notified; the process that applied a report makes its hub look at once).
+POLL_S: Final = 0.02
+#: How long the hub's poll looks again for an id missing below the newest it saw (a
+#: report that commits after a later one), and at most how many such ids.
+HOLE_S: Final = 1.0
+LOOKBACK: Final = 256
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,27 @@ class StreamEvent:
     id: int
     type: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """An event as the hub read it: what streams send, and what their filters look at."""
+
+    event: StreamEvent
+    task_id: uuid.UUID
+    #: The status the event's body shows (`TaskEvent.data["status"]`).
+    status: str | None
+    task_type: str
+    episode_id: str | None
+
+    def matches(self, where: EventFilter) -> bool:
+        """Whether a stream with `where` sends it (`EventReader.read`'s filter, in memory)."""
+        return (
+            (where.task_id is None or where.task_id == self.task_id)
+            and (where.status is None or where.status.value == self.status)
+            and (where.task_type is None or where.task_type == self.task_type)
+            and (where.episode_id is None or where.episode_id == self.episode_id)
+        )
 
 
 class KeepAlive:
@@ -108,7 +147,8 @@ def stream_event(event_id: int, event_type: str, data: dict[str, Any]) -> Stream
 class EventReader:
     """The stream's reads of the log (synchronous; streams call them in a thread).
 
-    `read` runs once per wake-up of every open stream, so on PostgreSQL it takes the
+    The hub's reads (`ids_after` every poll, `read_ids` per wake-up) and the streams' own
+    (`read`: replay, keep-alive, catch-up) are frequent, so on PostgreSQL they take the
     autocommit pool without pre-ping that progress reports use (`db.engine.autocommit_engine`):
     one round trip per read instead of three (the pool's ping, the query, the rollback at
     the session's end). A connection the server dropped fails once and the read is retried
@@ -168,6 +208,54 @@ class EventReader:
                     raise
         raise AssertionError("unreachable")
 
+    def ids_after(
+        self, after_id: int, also: Collection[int] = (), limit: int = 4 * PAGE
+    ) -> list[tuple[int, uuid.UUID]]:
+        """(id, task) of the events above `after_id` or with an id in `also` (ids the hub
+        saw missing: not committed yet, or gone), in id order (the hub's poll)."""
+        newer = TaskEvent.id > after_id
+        query = (
+            select(TaskEvent.id, TaskEvent.task_id)
+            .where(or_(newer, TaskEvent.id.in_(sorted(also))) if also else newer)
+            .order_by(TaskEvent.id)
+            .limit(limit)
+        )
+        for attempt in (1, 2):
+            try:
+                with self._read_factory() as session:
+                    return [(row.id, row.task_id) for row in session.execute(query)]
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
+    def read_ids(self, ids: Collection[int]) -> list[LoggedEvent]:
+        """The events with these ids that are in the log (the hub's one read per wake-up),
+        in id order, with their tasks' type and episode for the streams' filters."""
+        query = (
+            select(TaskEvent, Task.type, Task.episode_id)
+            .join(Task, Task.id == TaskEvent.task_id)
+            .where(TaskEvent.id.in_(sorted(ids)))
+            .order_by(TaskEvent.id)
+        )
+        for attempt in (1, 2):
+            try:
+                with self._read_factory() as session:
+                    return [
+                        LoggedEvent(
+                            stream_event(row.id, row.type, row.data),
+                            row.task_id,
+                            _status_of(row.data),
+                            task_type,
+                            episode_id,
+                        )
+                        for row, task_type, episode_id in session.execute(query)
+                    ]
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
     def final_state(self, task_id: uuid.UUID) -> StreamEvent | None:
         """For a task that has ended: its last status event (its state as it ended); None
         while it lives. A task older than the log has no event: its state as one (id 0)."""
@@ -186,29 +274,54 @@ class EventReader:
             return stream_event(0, status_event_type(task.status), task_view(task))
 
 
+def _status_of(data: Any) -> str | None:
+    status = data.get("status") if isinstance(data, dict) else None
+    return status if isinstance(status, str) else None
+
+
 @dataclass(eq=False)
 class Subscription:
-    """One open stream's mailbox in the hub: ids it was notified of, and a wake-up."""
+    """One open stream's mailbox in the hub: the ids it was notified of, the events the hub
+    read for it (those its filter matches), and a wake-up."""
 
     task_id: uuid.UUID | None
+    where: EventFilter = field(default_factory=EventFilter)
     ids: set[int] = field(default_factory=set)
-    #: Set when the stream must re-read the log (the hub reconnected, or SQLite changed).
+    events: list[StreamEvent] = field(default_factory=list)
+    #: Set when the stream must re-read the log (the hub reconnected or could not read,
+    #: SQLite changed, or more than a page waited).
     catch_up: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def take(self) -> tuple[set[int], bool]:
-        ids, catch_up = self.ids, self.catch_up
-        self.ids, self.catch_up = set(), False
+    def take(self) -> tuple[list[StreamEvent], bool]:
+        """The events handed over since the last take, in id order, and whether to re-read."""
+        events, catch_up = sorted(self.events, key=lambda e: e.id), self.catch_up
+        self.ids, self.events, self.catch_up = set(), [], False
         self.wake.clear()
-        return ids, catch_up
+        return events, catch_up
+
+    def hand(self, event_ids: Collection[int], events: Collection[StreamEvent]) -> None:
+        self.ids.update(event_ids)
+        if not self.catch_up:
+            self.events.extend(events)
+            if len(self.events) > PAGE:  # a stream that fell behind reads the log itself
+                self.events, self.catch_up = [], True
+        self.wake.set()
 
 
 class EventHub:
     """This process's one source of "something was written to the log", fanned out to the
     open streams. `start()` and `stop()` run in the server's event loop (the API's lifespan)."""
 
-    def __init__(self, database_url: str, reader: EventReader) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        reader: EventReader,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
         url = make_url(database_url)
+        #: Called with each notified event's type (the webhook deliverer's wake-up).
+        self.on_event = on_event
         self.postgres = url.get_backend_name() == "postgresql"
         #: asyncpg's DSN: the SQLAlchemy URL without its driver name.
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -216,6 +329,16 @@ class EventHub:
         self._by_task: dict[uuid.UUID, set[Subscription]] = {}
         self._everything: set[Subscription] = set()
         self._runner: asyncio.Task[None] | None = None
+        #: Notified (id, task) not read yet, and the loop that reads them.
+        self._pending: dict[int, uuid.UUID] = {}
+        self._kick = asyncio.Event()
+        self._fanout: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        #: Set by `look_now()` (from any thread, through the loop): poll the log at once.
+        self._look = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Ids already queued for the streams (a status event comes by NOTIFY and by poll).
+        self._seen = SentIds()
         #: Whether notifications arrive right now (PostgreSQL: the LISTEN connection is up).
         self.listening = asyncio.Event()
         #: Set by `close()`: the server is shutting down, open streams end.
@@ -224,7 +347,15 @@ class EventHub:
     async def start(self) -> None:
         # Made here, in the server's loop: an app may be started again in another loop.
         self.listening = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._pending = {}
         self.closed = False
+        self._look = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._seen = SentIds()
+        self._fanout = asyncio.create_task(self._fan_out(), name="event-hub-fanout")
+        if self.postgres:
+            self._poller = asyncio.create_task(self._poll_postgres(), name="event-hub-poll")
         listen = self._listen_postgres if self.postgres else self._poll_sqlite
         self._runner = asyncio.create_task(listen(), name="event-hub")
         if self.postgres:
@@ -242,14 +373,28 @@ class EventHub:
 
     async def stop(self) -> None:
         self.close()
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-            self._runner = None
+        for runner in (self._runner, self._fanout, self._poller):
+            if runner is not None:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+        self._runner = self._fanout = self._poller = None
+        self._loop = None
 
-    def subscribe(self, task_id: uuid.UUID | None) -> Subscription:
-        subscription = Subscription(task_id)
+    def look_now(self) -> None:
+        """This process just committed progress (the progress endpoint, from its worker
+        thread): the hub looks at the log now rather than at its next poll."""
+        loop = self._loop
+        if loop is not None and self.subscriptions:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._look.set)
+
+    def subscribe(
+        self, task_id: uuid.UUID | None, where: EventFilter | None = None
+    ) -> Subscription:
+        """A mailbox for a stream of `task_id`'s events (None: all tasks', narrowed by
+        `where`)."""
+        subscription = Subscription(task_id, where or EventFilter(task_id=task_id))
         if task_id is None:
             self._everything.add(subscription)
         else:
@@ -271,10 +416,48 @@ class EventHub:
         return len(self._everything) + sum(len(s) for s in self._by_task.values())
 
     def notify(self, event_id: int, task_id: uuid.UUID) -> None:
-        """An event was committed: wake the streams it concerns."""
-        for subscription in (*self._by_task.get(task_id, ()), *self._everything):
-            subscription.ids.add(event_id)
-            subscription.wake.set()
+        """An event was committed: the hub reads it (with the others notified meanwhile)
+        and hands it to the streams it concerns. Nothing when no stream is open for it."""
+        if (task_id in self._by_task or self._everything) and event_id not in self._seen:
+            self._seen.add(event_id)
+            self._pending[event_id] = task_id
+            self._kick.set()
+
+    async def _fan_out(self) -> None:
+        """Read each batch of notified events once, hand them out, wake their streams."""
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            pending, self._pending = self._pending, {}
+            if not pending:
+                continue
+            try:
+                rows = await anyio.to_thread.run_sync(self.reader.read_ids, list(pending))
+            except Exception as exc:  # the streams read the log themselves instead
+                log.warning("event hub: cannot read notified events (%s)", exc)
+                self.wake_all()
+                continue
+            self._hand_out(pending, rows)
+
+    def _hand_out(self, pending: dict[int, uuid.UUID], rows: list[LoggedEvent]) -> None:
+        notified: dict[uuid.UUID, list[int]] = {}
+        for event_id, task_id in pending.items():
+            notified.setdefault(task_id, []).append(event_id)
+        found: dict[uuid.UUID, list[LoggedEvent]] = {}
+        for row in rows:
+            found.setdefault(row.task_id, []).append(row)
+        for task_id, event_ids in notified.items():
+            for subscription in self._by_task.get(task_id, ()):
+                subscription.hand(
+                    event_ids,
+                    [r.event for r in found.get(task_id, ()) if r.matches(subscription.where)],
+                )
+        if self._everything:
+            every_id = list(pending)
+            for subscription in self._everything:
+                subscription.hand(
+                    every_id, [row.event for row in rows if row.matches(subscription.where)]
+                )
 
     def wake_all(self) -> None:
         """Every stream re-reads the log (after a gap in notifications, or on SQLite)."""
@@ -288,6 +471,9 @@ class EventHub:
             self.notify(int(message["id"]), uuid.UUID(str(message["taskId"])))
         except (ValueError, KeyError, TypeError):
             log.warning("event hub: unreadable notification %r", payload[:200])
+            return
+        if self.on_event is not None:
+            self.on_event(str(message.get("type", "")))
 
     async def _listen_postgres(self) -> None:
         """Keep one LISTEN connection up for as long as the hub runs.
@@ -327,6 +513,58 @@ class EventHub:
             if failed:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def _poll_postgres(self) -> None:
+        """Progress is not notified (migration 0006): while some stream is open, look at the
+        log's ids above the newest seen every `POLL_S` (or at once after `look_now()`), and
+        again at the ids that were missing below it for `HOLE_S` (a report may commit after
+        a later one), and queue what is new like a notification."""
+        newest: int | None = None
+        holes: dict[int, float] = {}  # id missing below `newest` -> when first missed
+        while True:
+            if self.subscriptions:
+                try:
+                    if newest is None:
+                        # The last `LOOKBACK` ids count as missing: what came while nobody
+                        # polled; the streams drop what they replayed or what predates them.
+                        newest = await anyio.to_thread.run_sync(self.reader.last_id)
+                        now = time.monotonic()
+                        holes = {i: now for i in range(max(newest - LOOKBACK, 0) + 1, newest + 1)}
+                    found = await anyio.to_thread.run_sync(
+                        self.reader.ids_after, newest, list(holes)
+                    )
+                except Exception as exc:
+                    log.warning("event hub: cannot poll the event log (%s)", exc)
+                    newest = None
+                    self.wake_all()
+                else:
+                    newest = self._take_polled(found, newest, holes)
+            else:
+                newest = None  # streams that open later replay by themselves
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._look.wait(), POLL_S)
+            self._look.clear()
+
+    def _take_polled(
+        self, found: list[tuple[int, uuid.UUID]], newest: int, holes: dict[int, float]
+    ) -> int:
+        """Queue what the poll found; note the ids it skipped; the new newest id."""
+        now = time.monotonic()
+        top = newest
+        seen: set[int] = set()
+        for event_id, task_id in found:
+            self.notify(event_id, task_id)
+            holes.pop(event_id, None)
+            seen.add(event_id)
+            top = max(top, event_id)
+        for event_id in range(newest + 1, top):
+            if event_id not in seen:
+                holes[event_id] = now
+        for event_id in [i for i, at in holes.items() if now - at > HOLE_S]:
+            del holes[event_id]
+        while len(holes) > LOOKBACK:  # a burst of rewrites: forget the oldest
+            del holes[min(holes)]
+        return top
 
     async def _poll_sqlite(self) -> None:
         last = -1
@@ -387,7 +625,8 @@ class EventStreamService:
         task went on since (a retry). If the task had already ended and the client has seen
         everything, its last status event is sent again as its current state, then the end.
         """
-        subscription = self.hub.subscribe(where.task_id)  # before reading: nothing is missed
+        # Before reading: nothing is missed.
+        subscription = self.hub.subscribe(where.task_id, where)
         try:
             if where.task_id is not None:
                 async for item in self._follow_task(
@@ -420,13 +659,17 @@ class EventStreamService:
         assert where.task_id is not None
         task_id = where.task_id
         replaying = True
+        handed: list[StreamEvent] | None = None  # None: read the log
         while True:
-            batch = await self._read(where, after_id=cursor)
+            if handed is None:
+                batch = await self._read(where, after_id=cursor)
+            else:
+                batch = [event for event in handed if event.id > cursor]
             for event in batch:
                 yield event
             if batch:
                 cursor = batch[-1].id
-                if len(batch) == PAGE:
+                if handed is None and len(batch) == PAGE:
                     continue  # a long backlog: the next page at once
                 if batch[-1].type in TERMINAL_EVENT_TYPES:
                     return
@@ -438,11 +681,13 @@ class EventStreamService:
                 if final is not None:
                     yield final
                     return
-            if not await self._wait(subscription, keepalive_s):
+            woken = await self._wait(subscription, keepalive_s)
+            if not woken:
                 yield KEEPALIVE  # and the next read catches up whatever was missed
             if self.hub.closed:
                 return
-            subscription.take()
+            events, catch_up = subscription.take()
+            handed = events if woken and not catch_up else None
 
     async def _follow_all(
         self,
@@ -456,13 +701,12 @@ class EventStreamService:
             if last_event_id is not None
             else await anyio.to_thread.run_sync(self.reader.last_id)
         )
+        start = cursor  # events up to here predate the stream, or the client has them
         sent = SentIds()
-        ids: set[int] = set()
+        handed: list[StreamEvent] = []
         catch_up = True
         while True:
-            batch: list[StreamEvent] = []
-            if ids:
-                batch += await self._read(where, ids=ids - {i for i in ids if i in sent})
+            batch: list[StreamEvent] = [event for event in handed if event.id > start]
             if catch_up:
                 batch += await self._read(where, after_id=cursor)
             for event in sorted({e.id: e for e in batch}.values(), key=lambda e: e.id):
@@ -472,12 +716,12 @@ class EventStreamService:
                 cursor = max(cursor, event.id)
                 yield event
             if catch_up and len(batch) >= PAGE:
-                ids = set()
+                handed = []
                 continue  # a long backlog: the next page at once
             woken = await self._wait(subscription, keepalive_s)
             if self.hub.closed:
                 return
-            ids, catch_up = subscription.take()
+            handed, catch_up = subscription.take()
             if not woken:
                 yield KEEPALIVE
                 catch_up = True

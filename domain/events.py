@@ -19,8 +19,13 @@ every writer takes the task's row lock before its event gets an id. Across tasks
 transaction may commit after another that got a later id: a reader of "everything after
 id N" over all tasks should look again a little behind its last id.
 
-On PostgreSQL a trigger (migration 0004) sends `NOTIFY audioflow_task_events` with
-`{"id", "taskId", "type"}` for each row written, delivered when the writer commits.
+On PostgreSQL a trigger (migration 0004, narrowed by 0006) sends `NOTIFY
+audioflow_task_events` with `{"id", "taskId", "type"}` for each status event written,
+delivered when the writer commits. Progress is not notified: a notifying transaction holds
+a database-wide lock from its commit through its WAL flush, which serialised the progress
+hot path (bench scenario 6: 0.71-0.79x its rate); event streams' hub polls the log for it
+instead (`domain.event_stream`), and the API process that applied a report makes its own
+hub look at once.
 """
 
 from __future__ import annotations

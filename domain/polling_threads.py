@@ -4,9 +4,11 @@ The flow-run dispatcher (`domain.dispatch`) and the webhook deliverer (`domain.w
 each run a few daemon threads in every API process that claim due rows (`FOR UPDATE SKIP
 LOCKED` and a lease) and act on them. What those threads share is here, so that both
 behave the same when it matters: a pass that found work is followed at once by another; an
-idle thread waits `poll_s` or until `notify()`; a database that is away is logged and
-retried, never fatal; a bug in a pass keeps its traceback and the thread; `stop()` lets the
-current passes finish and leaves everything else as rows for the next start.
+idle thread waits `poll_s` or until `notify()` (a notification that came while every
+thread was busy is kept: the next thread to go idle makes one more pass); a database that
+is away is logged and retried, never fatal; a bug in a pass keeps its traceback and the
+thread; `stop()` lets the current passes finish and leaves everything else as rows for the
+next start.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class PollingThreads(Generic[R]):
         self.resource = resource
         self.poll_s = poll_s
         self._wake = threading.Condition()
+        #: A `notify()` no idle thread took yet: the next thread to go idle looks again.
+        self._notified = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -83,6 +87,7 @@ class PollingThreads(Generic[R]):
     def notify(self) -> None:
         """Something is due now: one idle thread looks rather than at its next poll."""
         with self._wake:
+            self._notified = True
             self._wake.notify()
 
     def _loop(self) -> None:
@@ -98,4 +103,6 @@ class PollingThreads(Generic[R]):
                     worked = False
                 if not worked:
                     with self._wake:
-                        self._wake.wait(self.poll_s)
+                        if not self._notified:
+                            self._wake.wait(self.poll_s)
+                        self._notified = False

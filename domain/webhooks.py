@@ -10,6 +10,9 @@
   change; a delivery thread turns it into one `webhook_deliveries` row per URL and clears
   the flag in one transaction; a row stays pending until it is answered with a 2xx or its
   schedule is spent. A process that dies leaves rows for the next (its lease runs out).
+* When: a committed webhook event wakes a delivery thread of every API process at once
+  (the event hub's notification, `domain.event_stream`, calls `event_committed`); the
+  threads' poll (`AUDIOFLOW_WEBHOOK_POLL_S`) is the fallback and the retries' clock.
 * Never twice at once: rows are claimed with `FOR UPDATE SKIP LOCKED` and leased
   (`next_attempt_at` pushed past one attempt's longest time) in a short transaction, as
   the flow-run dispatcher claims workflows (`domain.dispatch`).
@@ -46,6 +49,7 @@ from core.settings import WebhookSettings
 from db.base import utcnow
 from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, without_nul
 from db.repositories import TaskRepository
+from domain.events import WEBHOOK_EVENT_TYPES
 from domain.polling_threads import PollingThreads
 from domain.webhook_urls import UnsafeUrlError, resolve_allowed
 
@@ -216,6 +220,12 @@ class WebhookDeliverer:
     def notify(self) -> None:
         """Something is due (a redelivery): a thread looks now rather than at its next poll."""
         self._threads.notify()
+
+    def event_committed(self, event_type: str) -> None:
+        """An event was committed (the event hub's notification, from any process): a
+        webhook event wakes a thread, so it goes out now rather than at the next poll."""
+        if event_type in WEBHOOK_EVENT_TYPES:
+            self._threads.notify()
 
     def _client(self) -> httpx.Client:
         """One HTTP client per delivery thread, for all its attempts."""

@@ -145,9 +145,12 @@ def test_corrections_log_the_status_they_make(factory: sessionmaker[Session]) ->
     assert events[-1].data["errorKind"] == "transient" and events[-1].data["error"] == "gone"
 
 
-def test_on_postgresql_every_event_is_notified_at_commit(
+def test_on_postgresql_status_events_are_notified_at_commit_and_progress_is_not(
     session_factory: sessionmaker[Session],
 ) -> None:
+    """Migration 0006: a progress report sends no NOTIFY (a notifying commit holds a
+    database-wide lock through its WAL flush; event streams poll for progress). A progress
+    notification, committed first, would arrive before the status event's."""
     service = WorkflowService(session_factory)
     task, workflow = _task(session_factory)
     listener = session_factory.kw["bind"].raw_connection()
@@ -159,7 +162,7 @@ def test_on_postgresql_every_event_is_notified_at_commit(
         service.apply_progress(ProgressUpdate(task.id, workflow.id, status=WorkflowStatus.RUNNING))
         received: list[dict[str, object]] = []
         raw = listener.dbapi_connection
-        while len(received) < 2:
+        while not received:
             ready, _, _ = io_select.select([raw], [], [], 10)
             assert ready, f"no notification; got {received}"
             raw.poll()
@@ -168,8 +171,9 @@ def test_on_postgresql_every_event_is_notified_at_commit(
     finally:
         listener.close()
     events = _events(session_factory, task.id)
-    # The progress row was rewritten by nothing since: both notifications name live rows.
-    assert received == [{"id": e.id, "taskId": str(task.id), "type": e.type} for e in events]
+    assert [e.type for e in events] == ["task.progress", "task.processing"]
+    status = events[1]
+    assert received == [{"id": status.id, "taskId": str(task.id), "type": "task.processing"}]
     with session_factory() as session:
         assert TaskEventRepository(session).last_id() == max(e.id for e in events)
 

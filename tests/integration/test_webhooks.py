@@ -8,6 +8,7 @@ receiver or the rows show (`wait_for`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import uuid
@@ -384,3 +385,36 @@ def test_the_api_takes_callback_urls_lists_deliveries_and_redelivers(
     assert ids == [row["webhookId"], row["webhookId"]]  # the same message, sent again
     first, second = (payload for _, payload in receiver.received)
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def test_a_committed_webhook_event_wakes_the_delivery_threads(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """The threads' poll is an hour away: only the event hub's notification of the
+    committed status event (PostgreSQL's NOTIFY) can make the delivery go out within the
+    bound; and a notification that comes while every thread is busy is not lost."""
+    built = build_services(
+        hook_settings(base_settings, poll_s=3600.0, threads=1), session_factory=session_factory
+    )
+
+    async def run() -> None:
+        await built.start_async()  # the hub listens
+        try:
+            built.webhook_deliverer.start()
+            task = new_task(built, receiver.url)
+            running = await asyncio.to_thread(report, built, task, WorkflowStatus.RUNNING)
+            await asyncio.to_thread(
+                wait_for, "the processing event", lambda: len(receiver.received) == 1, 20
+            )
+            await asyncio.to_thread(
+                report, built, running, WorkflowStatus.COMPLETED, result={"outputs": {}}
+            )
+            await asyncio.to_thread(
+                wait_for, "the done event", lambda: len(receiver.received) == 2, 20
+            )
+        finally:
+            built.webhook_deliverer.stop()
+            await built.stop_async()
+
+    asyncio.run(run())
+    assert receiver.types() == ["task.processing", "task.done"]
