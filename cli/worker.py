@@ -39,6 +39,16 @@ class WorkerPlan:
     api_url: str
 
 
+def _url(value: str | None, label: str, missing: str, problems: list[str]) -> str:
+    """The URL without a trailing slash; a problem noted when it is missing or not http(s)."""
+    url = (value or "").rstrip("/")
+    if not url:
+        problems.append(missing)
+    elif not _is_http_url(url):
+        problems.append(f"{label} {url!r} is not an http(s) URL")
+    return url
+
+
 def _is_http_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -68,22 +78,20 @@ def plan_worker(
     from cli.stack import MAINTENANCE_POOL, WORK_POOL
 
     problems: list[str] = []
-    prefect = (prefect_api_url or environ.get("PREFECT_API_URL") or "").rstrip("/")
-    if not prefect:
-        problems.append(
-            "no Prefect server: pass --prefect-api-url or set PREFECT_API_URL "
-            "(e.g. http://prefect.internal:4200/api)"
-        )
-    elif not _is_http_url(prefect):
-        problems.append(f"the Prefect API URL {prefect!r} is not an http(s) URL")
-    api = (api_url or environ.get("AUDIOFLOW_API_URL") or "").rstrip("/")
-    if not api:
-        problems.append(
-            "no audioflow API for the flows to report progress to: pass --api-url or set "
-            "AUDIOFLOW_API_URL (the API's address as this machine reaches it)"
-        )
-    elif not _is_http_url(api):
-        problems.append(f"the audioflow API URL {api!r} is not an http(s) URL")
+    prefect = _url(
+        prefect_api_url or environ.get("PREFECT_API_URL"),
+        "the Prefect API URL",
+        "no Prefect server: pass --prefect-api-url or set PREFECT_API_URL "
+        "(e.g. http://prefect.internal:4200/api)",
+        problems,
+    )
+    api = _url(
+        api_url or environ.get("AUDIOFLOW_API_URL"),
+        "the audioflow API URL",
+        "no audioflow API for the flows to report progress to: pass --api-url or set "
+        "AUDIOFLOW_API_URL (the API's address as this machine reaches it)",
+        problems,
+    )
     if not environ.get("AUDIOFLOW_INTERNAL_TOKEN"):
         problems.append(
             "AUDIOFLOW_INTERNAL_TOKEN is not set: the flows report progress with it "
