@@ -6,11 +6,12 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
@@ -50,16 +51,33 @@ def base_settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Sett
     )
 
 
+#: Connections handed back to the shared pool in autocommit (see `engine`).
+_AUTOCOMMIT_RETURNS: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def engine(base_settings: Settings) -> Iterator[Engine]:
+    """The run's engine, shared by every test. A connection given back to its pool in
+    autocommit (a test that set it on a raw connection) would make later sessions'
+    transactions single statements, their `FOR UPDATE` locks released at once: a
+    double-sent webhook three modules later. `session_factory` fails the test that did it."""
     engine = build_engine(base_settings.database)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        if getattr(dbapi_connection, "autocommit", False):
+            dbapi_connection.autocommit = False  # the next test gets a sound connection
+            _AUTOCOMMIT_RETURNS.append("a connection came back to the pool in autocommit")
+
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
 def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    _AUTOCOMMIT_RETURNS.clear()
     yield build_session_factory(engine)
+    assert not _AUTOCOMMIT_RETURNS, "this test gave the shared pool a connection in autocommit"
     with engine.begin() as conn:
         conn.execute(text("UPDATE tasks SET workflow_id = NULL"))
         conn.execute(text("DELETE FROM workflows"))

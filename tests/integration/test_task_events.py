@@ -7,9 +7,12 @@ import json
 import select as io_select
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from core.errors import ConflictError
 from core.settings import Settings
@@ -153,7 +156,11 @@ def test_on_postgresql_status_events_are_notified_at_commit_and_progress_is_not(
     notification, committed first, would arrive before the status event's."""
     service = WorkflowService(session_factory)
     task, workflow = _task(session_factory)
-    listener = session_factory.kw["bind"].raw_connection()
+    # A connection of its own, closed at the end: one of the pool's, left in autocommit and
+    # listening, would turn later tests' transactions into single statements (their `FOR
+    # UPDATE` locks gone at once).
+    own = create_engine(session_factory.kw["bind"].url, poolclass=NullPool)
+    listener: Any = own.raw_connection()
     try:
         listener.dbapi_connection.autocommit = True
         with listener.cursor() as cursor:
@@ -170,6 +177,7 @@ def test_on_postgresql_status_events_are_notified_at_commit_and_progress_is_not(
                 received.append(json.loads(raw.notifies.pop(0).payload))
     finally:
         listener.close()
+        own.dispose()
     events = _events(session_factory, task.id)
     assert [e.type for e in events] == ["task.progress", "task.processing"]
     status = events[1]
