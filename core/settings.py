@@ -57,6 +57,15 @@ def _env_float(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _webhook_max_event_age_s() -> float:
+    value = _env_float("AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S", 86400.0)
+    if not 60 <= value < float("inf"):
+        raise SettingsError(
+            f"AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S must be at least 60 seconds, got {value}"
+        )
+    return value
+
+
 def _sse_keepalive_s() -> float:
     value = _env_float("AUDIOFLOW_SSE_KEEPALIVE_S", 15.0)
     if not 0.1 <= value <= 300:
@@ -407,6 +416,10 @@ class WebhookSettings:
     #: it (a process that died mid-send): well over one attempt (`AUDIOFLOW_WEBHOOK_LEASE_S`,
     #: which must exceed 2 x `timeout_s`).
     lease_s: float = 60.0
+    #: An event older than this when a process with the secret first sees it gets no
+    #: deliveries (`AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S`): webhooks switched on after a time
+    #: off do not send that time's backlog, only its last day (the retry schedule's span).
+    max_event_age_s: float = 86400.0
 
     @property
     def enabled(self) -> bool:
@@ -478,6 +491,7 @@ class WebhookSettings:
             timeout_s=timeout_s,
             threads=env_int("AUDIOFLOW_WEBHOOK_THREADS", 2, minimum=1),
             lease_s=lease_s,
+            max_event_age_s=_webhook_max_event_age_s(),
         )
 
 

@@ -10,6 +10,8 @@
   change; a delivery thread turns it into one `webhook_deliveries` row per URL and clears
   the flag in one transaction; a row stays pending until it is answered with a 2xx or its
   schedule is spent. A process that dies leaves rows for the next (its lease runs out).
+  A process without the secret touches no flag (it could send nothing); an event that
+  waited longer than `max_event_age_s` for one with it is dropped, logged, not sent.
 * When: a committed webhook event wakes a delivery thread of every API process at once
   (the event hub's notification, `domain.event_stream`, calls `event_committed`); the
   threads' poll (`AUDIOFLOW_WEBHOOK_POLL_S`) is the fallback and the retries' clock.
@@ -209,9 +211,14 @@ class WebhookDeliverer:
     # -- the background loop (domain.polling_threads) ----------------------------------------
 
     def start(self) -> None:
-        """Start the threads (the API's lifespan); idempotent. Without a secret one thread
-        only clears the events' flags (nothing is sent, so nothing is kept for later)."""
-        self._threads.start(self.settings.threads if self.signer is not None else 1)
+        """Start the threads (the API's lifespan); idempotent. Without a secret none: the
+        events keep their flags for a process that has it (one API process configured
+        without the secret must not drop what the others would send); what waits longer
+        than `max_event_age_s` is dropped by that process instead of sent."""
+        if self.signer is None:
+            log.info("webhooks off (no AUDIOFLOW_WEBHOOK_SECRET): this process sends none")
+            return
+        self._threads.start(self.settings.threads)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop after the current attempts; pending deliveries stay rows for the next start."""
@@ -242,11 +249,18 @@ class WebhookDeliverer:
     # -- fan-out: events -> deliveries ---------------------------------------------------
 
     def fan_out(self) -> int:
-        """One batch of flagged events made into deliveries (one per URL); how many events."""
+        """One batch of flagged events made into deliveries (one per URL); how many events.
+
+        Only with the secret (without it nothing could be sent, and the flags are left for
+        a process that can). An event flagged for longer than `max_event_age_s` (webhooks
+        were off that long) is cleared without deliveries and logged."""
+        if self.signer is None:
+            return 0
         now = utcnow()
+        oldest = now - timedelta(seconds=self.settings.max_event_age_s)
         with self.session_factory.begin() as session:
             rows = session.execute(
-                select(_EVENTS.c.id, _EVENTS.c.task_id, _EVENTS.c.type)
+                select(_EVENTS.c.id, _EVENTS.c.task_id, _EVENTS.c.type, _EVENTS.c.created_at)
                 .where(_EVENTS.c.fanout_pending)
                 .order_by(_EVENTS.c.id)
                 .limit(FANOUT_BATCH)
@@ -254,16 +268,25 @@ class WebhookDeliverer:
             ).all()
             if not rows:
                 return 0
-            callbacks: dict[uuid.UUID, str | None] = {}
-            if self.signer is not None:
-                task_ids = {row.task_id for row in rows}
-                callbacks = {
-                    found.id: found.callback_url
-                    for found in session.execute(
-                        select(Task.id, Task.callback_url).where(Task.id.in_(task_ids))
-                    )
-                }
+            task_ids = {row.task_id for row in rows}
+            callbacks = {
+                found.id: found.callback_url
+                for found in session.execute(
+                    select(Task.id, Task.callback_url).where(Task.id.in_(task_ids))
+                )
+            }
+            stale = [row.id for row in rows if row.created_at < oldest]
+            if stale:
+                log.warning(
+                    "%d webhook event(s) waited over %g s for a process with the webhook "
+                    "secret (webhooks were off): dropped, not sent (ids %s)",
+                    len(stale),
+                    self.settings.max_event_age_s,
+                    ", ".join(map(str, stale[:10])) + (" ..." if len(stale) > 10 else ""),
+                )
             for row in rows:
+                if row.created_at < oldest:
+                    continue
                 for url in self._targets(callbacks.get(row.task_id)):
                     session.add(
                         WebhookDelivery(
@@ -286,8 +309,6 @@ class WebhookDeliverer:
         return len(rows)
 
     def _targets(self, callback_url: str | None) -> list[str]:
-        if self.signer is None:
-            return []
         urls = [callback_url] if callback_url else []
         return list(dict.fromkeys([*urls, *self.settings.urls]))
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from core.errors import InvalidInputError
 from core.settings import Settings, WebhookSettings
+from db.base import utcnow
 from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, WorkflowStatus
 from domain.composition import Services, build_services
 from domain.views import task_view
@@ -207,6 +210,77 @@ def test_events_left_by_a_dead_process_are_delivered_after_restart(
         restarted.webhook_deliverer.stop()
     ids = [webhook_id for webhook_id, _ in receiver.received]
     assert sorted(ids) == sorted({claimed[1], *ids}) and len(ids) == 3  # each once
+
+
+def _flagged(session_factory: sessionmaker[Session], task_id: uuid.UUID) -> list[str]:
+    with session_factory() as session:
+        return list(
+            session.scalars(
+                select(TaskEvent.type).where(
+                    TaskEvent.task_id == task_id, TaskEvent.fanout_pending
+                )
+            )
+        )
+
+
+def test_a_process_without_the_secret_leaves_the_events_to_one_that_has_it(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """One API process configured without the secret (webhooks off there) runs beside one
+    with it: it starts no delivery thread and clears no flag, so nothing the other would
+    send is lost."""
+    with_secret = build_services(hook_settings(base_settings), session_factory=session_factory)
+    task = new_task(with_secret, receiver.url)
+    without = build_services(
+        replace(base_settings, webhooks=WebhookSettings()), session_factory=session_factory
+    )
+    without.webhook_deliverer.start()
+    try:
+        report(without, task, WorkflowStatus.RUNNING)  # the event is written by this one
+        assert without.webhook_deliverer._threads.running == 0
+        assert without.webhook_deliverer.fan_out() == 0
+        assert _flagged(session_factory, task.id) == ["task.processing"]
+    finally:
+        without.webhook_deliverer.stop()
+    try:
+        with_secret.webhook_deliverer.start()
+        (row,) = settled(with_secret, task.id, 1)
+    finally:
+        with_secret.webhook_deliverer.stop()
+    assert row.status is DeliveryStatus.DELIVERED and receiver.types() == ["task.processing"]
+
+
+def test_an_event_older_than_the_age_limit_is_dropped_not_sent(
+    base_settings: Settings,
+    session_factory: sessionmaker[Session],
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Webhooks were off for longer than `max_event_age_s`: switching them on sends the
+    recent events only; the old ones lose their flag, get no delivery, and are logged."""
+    services = build_services(
+        hook_settings(base_settings, max_event_age_s=3600.0), session_factory=session_factory
+    )
+    old, recent = new_task(services, receiver.url), new_task(services, receiver.url)
+    report(services, old, WorkflowStatus.RUNNING)
+    report(services, recent, WorkflowStatus.RUNNING)
+    with session_factory.begin() as session:
+        session.execute(
+            update(TaskEvent)
+            .where(TaskEvent.task_id == old.id)
+            .values(created_at=utcnow() - timedelta(seconds=3601))
+        )
+    with caplog.at_level(logging.WARNING, logger="domain.webhooks"):
+        assert services.webhook_deliverer.fan_out() == 2
+    assert "1 webhook event(s) waited over 3600 s" in caplog.text
+    assert _flagged(session_factory, old.id) == [] and deliveries(services, old.id) == []
+    try:
+        services.webhook_deliverer.start()
+        (row,) = settled(services, recent.id, 1)
+    finally:
+        services.webhook_deliverer.stop()
+    assert row.status is DeliveryStatus.DELIVERED
+    assert [payload["data"]["id"] for _, payload in receiver.received] == [str(recent.id)]
 
 
 def test_two_deliverers_never_send_one_delivery_twice(

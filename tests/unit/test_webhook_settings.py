@@ -142,3 +142,16 @@ def test_the_claim_lease_outlasts_the_longest_attempt() -> None:
     assert WebhookSettings().claim_lease_s == WebhookSettings().lease_s
     slow = WebhookSettings(timeout_s=60.0, lease_s=60.0)
     assert slow.claim_lease_s > slow.attempt_limit_s >= 5 * slow.timeout_s
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", 86400.0), ("3600", 3600.0), ("60", 60.0)])
+def test_the_event_age_limit(monkeypatch: pytest.MonkeyPatch, raw: str, expected: float) -> None:
+    monkeypatch.setenv("AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S", raw)
+    assert WebhookSettings.from_env().max_event_age_s == expected
+
+
+@pytest.mark.parametrize("raw", ["59", "0", "-1", "inf", "nan", "a day"])
+def test_a_bad_event_age_limit_is_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S", raw)
+    with pytest.raises(SettingsError, match="AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S"):
+        WebhookSettings.from_env()
