@@ -12,7 +12,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -515,30 +514,3 @@ def test_prefect_down_while_tasks_are_created_loses_none(
     assert [d["status"] for d in done] == ["done"] * 4, [(d["status"], d["error"]) for d in done]
     assert all(d["attempts"] == 1 and d["workflowInstanceId"] for d in done)
     assert_consistent(fstack, store, tmp_path, bystander)
-
-
-def test_twenty_episodes_with_a_worker_killed_midway(
-    fstack: Stack, store: S3Store, speech_mp3: Path, tmp_path: Path
-) -> None:
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        tasks = list(
-            pool.map(
-                lambda n: submit(fstack, store, speech_mp3, ["mp3_64"], f"batch-{n:02d}"), range(20)
-            )
-        )
-    ids = [t["id"] for t in tasks]
-    wait_for(
-        "a few episodes to finish",
-        lambda: sum(task_row(fstack, t)["status"] == "done" for t in ids) >= 4,
-        240,
-        poll_s=1,
-    )
-    worker = fstack.process("worker-1")
-    kill_tree(worker.popen.pid)
-    worker.popen.wait(10)
-    fstack.replace(worker, start_worker(fstack.env, fstack.log_dir, name="worker-1", limit=4))
-    rows = reprocess_until(fstack, ids, timeout_s=480)
-    assert [r["status"] for r in rows.values()] == ["done"] * 20, [
-        (r["status"], r["error"]) for r in rows.values()
-    ]
-    assert_consistent(fstack, store, tmp_path)
