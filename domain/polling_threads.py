@@ -51,32 +51,42 @@ class PollingThreads(Generic[R]):
         self._wake = threading.Condition()
         #: A `notify()` no idle thread took yet: the next thread to go idle looks again.
         self._notified = False
+        #: The current threads' stop signal. Each `start()` makes a new one and each thread
+        #: keeps its own: a thread still in its pass when `stop()` gave up waiting for it
+        #: ends after that pass, even if `start()` has run again meanwhile (clearing one
+        #: shared event would have kept it looping beside the new threads).
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._own_stop = threading.local()
 
     @property
     def stopping(self) -> bool:
-        """Set by `stop()`: a pass should not begin new work."""
-        return self._stop.is_set()
+        """Set by `stop()`: a pass should not begin new work (asked from a pass: its own
+        thread's signal, so a pass left over from before a restart stops too)."""
+        stop: threading.Event = getattr(self._own_stop, "event", self._stop)
+        return stop.is_set()
 
     @property
     def running(self) -> int:
         return sum(thread.is_alive() for thread in self._threads)
 
     def start(self, count: int) -> None:
-        """Start `count` threads; nothing if some still run (idempotent)."""
-        if self.running:
+        """Start `count` threads; nothing if this set's threads still run (idempotent)."""
+        if self.running and not self._stop.is_set():
             return
-        self._stop.clear()
+        self._stop = stop = threading.Event()
         self._threads = [
-            threading.Thread(target=self._loop, name=f"{self.name}-{n}", daemon=True)
+            threading.Thread(
+                target=self._loop, args=(stop,), name=f"{self.name}-{n}", daemon=True
+            )
             for n in range(count)
         ]
         for thread in self._threads:
             thread.start()
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Wake every thread, let its current pass finish, wait for it (`timeout_s` each)."""
+        """Wake every thread, let its current pass finish, wait for it (`timeout_s` each).
+        A thread that outlasts the wait ends after its pass (it is no longer counted)."""
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
@@ -90,9 +100,10 @@ class PollingThreads(Generic[R]):
             self._notified = True
             self._wake.notify()
 
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event) -> None:
+        self._own_stop.event = stop
         with self.resource() as resource:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 try:
                     worked = self.work(resource)
                 except OperationalError as exc:  # the database is away: say so, look again
