@@ -138,6 +138,10 @@ def submit(
                 "audioKey": key,
                 "encodingFormats": formats,
                 "transcribe": False,
+                # Faults, not loudness (tests/e2e/test_podcast_finishing_e2e.py): without
+                # the meters and the waveform each 20-minute attempt costs about half.
+                "loudness": None,
+                "waveform": False,
             },
         },
     )
