@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from string import hexdigits
 
 from bench import audio
 from bench.config import Config
@@ -124,6 +125,16 @@ def _submit(bench: BenchStack, key: str) -> Followed | str:
         return str(exc)
 
 
+def step_name(task_run_name: str) -> str:
+    """`encode-mp3_64` -> encode (as scenario 1 merges them), `check-artwork-76f` ->
+    check-artwork (Prefect's three-character suffix dropped)."""
+    step = step_of(task_run_name)
+    if step != task_run_name:
+        return step
+    head, _, tail = task_run_name.rpartition("-")
+    return head if head and len(tail) == 3 and all(c in hexdigits for c in tail) else step
+
+
 def _run_times(bench: BenchStack, followed: Followed, asked: float) -> RunTimes:
     """Prefect's states and task runs of the task's current flow run."""
     times = RunTimes(asked=asked, done=followed.completed_at)
@@ -145,7 +156,7 @@ def _run_times(bench: BenchStack, followed: Followed, asked: float) -> RunTimes:
     for run in bench.task_runs(flow_run_id):
         start, end = parse_time(run.get("start_time")), parse_time(run.get("end_time"))
         if start is not None and end is not None:
-            step = step_of(run["name"])
+            step = step_name(run["name"])
             times.steps[step] = times.steps.get(step, 0.0) + end - start
     return times
 
@@ -203,7 +214,7 @@ def _phase_rows(phase: Phase, worker_limit: int) -> list[Row]:
     process = _stage_values(runs, "pending", "running")
     run_s = _stage_values(runs, "running", "completed")
     hook = _stage_values(runs, "completed", "done")
-    steps = sorted({s for r in runs for s in r.steps})
+    steps = _step_order(runs)
     step_medians = ", ".join(
         f"{s} {secs(median([r.steps[s] for r in runs if s in r.steps]))}" for s in steps
     )
@@ -236,6 +247,11 @@ def _phase_rows(phase: Phase, worker_limit: int) -> list[Row]:
     ]
 
 
+def _step_order(runs: Sequence[RunTimes]) -> list[str]:
+    """Step names in the order the runs went through them (task runs sorted by start)."""
+    return list(dict.fromkeys(s for r in runs for s in r.steps))
+
+
 def _stage_markdown(phases: Sequence[Phase]) -> str:
     head = "| per run | " + " | ".join(f"{p.label}: median | p95" for p in phases) + " |"
     lines = [head, "|---|" + "---:|---:|" * len(phases)]
@@ -245,8 +261,7 @@ def _stage_markdown(phases: Sequence[Phase]) -> str:
             values = _stage_values(p.runs, start, end)
             cells += [secs(median(values)), secs(percentile(values, 95))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    steps = sorted({s for p in phases for r in p.runs for s in r.steps})
-    for step in steps:
+    for step in _step_order([r for p in phases for r in p.runs]):
         cells = []
         for p in phases:
             values = [r.steps[step] for r in p.runs if step in r.steps]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.scenarios.backlog import RunTimes, _running_at_once, _stage_values
+from bench.scenarios.backlog import RunTimes, _running_at_once, _stage_values, step_name
 
 
 def _run(running: float, completed: float) -> RunTimes:
@@ -34,3 +34,10 @@ def test_runs_running_at_once_are_counted_from_their_intervals() -> None:
     assert counts[38] == 2  # t=3.8: the first ended at 3, the third began at 3.5
     assert max(counts) == 2
     assert counts[-1] == 0
+
+
+def test_task_runs_are_named_by_their_step() -> None:
+    assert step_name("encode-mp3_64-1a2") == "encode"
+    assert step_name("download-source-abc") == "download"
+    assert step_name("check-artwork-76f") == "check-artwork"
+    assert step_name("finish") == "finish"
