@@ -414,7 +414,7 @@ def _reading(new: Phase, catalogue: Phase, worker_limit: int, n: int) -> list[st
     if n < ISSUE_LARGE:
         notes.append(
             f"Issue 15 also asks for {ISSUE_LARGE:,} episodes: `BENCH_ONLY=7 "
-            f"BENCH_BACKLOG_EPISODES={ISSUE_LARGE} make bench` runs it (at today's pace "
-            "about N x the per-episode time above, so most of an hour per phase)."
+            f"BENCH_BACKLOG_EPISODES={ISSUE_LARGE} make bench` runs it (at today's pace, "
+            "N x the process lifetime / the worker limit above: over an hour per phase)."
         )
     return notes
