@@ -110,3 +110,24 @@ def cover_image(out_dir: Path = OUT_DIR) -> Path:
                 str(part))
         part.replace(path)
     return path
+
+
+def short_episodes(count: int, seconds: float = 10.0, out_dir: Path = OUT_DIR) -> list[Path]:
+    """`count` distinct short episodes (cached): `seconds` of the one-minute episode from a
+    different offset each, re-encoded as the other sources are (192k stereo MP3) rather
+    than cut by stream copy, so that no file starts on a frame that needs its predecessor."""
+    base = episode(1.0, out_dir)
+    room = max(0.0, 60.0 - seconds - 1.0)
+    folder = out_dir / f"short-{seconds:g}s"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        path = folder / f"short-{seconds:g}s-{n:04d}.mp3"
+        if not path.exists():
+            offset = (n * 7.3) % room if room else 0.0
+            part = path.with_name(f".{path.name}.part.mp3")
+            _ffmpeg("-ss", f"{offset:.3f}", "-i", str(base), "-t", f"{seconds:.3f}",
+                    "-ac", "2", "-ar", "44100", "-b:a", "192k", str(part))
+            part.replace(path)
+        paths.append(path)
+    return paths

@@ -202,6 +202,26 @@ def encode_side_by_side(source: Path, formats: tuple[str, ...]) -> tuple[float, 
         return time.monotonic() - started, usages
 
 
+def encode_back_to_back(sources: list[Path], format_name: str) -> tuple[float, list[ChildUsage]]:
+    """One format of every source, one ffmpeg at a time (the flow's command line, as in
+    `encode_side_by_side`): the wall time of the whole series and each process's use."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    fmt = get_format(format_name)
+    usages = []
+    with tempfile.TemporaryDirectory(dir=OUT_DIR, prefix="floor-") as tmp:
+        started = time.monotonic()
+        for n, source in enumerate(sources):
+            one_started = time.monotonic()
+            cmd = build_command(source, Path(tmp) / f"{n}.{fmt.extension}", fmt)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            proc.returncode = 0  # os.wait4 reaps it (see `_start_encoders`)
+            usages.append(_wait(proc.pid, one_started))
+        return time.monotonic() - started, usages
+
+
 def measure_floor(
     source: Path, formats: tuple[str, ...], *, transcribe: bool = True, parallel: bool = True
 ) -> Floor:

@@ -85,6 +85,9 @@ class Followed:
     task: dict[str, Any] = field(default_factory=dict)
     #: Prefect's final state when the harness stopped following a task stuck in `pending`.
     prefect_state: str | None = None
+    #: The attempt followed: a body with fewer `attempts` is the task before it (a task
+    #: that is reprocessed is still `done` from its last attempt until the new one starts).
+    attempt: int = 0
 
     @property
     def status(self) -> str:
@@ -217,6 +220,8 @@ class BenchStack:
                 body = response.json()
                 seen = time.time()
                 followed.task = body
+                if body.get("attempts", 0) < followed.attempt:
+                    continue
                 if followed.first_running_seen is None and body["status"] != "pending":
                     followed.first_running_seen = seen
                 if body["status"] in TERMINAL:
