@@ -266,15 +266,16 @@ class Subscription:
 
 
 #: The hub's poll (see the module's docstring): asyncpg, `$1` the newest id seen, `$2` the
-#: ids missing below it, `$3` at most how many rows. Plain SQL on purpose: it runs in the
-#: event loop up to hundreds of times a second, where the ORM and a worker thread per read
-#: were most of what 500 open streams cost each progress report (bench scenario 6).
+#: ids missing below it, `$3` the lowest of them (or `$1` + 1: a range on the primary key
+#: whatever plan the prepared statement gets), `$4` at most how many rows. Plain SQL on
+#: purpose: it runs in the event loop up to hundreds of times a second, where the ORM and a
+#: worker thread per read were most of what 500 open streams cost each progress report.
 _POLL_SQL: Final = """
 SELECT e.id, e.task_id, e.type, e.data::text, t.type, t.episode_id
 FROM task_events AS e JOIN tasks AS t ON t.id = e.task_id
-WHERE e.id > $1 OR e.id = ANY($2::bigint[])
+WHERE e.id >= $3 AND (e.id > $1 OR e.id = ANY($2::bigint[]))
 ORDER BY e.id
-LIMIT $3
+LIMIT $4
 """
 _NEWEST_SQL: Final = "SELECT coalesce(max(id), 0) FROM task_events"
 
@@ -479,7 +480,9 @@ class EventHub:
                             holes = {
                                 i: now for i in range(max(newest - LOOKBACK, 0) + 1, newest + 1)
                             }
-                        rows = await conn.fetch(_POLL_SQL, newest, list(holes), 4 * PAGE)
+                        missing = list(holes)
+                        lowest = min(missing, default=newest + 1)
+                        rows = await conn.fetch(_POLL_SQL, newest, missing, lowest, 4 * PAGE)
                         self.polls += 1
                     except Exception as exc:
                         log.warning("event hub: cannot poll the event log (%s)", exc)

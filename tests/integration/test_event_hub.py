@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
-from db.models import Task, TaskStatus, Workflow, WorkflowStatus
+from db.base import utcnow
+from db.models import Task, TaskEvent, TaskStatus, Workflow, WorkflowStatus
 from domain.event_stream import (
     EventFilter,
     EventHub,
@@ -163,3 +164,50 @@ def test_one_read_of_the_log_per_poll_whatever_the_number_of_streams(
     assert received["other episode"] == [] and received["other type"] == []
     progress = received["everything"][0]
     assert (progress.data["progress"], progress.data["currentStep"]) == (40, "encode")
+
+
+def test_an_event_that_commits_after_a_later_one_still_reaches_the_streams(
+    base_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Ids are taken before commit: a transaction may commit after one with a later id.
+    The hub's poll moves past the lower id while it is invisible, and looks for it again
+    (for `HOLE_S`), so the all-task stream still gets it."""
+    slow_task, _ = _running_task(session_factory, "ep-late")
+    fast_task, fast_workflow = _running_task(session_factory, "ep-late")
+    hub = EventHub(base_settings.database.url, EventReader(session_factory))
+    workflows = WorkflowService(session_factory)
+    got: list[StreamEvent] = []
+
+    async def run() -> None:
+        await hub.start()
+        subscription = hub.subscribe(None)
+
+        start = EventReader(session_factory).last_id()  # the hub's first poll looks back
+
+        def collect() -> bool:
+            got.extend(e for e in subscription.take()[0] if e.id > start)
+            return True
+
+        try:
+            await _until("the hub polling", lambda: hub.polls > 0)
+            with session_factory() as slow:
+                late = TaskEvent(task_id=slow_task.id, type="task.failed",
+                                 data={"id": str(slow_task.id), "status": "failed"},
+                                 created_at=utcnow())
+                slow.add(late)
+                slow.flush()  # its id is taken, not visible
+                await asyncio.to_thread(
+                    lambda: workflows.apply_progress(
+                        ProgressUpdate(fast_task.id, fast_workflow, progress=5)
+                    )
+                )
+                await _until("the later event", lambda: collect() and len(got) == 1)
+                assert got[0].id > late.id
+                slow.commit()
+            await _until("the earlier event", lambda: collect() and len(got) == 2)
+        finally:
+            await hub.stop()
+
+    asyncio.run(run())
+    assert [e.type for e in got] == ["task.progress", "task.failed"]
+    assert got[1].data["taskId"] == str(slow_task.id)
