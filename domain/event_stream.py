@@ -73,6 +73,9 @@ POLL_S: Final = 0.02
 #: How long the hub's poll looks again for an id missing below the newest it saw (a
 #: report that commits after a later one), and at most how many such ids.
 HOLE_S: Final = 1.0
+#: The least time between two polls' starts: under a stream of reports, a poll takes what
+#: several committed meanwhile (one query and one wake-up of the loop for them all).
+POLL_GAP_S: Final = 0.005
 LOOKBACK: Final = 256
 
 
@@ -306,6 +309,9 @@ class EventHub:
         #: Set by `look_now()` (from any thread, through the loop) and by notifications:
         #: poll the log at once.
         self._look = asyncio.Event()
+        #: A `look_now()` is on its way to the loop or not polled yet: the next one need not
+        #: wake the loop (set from the endpoint's threads, cleared by the poll before it reads).
+        self._look_asked = False
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Ids already handed to the streams (a poll after a reconnect looks back).
         self._seen = SentIds()
@@ -321,6 +327,7 @@ class EventHub:
         self.listening = asyncio.Event()
         self.closed = False
         self._look = asyncio.Event()
+        self._look_asked = False
         self._loop = asyncio.get_running_loop()
         self._seen = SentIds()
         if self.postgres:
@@ -354,7 +361,8 @@ class EventHub:
         """This process just committed progress (the progress endpoint, from its worker
         thread): the hub looks at the log now rather than at its next poll."""
         loop = self._loop
-        if loop is not None and self._open:
+        if loop is not None and self._open and not self._look_asked:
+            self._look_asked = True
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._look.set)
 
@@ -467,6 +475,9 @@ class EventHub:
         holes: dict[int, float] = {}  # id missing below `newest` -> when first missed
         try:
             while True:
+                started = time.monotonic()
+                # Before the read: a report committed from here on asks for the next poll.
+                self._look_asked = False
                 if self._open:
                     try:
                         if conn is None or conn.is_closed():
@@ -501,6 +512,9 @@ class EventHub:
                     async with asyncio.timeout(POLL_S):
                         await self._look.wait()
                 self._look.clear()
+                gap = POLL_GAP_S - (time.monotonic() - started)
+                if gap > 0:
+                    await asyncio.sleep(gap)
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
