@@ -341,9 +341,16 @@ def _measure(
     def with_status(spec: dict[str, Any], tasks: list[tuple[str, str]]) -> dict[str, Any]:
         """A progress phase with `rate` status changes per second beside it."""
         rate = phases["rates"]["status"]
-        changes = status_changes(tasks, max(1, rate // 2))[: int(rate * (d + warm))]
         started = time.time()
         cpu0 = _cpu(api_pid)
+        if not rate:  # BENCH_PUSH_STATUS_RATE=0: the streams' cost alone
+            with wait_events(db_url) as waits:
+                phase = run_load(spec)
+            phase.update(waits=waits, cpu=_cpu_since(api_pid, cpu0), started=started,
+                         status={"ok_per_s": 0.0})
+            phase["api_cpu_s"] = phase["cpu"]["api"]
+            return phase
+        changes = status_changes(tasks, max(1, rate // 2))[: int(rate * (d + warm))]
         with loadgen(_spec(port, changes, mode="open", rate=rate, connections=4,
                            duration_s=len(changes) / rate + 1e-6, warmup_s=warm)) as side, \
                 wait_events(db_url) as waits:
@@ -368,7 +375,7 @@ def _measure(
     # progress rate at half of it (at most `push_steady_rate`).
     capacity = phases["A1"]["ok_per_s"]
     phases["rates"] = {
-        "status": max(2, min(status_rate, round(0.03 * capacity))),
+        "status": max(2, min(status_rate, round(0.03 * capacity))) if status_rate else 0,
         "steady": max(10, min(config.push_steady_rate, round(0.5 * capacity))),
     }
     # Let the last reports' notifications settle before the streams replay the log.
