@@ -107,6 +107,8 @@ def _overridden(config: Config) -> Config:
         changes["push_streams"] = int(env["BENCH_PUSH_STREAMS"])
     if env.get("BENCH_PUSH_ALL_STREAMS"):
         changes["push_all_streams"] = int(env["BENCH_PUSH_ALL_STREAMS"])
+    if env.get("BENCH_PUSH_STATUS_RATE"):  # 0: no status changes (nor webhooks) beside B, C
+        changes["push_status_rate"] = int(env["BENCH_PUSH_STATUS_RATE"])
     if env.get("BENCH_PUSH_PHASE_S"):
         changes["push_phase_s"] = float(env["BENCH_PUSH_PHASE_S"])
     if env.get("BENCH_BACKLOG_EPISODES"):

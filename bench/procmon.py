@@ -82,8 +82,12 @@ def classify(cmdline: list[str], is_root: bool) -> str:
 
 def _read_stat(pid: int) -> tuple[int, int, float] | None:
     """(ppid, start time, cpu seconds) from /proc/pid/stat, or None if it is gone."""
+    return _read_stat_path(Path(f"/proc/{pid}/stat"))
+
+
+def _read_stat_path(path: Path) -> tuple[int, int, float] | None:
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        raw = path.read_bytes()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
@@ -96,6 +100,32 @@ def cpu_seconds(pid: int) -> float | None:
     """CPU seconds (user + system) a process has used so far; None if it is gone."""
     stat = _read_stat(pid)
     return stat[2] if stat is not None else None
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float | None:
+    """CPU seconds one thread of a process has used so far (`tid == pid`: its main thread,
+    where an ASGI server runs its event loop); None if it is gone."""
+    stat = _read_stat_path(Path(f"/proc/{pid}/task/{tid}/stat"))
+    return stat[2] if stat is not None else None
+
+
+def named_cpu_seconds(name: str) -> float:
+    """CPU seconds used so far by every process whose command name is `name` (`postgres`:
+    the server and all its backends, whichever database they serve), with their children
+    that ended (a backend that exits moves its time to the server's)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != name:
+                continue
+            raw = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / CLK_TCK
 
 
 def _read_mem(pid: int) -> tuple[int, int] | None:

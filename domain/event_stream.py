@@ -8,18 +8,22 @@ the log at its next keep-alive.
 
 Notifications: one `EventHub` per process. On PostgreSQL it keeps one `LISTEN` connection
 (asyncpg) on the channel the log's trigger notifies for status events, whichever process
-wrote the event, reconnecting when it drops. Progress is not notified (migration 0006):
-while some stream is open the hub polls the log's newest ids every `POLL_S` (and, for a
-second, the ids it saw missing below them: a late commit), and at once when this
-process's progress endpoint committed a report (`look_now`). The hub reads the log once
-per batch of new ids (with their tasks' type and episode, in one query, in a worker
-thread) and hands each open stream the events that concern it (a task's own streams; the
-all-task streams, with their filters applied in memory), then wakes it: a stream does not query
-the log for a live event, so 500 open streams cost one read per wake-up, not 500. A stream
-still reads the log itself when it starts (the replay), at each keep-alive, when the hub
-reconnected or failed to read, and when it fell more than a page behind. SQLite has no
-notifications: the hub looks at the log's highest id a few times a second instead, and
-only while some stream is open; then every stream reads the log itself.
+wrote the event, reconnecting when it drops. Progress is not notified (migration 0006).
+While some stream is open the hub polls the log: every `POLL_S`, at once when a
+notification came, and at once when this process's progress endpoint committed a report
+(`look_now`). One poll is one query on the hub's own asyncpg connection, run in the event
+loop (no worker thread, no ORM: it runs up to hundreds of times a second): the events above
+the newest id seen, and for a second the ids seen missing below it (a late commit), with
+their bodies and their tasks' type and episode. The hub hands each open stream the events
+that concern it (a task's own streams; the all-task streams, with their filters applied in
+memory), then wakes it: a stream does not query the log for a live event, so 500 open
+streams cost one read per poll, not 500. Everything live comes through the poll, so a
+stream is handed a task's events in id order (a poll's snapshot that holds an event holds
+every one committed before it). A stream still reads the log itself when it starts (the
+replay), at each keep-alive, when the hub reconnected or failed to read, and when it fell
+more than a page behind. SQLite has no notifications: the hub looks at the log's highest
+id a few times a second instead, and only while some stream is open; then every stream
+reads the log itself.
 
 Order: within one task, ids follow commit order (`domain.events`) and notifications
 arrive in commit order, so a task's stream sends what it is handed, or reads, "after the
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio.to_thread
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,6 +73,9 @@ POLL_S: Final = 0.02
 #: How long the hub's poll looks again for an id missing below the newest it saw (a
 #: report that commits after a later one), and at most how many such ids.
 HOLE_S: Final = 1.0
+#: The least time between two polls' starts: under a stream of reports, a poll takes what
+#: several committed meanwhile (one query and one wake-up of the loop for them all).
+POLL_GAP_S: Final = 0.005
 LOOKBACK: Final = 256
 
 
@@ -147,9 +154,9 @@ def stream_event(event_id: int, event_type: str, data: dict[str, Any]) -> Stream
 class EventReader:
     """The stream's reads of the log (synchronous; streams call them in a thread).
 
-    The hub's reads (`ids_after` every poll, `read_ids` per wake-up) and the streams' own
-    (`read`: replay, keep-alive, catch-up) are frequent, so on PostgreSQL they take the
-    autocommit pool without pre-ping that progress reports use (`db.engine.autocommit_engine`):
+    The streams' reads (`read`: replay, keep-alive, catch-up) are frequent, so on PostgreSQL
+    they take the autocommit pool without pre-ping that progress reports use
+    (`db.engine.autocommit_engine`):
     one round trip per read instead of three (the pool's ping, the query, the rollback at
     the session's end). A connection the server dropped fails once and the read is retried
     on a fresh one (a read is safe to repeat).
@@ -208,54 +215,6 @@ class EventReader:
                     raise
         raise AssertionError("unreachable")
 
-    def ids_after(
-        self, after_id: int, also: Collection[int] = (), limit: int = 4 * PAGE
-    ) -> list[tuple[int, uuid.UUID]]:
-        """(id, task) of the events above `after_id` or with an id in `also` (ids the hub
-        saw missing: not committed yet, or gone), in id order (the hub's poll)."""
-        newer = TaskEvent.id > after_id
-        query = (
-            select(TaskEvent.id, TaskEvent.task_id)
-            .where(or_(newer, TaskEvent.id.in_(sorted(also))) if also else newer)
-            .order_by(TaskEvent.id)
-            .limit(limit)
-        )
-        for attempt in (1, 2):
-            try:
-                with self._read_factory() as session:
-                    return [(row.id, row.task_id) for row in session.execute(query)]
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-        raise AssertionError("unreachable")
-
-    def read_ids(self, ids: Collection[int]) -> list[LoggedEvent]:
-        """The events with these ids that are in the log (the hub's one read per wake-up),
-        in id order, with their tasks' type and episode for the streams' filters."""
-        query = (
-            select(TaskEvent, Task.type, Task.episode_id)
-            .join(Task, Task.id == TaskEvent.task_id)
-            .where(TaskEvent.id.in_(sorted(ids)))
-            .order_by(TaskEvent.id)
-        )
-        for attempt in (1, 2):
-            try:
-                with self._read_factory() as session:
-                    return [
-                        LoggedEvent(
-                            stream_event(row.id, row.type, row.data),
-                            row.task_id,
-                            _status_of(row.data),
-                            task_type,
-                            episode_id,
-                        )
-                        for row, task_type, episode_id in session.execute(query)
-                    ]
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-        raise AssertionError("unreachable")
-
     def final_state(self, task_id: uuid.UUID) -> StreamEvent | None:
         """For a task that has ended: its last status event (its state as it ended); None
         while it lives. A task older than the log has no event: its state as one (id 0)."""
@@ -281,12 +240,11 @@ def _status_of(data: Any) -> str | None:
 
 @dataclass(eq=False)
 class Subscription:
-    """One open stream's mailbox in the hub: the ids it was notified of, the events the hub
-    read for it (those its filter matches), and a wake-up."""
+    """One open stream's mailbox in the hub: the events the hub read for it (those its filter
+    matches), and a wake-up."""
 
     task_id: uuid.UUID | None
     where: EventFilter = field(default_factory=EventFilter)
-    ids: set[int] = field(default_factory=set)
     events: list[StreamEvent] = field(default_factory=list)
     #: Set when the stream must re-read the log (the hub reconnected or could not read,
     #: SQLite changed, or more than a page waited).
@@ -295,18 +253,34 @@ class Subscription:
 
     def take(self) -> tuple[list[StreamEvent], bool]:
         """The events handed over since the last take, in id order, and whether to re-read."""
-        events, catch_up = sorted(self.events, key=lambda e: e.id), self.catch_up
-        self.ids, self.events, self.catch_up = set(), [], False
+        events, catch_up = self.events, self.catch_up
+        if len(events) > 1:
+            events.sort(key=lambda e: e.id)
+        self.events, self.catch_up = [], False
         self.wake.clear()
         return events, catch_up
 
-    def hand(self, event_ids: Collection[int], events: Collection[StreamEvent]) -> None:
-        self.ids.update(event_ids)
+    def hand(self, event: StreamEvent) -> None:
         if not self.catch_up:
-            self.events.extend(events)
+            self.events.append(event)
             if len(self.events) > PAGE:  # a stream that fell behind reads the log itself
                 self.events, self.catch_up = [], True
         self.wake.set()
+
+
+#: The hub's poll (see the module's docstring): asyncpg, `$1` the newest id seen, `$2` the
+#: ids missing below it, `$3` the lowest of them (or `$1` + 1: a range on the primary key
+#: whatever plan the prepared statement gets), `$4` at most how many rows. Plain SQL on
+#: purpose: it runs in the event loop up to hundreds of times a second, where the ORM and a
+#: worker thread per read were most of what 500 open streams cost each progress report.
+_POLL_SQL: Final = """
+SELECT e.id, e.task_id, e.type, e.data::text, t.type, t.episode_id
+FROM task_events AS e JOIN tasks AS t ON t.id = e.task_id
+WHERE e.id >= $3 AND (e.id > $1 OR e.id = ANY($2::bigint[]))
+ORDER BY e.id
+LIMIT $4
+"""
+_NEWEST_SQL: Final = "SELECT coalesce(max(id), 0) FROM task_events"
 
 
 class EventHub:
@@ -328,32 +302,34 @@ class EventHub:
         self.reader = reader
         self._by_task: dict[uuid.UUID, set[Subscription]] = {}
         self._everything: set[Subscription] = set()
+        #: How many streams are open (read by `look_now` on every report: kept, not counted).
+        self._open = 0
         self._runner: asyncio.Task[None] | None = None
-        #: Notified (id, task) not read yet, and the loop that reads them.
-        self._pending: dict[int, uuid.UUID] = {}
-        self._kick = asyncio.Event()
-        self._fanout: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
-        #: Set by `look_now()` (from any thread, through the loop): poll the log at once.
+        #: Set by `look_now()` (from any thread, through the loop) and by notifications:
+        #: poll the log at once.
         self._look = asyncio.Event()
+        #: A `look_now()` is on its way to the loop or not polled yet: the next one need not
+        #: wake the loop (set from the endpoint's threads, cleared by the poll before it reads).
+        self._look_asked = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Ids already queued for the streams (a status event comes by NOTIFY and by poll).
+        #: Ids already handed to the streams (a poll after a reconnect looks back).
         self._seen = SentIds()
         #: Whether notifications arrive right now (PostgreSQL: the LISTEN connection is up).
         self.listening = asyncio.Event()
         #: Set by `close()`: the server is shutting down, open streams end.
         self.closed = False
+        #: Polls of the log so far (PostgreSQL), for tests.
+        self.polls = 0
 
     async def start(self) -> None:
         # Made here, in the server's loop: an app may be started again in another loop.
         self.listening = asyncio.Event()
-        self._kick = asyncio.Event()
-        self._pending = {}
         self.closed = False
         self._look = asyncio.Event()
+        self._look_asked = False
         self._loop = asyncio.get_running_loop()
         self._seen = SentIds()
-        self._fanout = asyncio.create_task(self._fan_out(), name="event-hub-fanout")
         if self.postgres:
             self._poller = asyncio.create_task(self._poll_postgres(), name="event-hub-poll")
         listen = self._listen_postgres if self.postgres else self._poll_sqlite
@@ -373,19 +349,20 @@ class EventHub:
 
     async def stop(self) -> None:
         self.close()
-        for runner in (self._runner, self._fanout, self._poller):
+        for runner in (self._runner, self._poller):
             if runner is not None:
                 runner.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await runner
-        self._runner = self._fanout = self._poller = None
+        self._runner = self._poller = None
         self._loop = None
 
     def look_now(self) -> None:
         """This process just committed progress (the progress endpoint, from its worker
         thread): the hub looks at the log now rather than at its next poll."""
         loop = self._loop
-        if loop is not None and self.subscriptions:
+        if loop is not None and self._open and not self._look_asked:
+            self._look_asked = True
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._look.set)
 
@@ -399,65 +376,32 @@ class EventHub:
             self._everything.add(subscription)
         else:
             self._by_task.setdefault(task_id, set()).add(subscription)
+        self._open += 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         if subscription.task_id is None:
-            self._everything.discard(subscription)
+            subscribers = self._everything
+        else:
+            subscribers = self._by_task.get(subscription.task_id, set())
+        if subscription not in subscribers:
             return
-        subscribers = self._by_task.get(subscription.task_id)
-        if subscribers is not None:
-            subscribers.discard(subscription)
-            if not subscribers:
-                del self._by_task[subscription.task_id]
+        subscribers.discard(subscription)
+        self._open -= 1
+        if not subscribers and subscription.task_id is not None:
+            del self._by_task[subscription.task_id]
 
     @property
     def subscriptions(self) -> int:
-        return len(self._everything) + sum(len(s) for s in self._by_task.values())
+        return self._open
 
-    def notify(self, event_id: int, task_id: uuid.UUID) -> None:
-        """An event was committed: the hub reads it (with the others notified meanwhile)
-        and hands it to the streams it concerns. Nothing when no stream is open for it."""
-        if (task_id in self._by_task or self._everything) and event_id not in self._seen:
-            self._seen.add(event_id)
-            self._pending[event_id] = task_id
-            self._kick.set()
-
-    async def _fan_out(self) -> None:
-        """Read each batch of notified events once, hand them out, wake their streams."""
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            pending, self._pending = self._pending, {}
-            if not pending:
-                continue
-            try:
-                rows = await anyio.to_thread.run_sync(self.reader.read_ids, list(pending))
-            except Exception as exc:  # the streams read the log themselves instead
-                log.warning("event hub: cannot read notified events (%s)", exc)
-                self.wake_all()
-                continue
-            self._hand_out(pending, rows)
-
-    def _hand_out(self, pending: dict[int, uuid.UUID], rows: list[LoggedEvent]) -> None:
-        notified: dict[uuid.UUID, list[int]] = {}
-        for event_id, task_id in pending.items():
-            notified.setdefault(task_id, []).append(event_id)
-        found: dict[uuid.UUID, list[LoggedEvent]] = {}
-        for row in rows:
-            found.setdefault(row.task_id, []).append(row)
-        for task_id, event_ids in notified.items():
-            for subscription in self._by_task.get(task_id, ()):
-                subscription.hand(
-                    event_ids,
-                    [r.event for r in found.get(task_id, ()) if r.matches(subscription.where)],
-                )
-        if self._everything:
-            every_id = list(pending)
-            for subscription in self._everything:
-                subscription.hand(
-                    every_id, [row.event for row in rows if row.matches(subscription.where)]
-                )
+    def _hand_out(self, event: LoggedEvent) -> None:
+        """Hand a polled event to the streams whose filter takes it, and wake them."""
+        for subscription in self._by_task.get(event.task_id, ()):
+            subscription.hand(event.event)
+        for subscription in self._everything:
+            if event.matches(subscription.where):
+                subscription.hand(event.event)
 
     def wake_all(self) -> None:
         """Every stream re-reads the log (after a gap in notifications, or on SQLite)."""
@@ -466,14 +410,18 @@ class EventHub:
             subscription.wake.set()
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        """A status event was committed: poll now (the poll reads it, in id order with the
+        progress around it), and wake the webhook deliverer."""
         try:
             message = json.loads(payload)
-            self.notify(int(message["id"]), uuid.UUID(str(message["taskId"])))
+            event_type = str(message["type"])
         except (ValueError, KeyError, TypeError):
             log.warning("event hub: unreadable notification %r", payload[:200])
             return
+        if self._open:
+            self._look.set()
         if self.on_event is not None:
-            self.on_event(str(message.get("type", "")))
+            self.on_event(event_type)
 
     async def _listen_postgres(self) -> None:
         """Keep one LISTEN connection up for as long as the hub runs.
@@ -515,50 +463,87 @@ class EventHub:
                 backoff = min(backoff * 2, 10.0)
 
     async def _poll_postgres(self) -> None:
-        """Progress is not notified (migration 0006): while some stream is open, look at the
-        log's ids above the newest seen every `POLL_S` (or at once after `look_now()`), and
-        again at the ids that were missing below it for `HOLE_S` (a report may commit after
-        a later one), and queue what is new like a notification."""
+        """While some stream is open, read the log's events above the newest id seen every
+        `POLL_S` (or at once after `look_now()` or a notification), and again the ids that
+        were missing below it for `HOLE_S` (a report may commit after a later one), and hand
+        out what is new. A failed poll makes every stream read the log itself, and the next
+        poll looks back `LOOKBACK` ids on a new connection."""
+        import asyncpg
+
+        conn: asyncpg.Connection | None = None
         newest: int | None = None
         holes: dict[int, float] = {}  # id missing below `newest` -> when first missed
-        while True:
-            if self.subscriptions:
-                try:
-                    if newest is None:
-                        # The last `LOOKBACK` ids count as missing: what came while nobody
-                        # polled; the streams drop what they replayed or what predates them.
-                        newest = await anyio.to_thread.run_sync(self.reader.last_id)
-                        now = time.monotonic()
-                        holes = {i: now for i in range(max(newest - LOOKBACK, 0) + 1, newest + 1)}
-                    found = await anyio.to_thread.run_sync(
-                        self.reader.ids_after, newest, list(holes)
-                    )
-                except Exception as exc:
-                    log.warning("event hub: cannot poll the event log (%s)", exc)
-                    newest = None
-                    self.wake_all()
+        try:
+            while True:
+                started = time.monotonic()
+                # Before the read: a report committed from here on asks for the next poll.
+                self._look_asked = False
+                if self._open:
+                    try:
+                        if conn is None or conn.is_closed():
+                            conn = await asyncpg.connect(self._dsn, timeout=10)
+                        if newest is None:
+                            # The last `LOOKBACK` ids count as missing: what came while
+                            # nobody polled; the streams drop what they replayed or what
+                            # predates them.
+                            newest = int(await conn.fetchval(_NEWEST_SQL))
+                            now = time.monotonic()
+                            holes = {
+                                i: now for i in range(max(newest - LOOKBACK, 0) + 1, newest + 1)
+                            }
+                        missing = list(holes)
+                        lowest = min(missing, default=newest + 1)
+                        rows = await conn.fetch(_POLL_SQL, newest, missing, lowest, 4 * PAGE)
+                        self.polls += 1
+                    except Exception as exc:
+                        log.warning("event hub: cannot poll the event log (%s)", exc)
+                        newest = None
+                        if conn is not None:
+                            with contextlib.suppress(Exception):
+                                await asyncio.shield(conn.close(timeout=2))
+                            conn = None
+                        self.wake_all()
+                        await asyncio.sleep(0.5)  # a database that is down: not every 20 ms
+                        continue
+                    newest = self._take_polled(rows, newest, holes)
                 else:
-                    newest = self._take_polled(found, newest, holes)
-            else:
-                newest = None  # streams that open later replay by themselves
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._look.wait(), POLL_S)
-            self._look.clear()
+                    newest = None  # streams that open later replay by themselves
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_S):
+                        await self._look.wait()
+                self._look.clear()
+                gap = POLL_GAP_S - (time.monotonic() - started)
+                if gap > 0:
+                    await asyncio.sleep(gap)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=2))
 
-    def _take_polled(
-        self, found: list[tuple[int, uuid.UUID]], newest: int, holes: dict[int, float]
-    ) -> int:
-        """Queue what the poll found; note the ids it skipped; the new newest id."""
+    def _take_polled(self, rows: list[Any], newest: int, holes: dict[int, float]) -> int:
+        """Hand out what the poll found; note the ids it skipped; the new newest id."""
         now = time.monotonic()
         top = newest
-        seen: set[int] = set()
-        for event_id, task_id in found:
-            self.notify(event_id, task_id)
+        found: set[int] = set()
+        for event_id, task_id, event_type, data, task_type, episode_id in rows:
             holes.pop(event_id, None)
-            seen.add(event_id)
+            found.add(event_id)
             top = max(top, event_id)
+            if event_id in self._seen or not (task_id in self._by_task or self._everything):
+                continue
+            self._seen.add(event_id)
+            body = json.loads(data)
+            self._hand_out(
+                LoggedEvent(
+                    stream_event(event_id, event_type, body),
+                    task_id,
+                    _status_of(body),
+                    task_type,
+                    episode_id,
+                )
+            )
         for event_id in range(newest + 1, top):
-            if event_id not in seen:
+            if event_id not in found:
                 holes[event_id] = now
         for event_id in [i for i, at in holes.items() if now - at > HOLE_S]:
             del holes[event_id]
@@ -648,7 +633,8 @@ class EventStreamService:
         if self.hub.closed:
             return True
         try:
-            await asyncio.wait_for(subscription.wake.wait(), keepalive_s)
+            async with asyncio.timeout(keepalive_s):  # no task per wait, as wait_for makes
+                await subscription.wake.wait()
         except TimeoutError:
             return False
         return True

@@ -132,17 +132,24 @@ def progress_upsert_cte(t: CTE, w: CTE) -> CTE:
         literal_column("'message'"),
         w.c.message,
     )
+    # The new id is taken once, in the row itself: the identity's default would draw one
+    # before the conflict is found and the update another, leaving every other id unused,
+    # which the event hub's poll must then treat as a possible late commit (`HOLE_S`).
     rows = select(
-        t.c.id, literal_column(f"'{PROGRESS_EVENT}'"), data, t.c.updated_at
+        func.nextval(literal_column("'task_events_id_seq'")),
+        t.c.id,
+        literal_column(f"'{PROGRESS_EVENT}'"),
+        data,
+        t.c.updated_at,
     ).select_from(t.join(w, true()))
     statement = postgresql.insert(_EVENTS).from_select(
-        ["task_id", "type", "data", "created_at"], rows
+        ["id", "task_id", "type", "data", "created_at"], rows
     )
     statement = statement.on_conflict_do_update(
         index_elements=[_EVENTS.c.task_id],
         index_where=text(f"type = '{PROGRESS_EVENT}'"),
         set_={
-            "id": func.nextval(literal_column("'task_events_id_seq'")),
+            "id": statement.excluded.id,
             "data": statement.excluded.data,
             "created_at": statement.excluded.created_at,
         },

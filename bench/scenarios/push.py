@@ -162,6 +162,21 @@ def _tree_cpu_s(pid: int) -> float:
     return sum(procmon.cpu_seconds(p) or 0.0 for p in procmon.descendants([pid]))
 
 
+def _cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far: the API's tree, its event loop (uvicorn's main thread: the
+    streams, the hub, HTTP parsing) and PostgreSQL's processes (all of them)."""
+    return {
+        "api": _tree_cpu_s(pid),
+        "loop": procmon.thread_cpu_seconds(pid, pid) or 0.0,
+        "postgres": procmon.named_cpu_seconds("postgres"),
+    }
+
+
+def _cpu_since(pid: int, before: dict[str, float]) -> dict[str, float]:
+    now = _cpu(pid)
+    return {key: now[key] - before[key] for key in before}
+
+
 def _wait_delivered(db_url: str, timeout_s: float) -> float:
     """Wait until no webhook event or delivery is left pending; seconds waited."""
     engine = create_engine(db_url)
@@ -312,28 +327,37 @@ def _measure(
     progress = stamped_progress(followed)
 
     def closed(label: str) -> dict[str, Any]:
-        cpu0 = _tree_cpu_s(api_pid)
+        cpu0 = _cpu(api_pid)
         with wait_events(db_url) as waits:
             phase = run_load(_spec(port, progress, mode="closed",
                                    connections=PROGRESS_CONNECTIONS, duration_s=d + warm,
                                    warmup_s=warm, stamp=PLACEHOLDER, record_stamps=True,
                                    label=label))
-        phase["api_cpu_s"] = _tree_cpu_s(api_pid) - cpu0
+        phase["cpu"] = _cpu_since(api_pid, cpu0)
+        phase["api_cpu_s"] = phase["cpu"]["api"]
         phase["waits"] = waits
         return phase
 
     def with_status(spec: dict[str, Any], tasks: list[tuple[str, str]]) -> dict[str, Any]:
         """A progress phase with `rate` status changes per second beside it."""
         rate = phases["rates"]["status"]
-        changes = status_changes(tasks, max(1, rate // 2))[: int(rate * (d + warm))]
         started = time.time()
-        cpu0 = _tree_cpu_s(api_pid)
+        cpu0 = _cpu(api_pid)
+        if not rate:  # BENCH_PUSH_STATUS_RATE=0: the streams' cost alone
+            with wait_events(db_url) as waits:
+                phase = run_load(spec)
+            phase.update(waits=waits, cpu=_cpu_since(api_pid, cpu0), started=started,
+                         status={"ok_per_s": 0.0})
+            phase["api_cpu_s"] = phase["cpu"]["api"]
+            return phase
+        changes = status_changes(tasks, max(1, rate // 2))[: int(rate * (d + warm))]
         with loadgen(_spec(port, changes, mode="open", rate=rate, connections=4,
                            duration_s=len(changes) / rate + 1e-6, warmup_s=warm)) as side, \
                 wait_events(db_url) as waits:
             phase = run_load(spec)
         phase["waits"] = waits
-        phase["api_cpu_s"] = _tree_cpu_s(api_pid) - cpu0
+        phase["cpu"] = _cpu_since(api_pid, cpu0)
+        phase["api_cpu_s"] = phase["cpu"]["api"]
         phase["status"] = side
         phase["started"] = started
         return phase
@@ -351,7 +375,7 @@ def _measure(
     # progress rate at half of it (at most `push_steady_rate`).
     capacity = phases["A1"]["ok_per_s"]
     phases["rates"] = {
-        "status": max(2, min(status_rate, round(0.03 * capacity))),
+        "status": max(2, min(status_rate, round(0.03 * capacity))) if status_rate else 0,
         "steady": max(10, min(config.push_steady_rate, round(0.5 * capacity))),
     }
     # Let the last reports' notifications settle before the streams replay the log.
@@ -419,12 +443,18 @@ def _rows(
     drain_rate = (len(drain) - 1) / max(drain[-1][0] - drain[0][0], 1e-9) if len(drain) > 1 \
         else float("nan")
 
-    def cpu_ms(phase: dict[str, Any], per_s: float) -> float:
-        """The API's CPU per request over the phase (warm-up included, at the phase's rate):
-        less sensitive to other load on the machine than the rate itself."""
-        return 1000 * phase["api_cpu_s"] / max(per_s * (phase["window_s"] + warm), 1e-9)
+    def cpu_ms(phase: dict[str, Any], per_s: float, key: str = "api") -> float:
+        """CPU per request over the phase (warm-up included, at the phase's rate): the
+        API's (`api`), its event loop's (`loop`), PostgreSQL's (`postgres`); less sensitive
+        to other load on the machine than the rate itself."""
+        return 1000 * phase["cpu"][key] / max(per_s * (phase["window_s"] + warm), 1e-9)
 
-    a_cpu_ms = statistics.mean([cpu_ms(a1, a1["ok_per_s"]), cpu_ms(a2, a2["ok_per_s"])])
+    def a_mean(key: str) -> float:
+        return statistics.mean(
+            [cpu_ms(a1, a1["ok_per_s"], key), cpu_ms(a2, a2["ok_per_s"], key)]
+        )
+
+    a_cpu_ms = a_mean("api")
     b_cpu_ms = cpu_ms(b, b_total)
 
     def lat_row(label: str, lat: dict[str, Any], progress_rate: float) -> Row:
@@ -465,6 +495,13 @@ def _rows(
             f"nothing open (A1, A2) {a_cpu_ms:.2f} ms; NOTIFY trigger off (A0) "
             f"{cpu_ms(phases['A0'], phases['A0']['ok_per_s']):.2f} ms",
             f"{b_cpu_ms / max(a_cpu_ms, 1e-9):.2f}x"),
+        Row(f"where the CPU per request goes, {streams} streams + webhooks (B)",
+            f"{cpu_ms(b, b_total, 'loop'):.2f} ms loop",
+            f"API event loop {cpu_ms(b, b_total, 'loop'):.2f} ms, API threads "
+            f"{b_cpu_ms - cpu_ms(b, b_total, 'loop'):.2f} ms, PostgreSQL "
+            f"{cpu_ms(b, b_total, 'postgres'):.2f} ms; nothing open: loop "
+            f"{a_mean('loop'):.2f} ms, threads {a_cpu_ms - a_mean('loop'):.2f} ms, "
+            f"PostgreSQL {a_mean('postgres'):.2f} ms"),
         Row(f"webhook deliveries per second beside B ({b_status:.0f} status changes/s)",
             f"{web_b['per_s']:.1f}/s",
             f"written to received p50 {ms(web_b['p50_s'])}, p99 {ms(web_b['p99_s'])}; "

@@ -115,6 +115,23 @@ def test_a_task_life_is_logged_in_order_with_the_task_as_get_shows_it(
     assert log.after(events[-1].id, task_id=task.id) == []
 
 
+def test_on_postgresql_a_plain_report_takes_one_id(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The progress upsert draws one id per report: the identity's default drew one before
+    the conflict was found and the update another, so every other id was never used, and
+    the event hub's poll kept asking again for each of them as a possible late commit."""
+    service = WorkflowService(session_factory)
+    log = EventLog(session_factory)
+    task, workflow = _task(session_factory)
+    service.apply_progress(ProgressUpdate(task.id, workflow.id, progress=1))
+    first = log.last_id()
+    for progress in range(2, 7):
+        service.apply_progress(ProgressUpdate(task.id, workflow.id, progress=progress))
+    (row,) = _events(session_factory, task.id)
+    assert (row.id, row.data["progress"]) == (first + 5, 6)
+
+
 def service_task(factory: sessionmaker[Session], task_id: uuid.UUID) -> Task:
     with factory() as session:
         return session.get_one(Task, task_id)
