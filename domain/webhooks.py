@@ -275,6 +275,7 @@ class WebhookDeliverer:
                     select(Task.id, Task.callback_url).where(Task.id.in_(task_ids))
                 )
             }
+            fresh = [row for row in rows if row.created_at >= oldest]
             stale = [row.id for row in rows if row.created_at < oldest]
             if stale:
                 log.warning(
@@ -284,9 +285,7 @@ class WebhookDeliverer:
                     self.settings.max_event_age_s,
                     ", ".join(map(str, stale[:10])) + (" ..." if len(stale) > 10 else ""),
                 )
-            for row in rows:
-                if row.created_at < oldest:
-                    continue
+            for row in fresh:
                 for url in self._targets(callbacks.get(row.task_id)):
                     session.add(
                         WebhookDelivery(
