@@ -14,6 +14,7 @@ import binascii
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -73,8 +74,8 @@ def _sse_keepalive_s() -> float:
     return value
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+def _env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or raw == "":
         return default
     if raw.lower() in {"1", "true", "yes", "on"}:
@@ -82,6 +83,12 @@ def _env_bool(name: str, default: bool) -> bool:
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def warm_start_enabled(environ: Mapping[str, str]) -> bool:
+    """`AUDIOFLOW_WARM_START` (default true): whether a worker forks its flow runs from a
+    warm parent (`flows/forkserver.py`) instead of starting each as a cold interpreter."""
+    return _env_bool("AUDIOFLOW_WARM_START", True, environ)
 
 
 def _env_list(name: str) -> tuple[str, ...]:
@@ -498,9 +505,7 @@ class WebhookSettings:
 def _webhook_timeout_s() -> float:
     value = _env_float("AUDIOFLOW_WEBHOOK_TIMEOUT_S", 5.0)
     if not 0.1 <= value <= 120:
-        raise SettingsError(
-            f"AUDIOFLOW_WEBHOOK_TIMEOUT_S must be 0.1 to 120 seconds, got {value}"
-        )
+        raise SettingsError(f"AUDIOFLOW_WEBHOOK_TIMEOUT_S must be 0.1 to 120 seconds, got {value}")
     return value
 
 
