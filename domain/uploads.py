@@ -42,6 +42,7 @@ from core.keys import InvalidKeyError, sanitize_filename, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
+from domain.views import OutStruct
 from media.cover import DEFAULT_MAX_BYTES as DEFAULT_COVER_MAX_BYTES
 from media.cover import CoverArtError, check_cover, image_type
 from media.probe import (
@@ -58,9 +59,8 @@ RETRY_AFTER_S = 5
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class UploadedAudio:
-    """What was stored and what ffprobe found in it."""
+class UploadedAudio(OutStruct):
+    """What was stored and what ffprobe found in it (the API answers it: `UploadOut`)."""
 
     key: str
     size: int
@@ -70,9 +70,9 @@ class UploadedAudio:
     sample_rate: int
 
 
-@dataclass(frozen=True)
-class UploadedImage:
-    """A stored cover or chapter image: its key and what its bytes are."""
+class UploadedImage(OutStruct):
+    """A stored cover or chapter image: its key and what its bytes are (the API answers it:
+    `ImageUploadOut`)."""
 
     key: str
     size: int
@@ -102,10 +102,10 @@ def image_upload_key(filename: str | None, content_type: str) -> str:
     return upload_key(f"{stem or 'cover'}.{_IMAGE_EXTENSIONS[content_type]}")
 
 
-@dataclass(frozen=True)
-class PresignedUpload:
+class PresignedUpload(OutStruct):
     """A URL a client can PUT the file to directly (S3 backends only), with the headers
-    that were signed into it and must be sent as they are."""
+    that were signed into it and must be sent as they are (the API answers it:
+    `PresignOut`)."""
 
     key: str
     url: str
