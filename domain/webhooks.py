@@ -42,7 +42,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
@@ -52,6 +52,7 @@ from db.base import utcnow
 from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, without_nul
 from db.repositories import TaskRepository
 from domain.events import WEBHOOK_EVENT_TYPES
+from domain.leases import lease_next_due
 from domain.polling_threads import PollingThreads
 from domain.webhook_urls import UnsafeUrlError, resolve_allowed
 
@@ -329,26 +330,17 @@ class WebhookDeliverer:
         """Lease the most overdue pending delivery (one short transaction)."""
         now = utcnow()
         with self.session_factory.begin() as session:
-            delivery_id = session.scalar(
-                select(_DELIVERIES.c.id)
-                .where(
-                    _DELIVERIES.c.status == DeliveryStatus.PENDING,
-                    or_(
-                        _DELIVERIES.c.next_attempt_at.is_(None),
-                        _DELIVERIES.c.next_attempt_at <= now,
-                    ),
-                )
-                .order_by(_DELIVERIES.c.next_attempt_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
+            delivery_id = lease_next_due(
+                session,
+                _DELIVERIES,
+                _DELIVERIES.c.status == DeliveryStatus.PENDING,
+                due=_DELIVERIES.c.next_attempt_at,
+                order_by=_DELIVERIES.c.next_attempt_at,
+                now=now,
+                lease_s=self.settings.claim_lease_s,
             )
             if delivery_id is None:
                 return None
-            session.execute(
-                update(_DELIVERIES)
-                .where(_DELIVERIES.c.id == delivery_id)
-                .values(next_attempt_at=now + timedelta(seconds=self.settings.claim_lease_s))
-            )
             delivery = session.get_one(WebhookDelivery, delivery_id)
             event = session.get_one(TaskEvent, delivery.event_id)
             return delivery.id, delivery.webhook_id, delivery.url, webhook_body(event)
@@ -391,9 +383,7 @@ def _safe(url: str) -> str:
 class WebhookService:
     """Reading deliveries and asking for one again (the API's endpoints)."""
 
-    def __init__(
-        self, session_factory: sessionmaker[Session], deliverer: WebhookDeliverer
-    ) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], deliverer: WebhookDeliverer) -> None:
         self.session_factory = session_factory
         self.deliverer = deliverer
 
