@@ -77,10 +77,12 @@ def classify(cmdline: list[str], is_root: bool) -> str:
         return "flow-supervisor"  # Prefect 3.9's per-run process; it execs into the engine
     if "flows.launch" in joined:
         return "run-launcher"  # the pools' command; forks the run from the fork server
+    if "flows.forkserver" in joined:
+        return "flow-run"  # forked from the fork server (the root): the server's cmdline
     if "worker start" in joined:
-        return "prefect-worker"  # under the fork server (the tree's root is the server)
-    if "prefect.engine" in joined or "flows.forkserver" in joined or exe.startswith("python"):
-        return "flow-run"  # a cold engine, or a run forked from the fork server
+        return "prefect-worker"  # the Prefect worker under the fork server
+    if "prefect.engine" in joined or exe.startswith("python"):
+        return "flow-run"
     return exe
 
 
