@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
@@ -316,7 +317,7 @@ class AudioProcessing:
     ) -> dict[str, Any]:
         # A payload stored before loudness, tags, chapters and waveforms existed has none
         # of those keys: each then takes the contract's default (loudness: the defaults).
-        later = {to_snake(key): _snake(payload[key]) for key in _ABSENT if key in payload}
+        later = {_snake_key(key): _snake(payload[key]) for key in _ABSENT if key in payload}
         return AudioProcessingParameters(
             task_id=uuid.UUID(task_id),
             workflow_id=uuid.UUID(workflow_id),
@@ -346,14 +347,20 @@ def _rekeyed(value: Any, spell: Callable[[str], str]) -> Any:
     return value
 
 
+#: pydantic's spellings, remembered: each is a few regular-expression passes, and every
+#: `POST /tasks` spells the same few field names (a dozen or so) again.
+_camel_key = lru_cache(maxsize=1024)(to_camel)
+_snake_key = lru_cache(maxsize=1024)(to_snake)
+
+
 def _camel(value: Any) -> Any:
     """A contract model's JSON form with camelCase keys, as the payload spells them."""
-    return _rekeyed(value, to_camel)
+    return _rekeyed(value, _camel_key)
 
 
 def _snake(value: Any) -> Any:
     """A payload part with the contract models' snake_case keys."""
-    return _rekeyed(value, to_snake)
+    return _rekeyed(value, _snake_key)
 
 
 def _checked(model: type[BaseModel] | TypeAdapter[Any], value: Any, where: str) -> Any:
@@ -367,18 +374,23 @@ def _checked(model: type[BaseModel] | TypeAdapter[Any], value: Any, where: str) 
         raise InvalidInputError(problems(exc, to_camel, prefix=where)) from None
 
 
+#: The canonical `loudness` of a payload without one (the defaults, the mono target
+#: spelled out): a flat mapping of numbers, made once.
+_DEFAULT_LOUDNESS: dict[str, Any] = _camel(DEFAULT_LOUDNESS.resolved().model_dump())
+
+
 def _sound_and_tags(decoded: AudioProcessingPayload) -> dict[str, Any]:
     """The canonical `loudness`, `metadata`, `chapters` and `waveform`: checked by the
     contract models the flow takes, with what absence means resolved (loudness: the
     defaults, the mono target spelled out) and empty metadata as null."""
+    loudness: dict[str, Any] | None = None
     if decoded.loudness is msgspec.UNSET:
-        loudness: LoudnessParameters | None = DEFAULT_LOUDNESS
-    elif decoded.loudness is None:
-        loudness = None
-    else:
-        loudness = _checked(
+        loudness = dict(_DEFAULT_LOUDNESS)  # a copy: the payload is the task's to change
+    elif decoded.loudness is not None:
+        checked_loudness: LoudnessParameters = _checked(
             LoudnessParameters, msgspec.structs.asdict(decoded.loudness), "payload.loudness"
         )
+        loudness = _camel(checked_loudness.resolved().model_dump())
     metadata = None
     if decoded.metadata is not None:
         checked = _checked(
@@ -396,7 +408,7 @@ def _sound_and_tags(decoded: AudioProcessingPayload) -> dict[str, Any]:
             for c in _checked(_CHAPTERS, items, "payload.chapters")
         ]
     return {
-        "loudness": None if loudness is None else _camel(loudness.resolved().model_dump()),
+        "loudness": loudness,
         "metadata": metadata,
         "chapters": chapters,
         "waveform": decoded.waveform,
@@ -406,7 +418,7 @@ def _sound_and_tags(decoded: AudioProcessingPayload) -> dict[str, Any]:
 #: The payload fields issue 12 added, and the canonical value that means the same as their
 #: absence (what a payload stored before them means).
 _ABSENT: dict[str, Any] = {
-    "loudness": _camel(DEFAULT_LOUDNESS.resolved().model_dump()),
+    "loudness": _DEFAULT_LOUDNESS,
     "metadata": None,
     "chapters": None,
     "waveform": True,

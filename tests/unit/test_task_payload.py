@@ -39,6 +39,15 @@ def test_absent_fields_are_stored_resolved() -> None:
     assert TYPE.validate(OLD_REQUEST) == OLD_CANONICAL | DEFAULTS
 
 
+def test_default_loudness_is_each_payload_own() -> None:
+    """The defaults' canonical form is made once; each payload gets its own copy, so one
+    task's payload changed in place changes neither the next one nor what absence means."""
+    first = TYPE.validate(OLD_REQUEST)
+    first["loudness"]["targetLufs"] = -23.0
+    assert TYPE.validate(OLD_REQUEST)["loudness"] == DEFAULTS["loudness"]
+    assert TYPE.comparable(TYPE.validate(OLD_REQUEST)) == OLD_CANONICAL
+
+
 def test_given_fields_are_stored_resolved_and_validate_is_idempotent() -> None:
     canonical = TYPE.validate(FULL)
     assert canonical["loudness"] == {
