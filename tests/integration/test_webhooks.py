@@ -199,8 +199,7 @@ def test_events_left_by_a_dead_process_are_delivered_after_restart(
     for task in tasks:
         report(dead, task, WorkflowStatus.RUNNING)
     assert dead.webhook_deliverer.fan_out() == 3
-    claimed = dead.webhook_deliverer._claim()  # claimed, then the process is gone
-    assert claimed is not None
+    (claimed,) = dead.webhook_deliverer._claim(1)  # claimed, then the process is gone
     restarted = build_services(settings, session_factory=session_factory)
     try:
         restarted.webhook_deliverer.start()
@@ -209,7 +208,7 @@ def test_events_left_by_a_dead_process_are_delivered_after_restart(
     finally:
         restarted.webhook_deliverer.stop()
     ids = [webhook_id for webhook_id, _ in receiver.received]
-    assert sorted(ids) == sorted({claimed[1], *ids}) and len(ids) == 3  # each once
+    assert sorted(ids) == sorted({claimed.webhook_id, *ids}) and len(ids) == 3  # each once
 
 
 def _flagged(session_factory: sessionmaker[Session], task_id: uuid.UUID) -> list[str]:
