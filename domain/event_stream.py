@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import autocommit_engine
 from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus
 from db.repositories import TaskRepository
-from domain.events import NOTIFY_CHANNEL, status_event_type
+from domain.events import NOTIFY_CHANNEL, CommittedProgress, status_event_type
 from domain.views import task_view
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ HOLE_S: Final = 1.0
 #: several committed meanwhile (one query and one wake-up of the loop for them all).
 POLL_GAP_S: Final = 0.005
 LOOKBACK: Final = 256
+#: At most how many tasks' newest handed ids the hub keeps (`EventHub._last`).
+LAST_IDS: Final = 100_000
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,15 @@ class EventHub:
         self.closed = False
         #: Polls of the log so far (PostgreSQL), for tests.
         self.polls = 0
+        #: Progress events this process committed (`progress_committed`, from the endpoint's
+        #: threads), waiting for the loop; and whether the loop was asked to take them.
+        self._inbox: deque[CommittedProgress] = deque()
+        self._inbox_asked = False
+        #: Per task, the newest event id handed to its streams: the hub hands a task's
+        #: events in id order, so a status event at or below it has reached them.
+        self._last: dict[uuid.UUID, int] = {}
+        #: Progress events handed over without a poll (`progress_committed`), for tests.
+        self.handed_directly = 0
 
     async def start(self) -> None:
         # Made here, in the server's loop: an app may be started again in another loop.
@@ -366,6 +377,56 @@ class EventHub:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._look.set)
 
+    def progress_committed(self, progress: CommittedProgress) -> None:
+        """This process just committed a plain report's progress event (the progress
+        endpoint's thread): the loop hands it to the streams at once when that keeps each
+        task's events in order (`_take_inbox`), and polls the log otherwise."""
+        loop = self._loop
+        if loop is None or not self._open:
+            return
+        self._inbox.append(progress)
+        if not self._inbox_asked:
+            self._inbox_asked = True
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        """In the loop: hand out the progress events this process committed.
+
+        An event goes out at once when its task's newest status event (as the report's
+        statement saw it) has already been handed to the streams, and no status change
+        slipped in between the statement's snapshot and its row lock; a task the hub has
+        handed nothing of yet, or one that may have news the hub has not read, is left to
+        the poll, which this asks for. An event below what its task's streams already got
+        is a superseded progress value: dropped (the log no longer holds it either)."""
+        self._inbox_asked = False
+        look = False
+        while self._inbox:
+            progress = self._inbox.popleft()
+            event_id, task_id = progress.event_id, progress.task_id
+            if event_id in self._seen or not (task_id in self._by_task or self._everything):
+                continue
+            last = self._last.get(task_id)
+            if last is not None and event_id <= last:
+                self._seen.add(event_id)
+                continue
+            if last is None or progress.status_event_id > last or not progress.consistent:
+                look = True
+                continue
+            self._seen.add(event_id)
+            self.handed_directly += 1
+            self._hand_out(
+                LoggedEvent(
+                    stream_event(event_id, PROGRESS_EVENT, progress.data),
+                    task_id,
+                    _status_of(progress.data),
+                    progress.task_type,
+                    progress.episode_id,
+                )
+            )
+        if look:
+            self._look.set()
+
     def subscribe(
         self, task_id: uuid.UUID | None, where: EventFilter | None = None
     ) -> Subscription:
@@ -390,13 +451,20 @@ class EventHub:
         self._open -= 1
         if not subscribers and subscription.task_id is not None:
             del self._by_task[subscription.task_id]
+            if not self._everything:
+                self._last.pop(subscription.task_id, None)
+        if not self._open:
+            self._last.clear()
 
     @property
     def subscriptions(self) -> int:
         return self._open
 
     def _hand_out(self, event: LoggedEvent) -> None:
-        """Hand a polled event to the streams whose filter takes it, and wake them."""
+        """Hand an event to the streams whose filter takes it, and wake them."""
+        if len(self._last) >= LAST_IDS:  # all-task streams over many tasks: start afresh
+            self._last.clear()
+        self._last[event.task_id] = max(event.event.id, self._last.get(event.task_id, 0))
         for subscription in self._by_task.get(event.task_id, ()):
             subscription.hand(event.event)
         for subscription in self._everything:
@@ -532,6 +600,8 @@ class EventHub:
             if event_id in self._seen or not (task_id in self._by_task or self._everything):
                 continue
             self._seen.add(event_id)
+            if event_type == PROGRESS_EVENT and event_id < self._last.get(task_id, 0):
+                continue  # superseded by a later event handed over by this process
             body = json.loads(data)
             self._hand_out(
                 LoggedEvent(

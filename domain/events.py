@@ -31,7 +31,8 @@ hub look at once.
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, delete, func, insert, literal_column, select, text, true
 from sqlalchemy.dialects import postgresql
@@ -47,7 +48,9 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "PROGRESS_EVENT",
     "WEBHOOK_EVENT_TYPES",
+    "CommittedProgress",
     "EventLog",
+    "EventSink",
     "progress_data",
     "record_status_change",
     "status_event_type",
@@ -113,12 +116,43 @@ def progress_data(
     }
 
 
+@dataclass(frozen=True)
+class CommittedProgress:
+    """A plain report's progress event as its statement wrote it (PostgreSQL): what the
+    event hub of the process that applied it may hand its streams at once, without reading
+    the log (`domain.event_stream.EventHub.progress_committed`)."""
+
+    event_id: int
+    task_id: uuid.UUID
+    #: The event's body (`progress_data`).
+    data: dict[str, Any]
+    task_type: str
+    episode_id: str | None
+    #: The task's newest status event in the statement's snapshot (0: none): a stream must
+    #: have it before this event.
+    status_event_id: int
+    #: The task's status in the snapshot is the one the statement left: no status change
+    #: committed between the snapshot and the row lock (which `status_event_id` would miss).
+    consistent: bool
+
+
+class EventSink(Protocol):
+    """Where a writer tells this process's event streams what it committed (the hub)."""
+
+    def look_now(self) -> None:
+        """Something was committed: read the log now."""
+
+    def progress_committed(self, progress: CommittedProgress) -> None:
+        """A plain report's progress event was committed (see `CommittedProgress`)."""
+
+
 def progress_upsert_cte(t: CTE, w: CTE) -> CTE:
     """PostgreSQL: the progress hot path's third CTE, after the workflow's (`w`) and the
     task's (`t`) updates: the task's progress row, inserted or rewritten with a new id.
 
-    Nothing when `t` updated nothing (an older attempt's report). The statement must add
-    it with `add_cte` (nothing refers to it). The body's keys are `progress_data`'s.
+    Nothing when `t` updated nothing (an older attempt's report). It returns the new id
+    (the statement joins it to report the event to this process's hub). The body's keys
+    are `progress_data`'s.
     """
     data = func.json_build_object(
         literal_column("'taskId'"),
@@ -154,7 +188,7 @@ def progress_upsert_cte(t: CTE, w: CTE) -> CTE:
             "created_at": statement.excluded.created_at,
         },
     )
-    return statement.cte("e")
+    return statement.returning(_EVENTS.c.id).cte("e")
 
 
 def replace_progress_sqlite(

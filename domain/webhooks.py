@@ -469,7 +469,11 @@ class WebhookDeliverer:
                 self._release(claimed[n:])
                 break
             attempt = send(
-                client, self.settings, self.signer, delivery.url, delivery.webhook_id,
+                client,
+                self.settings,
+                self.signer,
+                delivery.url,
+                delivery.webhook_id,
                 delivery.body,
             )
             done.append((delivery, attempt))
@@ -539,9 +543,7 @@ def _safe(url: str) -> str:
 class WebhookService:
     """Reading deliveries and asking for one again (the API's endpoints)."""
 
-    def __init__(
-        self, session_factory: sessionmaker[Session], deliverer: WebhookDeliverer
-    ) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], deliverer: WebhookDeliverer) -> None:
         self.session_factory = session_factory
         self.deliverer = deliverer
 

@@ -17,7 +17,7 @@ from core.errors import ConflictError
 from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.engine import autocommit_engine
-from db.models import Task, TaskStatus, Workflow, WorkflowStatus, without_nul
+from db.models import Task, TaskEvent, TaskStatus, Workflow, WorkflowStatus, without_nul
 from db.repositories import TaskRepository, WorkflowRepository
 from domain import events, lifecycle
 from domain.lifecycle import Writer
@@ -42,6 +42,7 @@ class ProgressUpdate:
 
 _WORKFLOWS = cast(Table, Workflow.__table__)
 _TASKS = cast(Table, Task.__table__)
+_EVENTS = cast(Table, TaskEvent.__table__)
 
 
 def _plain_workflow_update(plain: tuple[WorkflowStatus, ...]) -> Any:
@@ -123,11 +124,23 @@ def _single_statement_progress(
         .returning(*_TASKS.c)
         .cte("t")
     )
-    return (
-        select(*(c.label(f"w_{c.name}") for c in w.c), *(c.label(f"t_{c.name}") for c in t.c))
-        .select_from(w.outerjoin(t, true()))
-        .add_cte(events.progress_upsert_cte(t, w))
+    e = events.progress_upsert_cte(t, w)
+    # For this process's event hub (`events.CommittedProgress`): the task's newest status
+    # event and its status as the statement's snapshot shows them (a subquery does not see
+    # the CTEs' writes, and reads the snapshot, not the row the update waited for).
+    last_status_event = (
+        select(func.coalesce(func.max(_EVENTS.c.id), 0))
+        .where(_EVENTS.c.task_id == w.c.task_id, _EVENTS.c.type != events.PROGRESS_EVENT)
+        .scalar_subquery()
     )
+    snapshot_status = select(_TASKS.c.status).where(_TASKS.c.id == w.c.task_id).scalar_subquery()
+    return select(
+        *(c.label(f"w_{c.name}") for c in w.c),
+        *(c.label(f"t_{c.name}") for c in t.c),
+        e.c.id.label("e_id"),
+        last_status_event.label("e_status_event_id"),
+        snapshot_status.label("e_snapshot_status"),
+    ).select_from(w.outerjoin(t, true()).outerjoin(e, true()))
 
 
 _SINGLE_STATEMENT_PROGRESS = _single_statement_progress()
@@ -246,6 +259,9 @@ class WorkflowService:
         bind = session_factory.kw.get("bind")
         #: On PostgreSQL, plain reports run as one autocommitted statement.
         self._autocommit = autocommit_engine(bind) if isinstance(bind, Engine) else None
+        #: This process's event streams (the hub, set by `build_services`): told of each
+        #: report this service applied.
+        self.event_sink: events.EventSink | None = None
 
     def get(self, workflow_id: uuid.UUID) -> Workflow:
         with self.session_factory() as session:
@@ -294,6 +310,8 @@ class WorkflowService:
                 task.error_kind = update.error_kind
             session.flush()
             events.record_status_change(session, task, before)
+        if self.event_sink is not None:
+            self.event_sink.look_now()
         self._publish_if_done(workflow, task)
         return workflow, task
 
@@ -358,7 +376,9 @@ class WorkflowService:
                 ),
                 workflow.updated_at,
             )
-            return workflow, task
+        if self.event_sink is not None:
+            self.event_sink.look_now()
+        return workflow, task
 
     def _apply_plain_progress_pg(
         self, engine: Engine, update: ProgressUpdate, params: dict[str, Any]
@@ -383,7 +403,22 @@ class WorkflowService:
         if values["t_id"] is None:  # an older attempt's news: the task follows another workflow
             with self.session_factory() as session:
                 return workflow, session.get_one(Task, update.task_id)
-        return workflow, Task(**{name: values[f"t_{name}"] for name in _T_COLUMNS})
+        task = Task(**{name: values[f"t_{name}"] for name in _T_COLUMNS})
+        if self.event_sink is not None:
+            self.event_sink.progress_committed(
+                events.CommittedProgress(
+                    event_id=values["e_id"],
+                    task_id=task.id,
+                    data=events.progress_data(
+                        task.id, task.status, task.progress, task.current_step, workflow.message
+                    ),
+                    task_type=task.type,
+                    episode_id=task.episode_id,
+                    status_event_id=values["e_status_event_id"],
+                    consistent=values["e_snapshot_status"] == task.status,
+                )
+            )
+        return workflow, task
 
     def correct(
         self,

@@ -68,9 +68,7 @@ def hook_settings(base: Settings, **changes: Any) -> Settings:
 
 
 @pytest.fixture
-def services(
-    base_settings: Settings, session_factory: sessionmaker[Session]
-) -> Iterator[Services]:
+def services(base_settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Services]:
     """The services with webhooks on; the test starts the delivery threads it needs (the
     dispatcher's are never started: no flow runs here, the test reports as a flow would)."""
     built = build_services(hook_settings(base_settings), session_factory=session_factory)
@@ -79,9 +77,7 @@ def services(
 
 
 def new_task(services: Services, callback_url: str | None) -> Task:
-    return services.tasks.create_task(
-        "audio_processing", PAYLOAD, callback_url=callback_url
-    ).task
+    return services.tasks.create_task("audio_processing", PAYLOAD, callback_url=callback_url).task
 
 
 def report(services: Services, task: Task, status: WorkflowStatus, **fields: Any) -> Task:
@@ -215,9 +211,7 @@ def _flagged(session_factory: sessionmaker[Session], task_id: uuid.UUID) -> list
     with session_factory() as session:
         return list(
             session.scalars(
-                select(TaskEvent.type).where(
-                    TaskEvent.task_id == task_id, TaskEvent.fanout_pending
-                )
+                select(TaskEvent.type).where(TaskEvent.task_id == task_id, TaskEvent.fanout_pending)
             )
         )
 
