@@ -211,3 +211,76 @@ def test_an_event_that_commits_after_a_later_one_still_reaches_the_streams(
     asyncio.run(run())
     assert [e.type for e in got] == ["task.progress", "task.failed"]
     assert got[1].data["taskId"] == str(slow_task.id)
+
+
+def test_a_report_applied_here_reaches_the_streams_with_the_poll_stopped_and_in_order(
+    base_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """The workflow service hands a plain report's event to its process's hub: it reaches a
+    task's stream with the hub's poll stopped (cancelled: no read of the log can bring
+    it). A report whose task has a status event the hub has not handed out yet (written
+    by another process, not polled) is not handed over ahead of it: the poll, restarted,
+    brings both, in id order."""
+    task, workflow_id = _running_task(session_factory, "ep-direct")
+    reader = CountingReader(session_factory)
+    hub = EventHub(base_settings.database.url, reader)
+    service = EventStreamService(hub, reader)
+    workflows = WorkflowService(session_factory)
+    workflows.event_sink = hub
+    got: list[StreamEvent] = []
+
+    async def consume() -> None:
+        where = EventFilter(task_id=task.id)
+        async for item in service.follow(where, last_event_id=None, keepalive_s=300):
+            if not isinstance(item, KeepAlive):
+                got.append(item)
+
+    def report(**fields: Any) -> Awaitable[Any]:
+        return asyncio.to_thread(
+            lambda: workflows.apply_progress(ProgressUpdate(task.id, workflow_id, **fields))
+        )
+
+    async def run() -> None:
+        await hub.start()
+        consumer = asyncio.create_task(consume())
+        try:
+            await _until("the replay", lambda: len(got) == 1 and hub.subscriptions == 1)
+            # The hub has handed nothing of this task yet: the first report goes by the poll.
+            await report(progress=10)
+            await _until("the first progress", lambda: len(got) == 2)
+            assert hub.handed_directly == 0
+            assert hub._poller is not None
+            hub._poller.cancel()
+            await asyncio.gather(hub._poller, return_exceptions=True)
+            polls = hub.polls
+
+            await report(progress=20, step="encode")
+            await _until("the second progress, with no poll", lambda: len(got) == 3)
+            assert hub.polls == polls and hub.handed_directly == 1 and reader.reads == 1
+
+            # Another process's status change, which the stopped poll cannot read.
+            with session_factory.begin() as session:
+                other = TaskEvent(task_id=task.id, type="task.processing",
+                                  data={"id": str(task.id), "status": "processing",
+                                        "progress": 20, "currentStep": "retry"},
+                                  created_at=utcnow())
+                session.add(other)
+            await report(progress=30)  # the hub's loop took it before this returns
+            assert hub.handed_directly == 1 and len(got) == 3  # held back for the poll
+
+            hub._poller = asyncio.create_task(hub._poll_postgres())
+            await _until("the poll's events", lambda: len(got) == 5)
+        finally:
+            await hub.stop()
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+
+    asyncio.run(run())
+    assert [(e.type, e.data["progress"]) for e in got] == [
+        ("task.processing", 0),
+        ("task.progress", 10),
+        ("task.progress", 20),
+        ("task.processing", 20),
+        ("task.progress", 30),
+    ]
+    assert [e.id for e in got] == sorted(e.id for e in got)
