@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import autocommit_engine
 from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus
 from db.repositories import TaskRepository
-from domain.events import NOTIFY_CHANNEL, CommittedProgress, status_event_type
+from domain.events import NOTIFY_CHANNEL, CommittedEvent, status_event_type
 from domain.views import task_view
 
 log = logging.getLogger(__name__)
@@ -323,14 +323,14 @@ class EventHub:
         self.closed = False
         #: Polls of the log so far (PostgreSQL), for tests.
         self.polls = 0
-        #: Progress events this process committed (`progress_committed`, from the endpoint's
-        #: threads), waiting for the loop; and whether the loop was asked to take them.
-        self._inbox: deque[CommittedProgress] = deque()
+        #: Events this process committed (`committed`, from the writers' threads), waiting
+        #: for the loop; and whether the loop was asked to take them.
+        self._inbox: deque[CommittedEvent] = deque()
         self._inbox_asked = False
         #: Per task, the newest event id handed to its streams: the hub hands a task's
         #: events in id order, so a status event at or below it has reached them.
         self._last: dict[uuid.UUID, int] = {}
-        #: Progress events handed over without a poll (`progress_committed`), for tests.
+        #: Events handed over without a poll (`committed`), for tests.
         self.handed_directly = 0
 
     async def start(self) -> None:
@@ -377,51 +377,52 @@ class EventHub:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._look.set)
 
-    def progress_committed(self, progress: CommittedProgress) -> None:
-        """This process just committed a plain report's progress event (the progress
-        endpoint's thread): the loop hands it to the streams at once when that keeps each
+    def committed(self, event: CommittedEvent) -> None:
+        """This process just committed an event (a writer's thread: the progress endpoint,
+        a status change): the loop hands it to the streams at once when that keeps each
         task's events in order (`_take_inbox`), and polls the log otherwise."""
         loop = self._loop
         if loop is None or not self._open:
             return
-        self._inbox.append(progress)
+        self._inbox.append(event)
         if not self._inbox_asked:
             self._inbox_asked = True
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._take_inbox)
 
     def _take_inbox(self) -> None:
-        """In the loop: hand out the progress events this process committed.
+        """In the loop: hand out the events this process committed.
 
-        An event goes out at once when its task's newest status event (as the report's
-        statement saw it) has already been handed to the streams, and no status change
-        slipped in between the statement's snapshot and its row lock; a task the hub has
-        handed nothing of yet, or one that may have news the hub has not read, is left to
-        the poll, which this asks for. An event below what its task's streams already got
-        is a superseded progress value: dropped (the log no longer holds it either)."""
+        An event goes out at once when the event of its task it must follow (`after_id`)
+        has already been handed to the streams (the hub hands each task's events in id
+        order, so every one before it has too); a task the hub has handed nothing of yet,
+        or one that may have news the hub has not read, is left to the poll, which this
+        asks for. An event below what its task's streams already got is dropped: a
+        progress value superseded (the log no longer holds it either), or one the poll
+        handed out already."""
         self._inbox_asked = False
         look = False
         while self._inbox:
-            progress = self._inbox.popleft()
-            event_id, task_id = progress.event_id, progress.task_id
+            event = self._inbox.popleft()
+            event_id, task_id = event.event_id, event.task_id
             if event_id in self._seen or not (task_id in self._by_task or self._everything):
                 continue
             last = self._last.get(task_id)
-            if last is not None and event_id <= last:
+            if last is not None and event_id <= last:  # behind what the streams got
                 self._seen.add(event_id)
                 continue
-            if last is None or progress.status_event_id > last or not progress.consistent:
+            if last is None or event.after_id > last or not event.consistent:
                 look = True
                 continue
             self._seen.add(event_id)
             self.handed_directly += 1
             self._hand_out(
                 LoggedEvent(
-                    stream_event(event_id, PROGRESS_EVENT, progress.data),
+                    stream_event(event_id, event.type, event.data),
                     task_id,
-                    _status_of(progress.data),
-                    progress.task_type,
-                    progress.episode_id,
+                    _status_of(event.data),
+                    event.task_type,
+                    event.episode_id,
                 )
             )
         if look:

@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, delete, func, insert, literal_column, select, text, true
+from sqlalchemy import Table, bindparam, delete, func, insert, literal_column, select, text, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.selectable import CTE
@@ -48,7 +48,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "PROGRESS_EVENT",
     "WEBHOOK_EVENT_TYPES",
-    "CommittedProgress",
+    "CommittedEvent",
     "EventLog",
     "EventSink",
     "progress_data",
@@ -80,8 +80,27 @@ WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset(
 )
 
 
-def record_status_change(session: Session, task: Task, before: TaskStatus) -> TaskEvent | None:
-    """Append the task's status event if its status is no longer `before`.
+#: A status event appended (Core: no ORM object per event), and its id.
+_APPEND_STATUS_EVENT = (
+    insert(_EVENTS)
+    .values(
+        task_id=bindparam("task_id"),
+        type=bindparam("type"),
+        data=bindparam("data", type_=_EVENTS.c.data.type),
+        created_at=bindparam("created_at", type_=_EVENTS.c.created_at.type),
+        fanout_pending=bindparam("fanout_pending"),
+    )
+    .returning(_EVENTS.c.id)
+)
+#: The task's newest event (0: none).
+_NEWEST_OF_TASK = select(func.coalesce(func.max(_EVENTS.c.id), 0)).where(
+    _EVENTS.c.task_id == bindparam("task_id")
+)
+
+
+def record_status_change(session: Session, task: Task, before: TaskStatus) -> CommittedEvent | None:
+    """Append the task's status event if its status is no longer `before`; the event as
+    written (for this process's event hub, once the transaction has committed).
 
     Call after applying the change, inside its transaction, with the task's row locked
     (every writer does). Flushes first, so the event shows the task as committed
@@ -90,17 +109,22 @@ def record_status_change(session: Session, task: Task, before: TaskStatus) -> Ta
     if task.status is before:
         return None
     session.flush()
-    event = TaskEvent(
-        task_id=task.id,
-        type=status_event_type(task.status),
-        data=task_view(task),
-        created_at=utcnow(),
-        # Webhook events wait for their deliveries (`domain.webhooks` makes them).
-        fanout_pending=status_event_type(task.status) in WEBHOOK_EVENT_TYPES,
-    )
-    session.add(event)
-    session.flush()
-    return event
+    event_type = status_event_type(task.status)
+    data = task_view(task)
+    # Under the task's row lock: no other event of the task can commit meanwhile.
+    after_id = session.execute(_NEWEST_OF_TASK, {"task_id": task.id}).scalar_one()
+    event_id = session.execute(
+        _APPEND_STATUS_EVENT,
+        {
+            "task_id": task.id,
+            "type": event_type,
+            "data": data,
+            "created_at": utcnow(),
+            # Webhook events wait for their deliveries (`domain.webhooks` makes them).
+            "fanout_pending": event_type in WEBHOOK_EVENT_TYPES,
+        },
+    ).scalar_one()
+    return CommittedEvent(event_id, task.id, event_type, data, task.type, task.episode_id, after_id)
 
 
 def progress_data(
@@ -117,23 +141,26 @@ def progress_data(
 
 
 @dataclass(frozen=True)
-class CommittedProgress:
-    """A plain report's progress event as its statement wrote it (PostgreSQL): what the
-    event hub of the process that applied it may hand its streams at once, without reading
-    the log (`domain.event_stream.EventHub.progress_committed`)."""
+class CommittedEvent:
+    """An event as its writer committed it: what the event hub of the process that wrote
+    it may hand its streams at once, without reading the log
+    (`domain.event_stream.EventHub.committed`)."""
 
     event_id: int
     task_id: uuid.UUID
-    #: The event's body (`progress_data`).
+    type: str
+    #: The event's body, as the log holds it.
     data: dict[str, Any]
     task_type: str
     episode_id: str | None
-    #: The task's newest status event in the statement's snapshot (0: none): a stream must
-    #: have it before this event.
-    status_event_id: int
-    #: The task's status in the snapshot is the one the statement left: no status change
-    #: committed between the snapshot and the row lock (which `status_event_id` would miss).
-    consistent: bool
+    #: An event of the task a stream must have been handed before this one (0: none): for
+    #: a status event the task's newest before it, read under the task's row lock; for a
+    #: plain report's progress its newest status event as the statement's snapshot saw it.
+    after_id: int
+    #: False when an event of the task may have been committed beside `after_id` without
+    #: being counted (a plain report's snapshot showed another status than the row it
+    #: updated: a status change committed in between).
+    consistent: bool = True
 
 
 class EventSink(Protocol):
@@ -142,8 +169,8 @@ class EventSink(Protocol):
     def look_now(self) -> None:
         """Something was committed: read the log now."""
 
-    def progress_committed(self, progress: CommittedProgress) -> None:
-        """A plain report's progress event was committed (see `CommittedProgress`)."""
+    def committed(self, event: CommittedEvent) -> None:
+        """An event was committed (see `CommittedEvent`)."""
 
 
 def progress_upsert_cte(t: CTE, w: CTE) -> CTE:

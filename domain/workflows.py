@@ -125,7 +125,7 @@ def _single_statement_progress(
         .cte("t")
     )
     e = events.progress_upsert_cte(t, w)
-    # For this process's event hub (`events.CommittedProgress`): the task's newest status
+    # For this process's event hub (`events.CommittedEvent`): the task's newest status
     # event and its status as the statement's snapshot shows them (a subquery does not see
     # the CTEs' writes, and reads the snapshot, not the row the update waited for).
     last_status_event = (
@@ -138,7 +138,7 @@ def _single_statement_progress(
         *(c.label(f"w_{c.name}") for c in w.c),
         *(c.label(f"t_{c.name}") for c in t.c),
         e.c.id.label("e_id"),
-        last_status_event.label("e_status_event_id"),
+        last_status_event.label("e_after_id"),
         snapshot_status.label("e_snapshot_status"),
     ).select_from(w.outerjoin(t, true()).outerjoin(e, true()))
 
@@ -309,11 +309,20 @@ class WorkflowService:
             if update.error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = update.error_kind
             session.flush()
-            events.record_status_change(session, task, before)
-        if self.event_sink is not None:
-            self.event_sink.look_now()
+            event = events.record_status_change(session, task, before)
+        self._tell_streams(event)
         self._publish_if_done(workflow, task)
         return workflow, task
+
+    def _tell_streams(self, event: events.CommittedEvent | None) -> None:
+        """After a commit: this process's streams get the status event at once (or read
+        the log, when there is none)."""
+        if self.event_sink is None:
+            return
+        if event is None:
+            self.event_sink.look_now()
+        else:
+            self.event_sink.committed(event)
 
     def _publish_if_done(self, workflow: Workflow, task: Task) -> None:
         """After a committed completion of the task's current workflow: the manifest."""
@@ -405,16 +414,17 @@ class WorkflowService:
                 return workflow, session.get_one(Task, update.task_id)
         task = Task(**{name: values[f"t_{name}"] for name in _T_COLUMNS})
         if self.event_sink is not None:
-            self.event_sink.progress_committed(
-                events.CommittedProgress(
+            self.event_sink.committed(
+                events.CommittedEvent(
                     event_id=values["e_id"],
                     task_id=task.id,
+                    type=events.PROGRESS_EVENT,
                     data=events.progress_data(
                         task.id, task.status, task.progress, task.current_step, workflow.message
                     ),
                     task_type=task.type,
                     episode_id=task.episode_id,
-                    status_event_id=values["e_status_event_id"],
+                    after_id=values["e_after_id"],
                     consistent=values["e_snapshot_status"] == task.status,
                 )
             )
@@ -479,7 +489,8 @@ class WorkflowService:
             if error_kind is not None and task.workflow_id == workflow.id:
                 task.error_kind = error_kind
             session.flush()
-            events.record_status_change(session, task, before)
+            event = events.record_status_change(session, task, before)
+        self._tell_streams(event)
         self._publish_if_done(workflow, task)
         return workflow, task
 
