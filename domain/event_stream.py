@@ -10,20 +10,28 @@ Notifications: one `EventHub` per process. On PostgreSQL it keeps one `LISTEN` c
 (asyncpg) on the channel the log's trigger notifies for status events, whichever process
 wrote the event, reconnecting when it drops. Progress is not notified (migration 0006).
 While some stream is open the hub polls the log: every `POLL_S`, at once when a
-notification came, and at once when this process's progress endpoint committed a report
-(`look_now`). One poll is one query on the hub's own asyncpg connection, run in the event
-loop (no worker thread, no ORM: it runs up to hundreds of times a second): the events above
-the newest id seen, and for a second the ids seen missing below it (a late commit), with
-their bodies and their tasks' type and episode. The hub hands each open stream the events
-that concern it (a task's own streams; the all-task streams, with their filters applied in
-memory), then wakes it: a stream does not query the log for a live event, so 500 open
-streams cost one read per poll, not 500. Everything live comes through the poll, so a
-stream is handed a task's events in id order (a poll's snapshot that holds an event holds
-every one committed before it). A stream still reads the log itself when it starts (the
-replay), at each keep-alive, when the hub reconnected or failed to read, and when it fell
-more than a page behind. SQLite has no notifications: the hub looks at the log's highest
-id a few times a second instead, and only while some stream is open; then every stream
-reads the log itself.
+notification came, and at once when this process committed an event it did not hand over
+itself (`look_now`, below). One poll is one query on the hub's own asyncpg connection, run
+in the event loop (no worker thread, no ORM: it runs up to hundreds of times a second):
+the events above the newest id seen, and for a second the ids seen missing below it (a
+late commit), with their bodies and their tasks' type and episode. The hub hands each open
+stream the events that concern it (a task's own streams; the all-task streams, with their
+filters applied in memory), then wakes it: a stream does not query the log for a live
+event, so 500 open streams cost one read per poll, not 500. A poll hands a task's events
+in id order (a poll's snapshot that holds an event holds every one committed before it).
+A stream still reads the log itself when it starts (the replay), at each keep-alive, when
+the hub reconnected or failed to read, and when it fell more than a page behind. SQLite has no
+notifications: the hub looks at the log's highest id a few times a second instead, and
+only while some stream is open; then every stream reads the log itself.
+
+Events this process commits (a plain progress report, a status change) need no poll: the
+writer hands the committed event to the hub (`committed`, `domain.events.CommittedEvent`),
+whose loop hands it out at once if the task's event it must follow (`after_id`: for a
+status event the task's newest before it, read under the row lock; for a report its newest
+status event in the statement's snapshot, with the snapshot's status checked against the
+row's) has already gone to the streams; otherwise it asks for a poll. So a task's streams
+are still handed its events in id order, whichever way each came, and an event that came
+both ways goes out once (the hub remembers the ids it handed out).
 
 Order: within one task, ids follow commit order (`domain.events`) and notifications
 arrive in commit order, so a task's stream sends what it is handed, or reads, "after the

@@ -24,8 +24,8 @@ audioflow_task_events` with `{"id", "taskId", "type"}` for each status event wri
 delivered when the writer commits. Progress is not notified: a notifying transaction holds
 a database-wide lock from its commit through its WAL flush, which serialised the progress
 hot path (bench scenario 6: 0.71-0.79x its rate); event streams' hub polls the log for it
-instead (`domain.event_stream`), and the API process that applied a report makes its own
-hub look at once.
+instead (`domain.event_stream`), and the API process that applied a report hands the
+event to its own hub (`CommittedEvent`), as it does a status change's.
 """
 
 from __future__ import annotations

@@ -17,7 +17,13 @@
   threads' poll (`AUDIOFLOW_WEBHOOK_POLL_S`) is the fallback and the retries' clock.
 * Never twice at once: rows are claimed with `FOR UPDATE SKIP LOCKED` and leased
   (`next_attempt_at` pushed past one attempt's longest time) in a short transaction, as
-  the flow-run dispatcher claims workflows (`domain.dispatch`).
+  the flow-run dispatcher claims workflows (`domain.dispatch`); a new event's deliveries
+  are leased to the thread that makes them, in the fan-out's transaction (their first
+  attempt needs no claim). A thread sends what it took one after another, each only while
+  its lease still outlasts a whole attempt, and releases the rest.
+* Cheap: fan-out, claim and attempt records are Core statements built once (no ORM object
+  per row), a pass's attempts are recorded in one transaction, and a pass that found less
+  than it could take is not followed by an empty one.
 * Retries: `AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S` (default attempts at 0 s, 5 s, 15 s, then
   backing off to 12 h; the last about 27.6 h after the first). Every attempt is recorded
   on its row (time, status code, error, duration, the first 256 characters of the answer).
