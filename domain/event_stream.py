@@ -488,14 +488,21 @@ class EventHub:
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         """A status event was committed: poll now (the poll reads it, in id order with the
-        progress around it), and wake the webhook deliverer."""
+        progress around it), and wake the webhook deliverer. No poll for an event no open
+        stream takes (another task's), or one this process handed out already."""
         try:
             message = json.loads(payload)
             event_type = str(message["type"])
+            event_id = int(message["id"])
+            task_id = uuid.UUID(str(message["taskId"]))
         except (ValueError, KeyError, TypeError):
             log.warning("event hub: unreadable notification %r", payload[:200])
             return
-        if self._open:
+        if (
+            self._open
+            and (task_id in self._by_task or self._everything)
+            and event_id not in self._seen
+        ):
             self._look.set()
         if self.on_event is not None:
             self.on_event(event_type)

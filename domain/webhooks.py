@@ -35,6 +35,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import logging
 import time
@@ -84,6 +86,16 @@ CLAIM_BATCH = 16
 #: tens of seconds, longer than a claim's lease). A resolution given up on finishes in
 #: its pool thread; a handful are enough, as answers come from the resolver's cache.
 _RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="audioflow-webhook-dns")
+
+
+@functools.lru_cache(maxsize=256)
+def _numeric_host(url: str) -> bool:
+    """Whether the URL's host is an IP address (resolving it asks no resolver)."""
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
 
 
 def check_callback_url(url: str, settings: WebhookSettings) -> None:
@@ -166,9 +178,13 @@ def send(
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    resolving = _RESOLVER.submit(resolve_allowed, url, allow_private=settings.allow_private)
     try:
-        addresses = resolving.result(timeout=settings.timeout_s)
+        if _numeric_host(url):  # nothing to look up: no hand-off to the resolver's pool
+            addresses = resolve_allowed(url, allow_private=settings.allow_private)
+        else:
+            addresses = _RESOLVER.submit(
+                resolve_allowed, url, allow_private=settings.allow_private
+            ).result(timeout=settings.timeout_s)
     except FutureTimeout:
         return Attempt(None, "name resolution timed out", None, elapsed_ms())
     except UnsafeUrlError as exc:

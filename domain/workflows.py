@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import ConflictError
+from core.errors import ConflictError, NotFoundError
 from core.storage.base import ObjectStore
 from db.base import utcnow
 from db.engine import autocommit_engine
@@ -289,16 +289,18 @@ class WorkflowService:
             # No live workflow matched: the general path finds out why (404, 409) or
             # applies the queued -> running transition the plain path leaves to it.
         with self.session_factory.begin() as session:
-            workflows = WorkflowRepository(session)
-            tasks = TaskRepository(session)
             # Row locks in one order everywhere (workflow, then task) so writers never deadlock.
-            workflow = workflows.get_existing(update.workflow_id, with_for_update=True)
+            # `Session.get`, not the repositories: a third of a status change's CPU went to
+            # building their statements.
+            workflow = session.get(Workflow, update.workflow_id, with_for_update=True)
+            if workflow is None:
+                raise NotFoundError(f"workflow {update.workflow_id} not found")
             if workflow.task_id != update.task_id:
-                tasks.get_existing(update.task_id)
+                TaskRepository(session).get_existing(update.task_id)
                 raise ConflictError(
                     f"workflow {update.workflow_id} does not belong to task {update.task_id}"
                 )
-            task = tasks.get_one_or_none(id=update.task_id, with_for_update=True)
+            task = session.get(Task, update.task_id, with_for_update=True)
             assert task is not None  # the foreign key guarantees it
             new_status = update.status or workflow.status
             if not lifecycle.allows(writer, workflow.status, new_status):
