@@ -290,8 +290,8 @@ class WorkflowService:
             # applies the queued -> running transition the plain path leaves to it.
         with self.session_factory.begin() as session:
             # Row locks in one order everywhere (workflow, then task) so writers never deadlock.
-            # `Session.get`, not the repositories: a third of a status change's CPU went to
-            # building their statements.
+            # `Session.get`, not the repositories' reads: 0.1-0.2 ms less CPU per status
+            # change (1.19 against 1.33-1.39 ms for the transaction with both reads).
             workflow = session.get(Workflow, update.workflow_id, with_for_update=True)
             if workflow is None:
                 raise NotFoundError(f"workflow {update.workflow_id} not found")
