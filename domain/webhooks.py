@@ -51,12 +51,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.settings import WebhookSettings
 from db.base import utcnow
+from db.engine import autocommit_engine
 from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, without_nul
 from db.repositories import TaskRepository
 from domain.events import WEBHOOK_EVENT_TYPES
@@ -229,11 +232,14 @@ def send(
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery leased to one thread: what its attempt sends."""
+    """A delivery leased to one thread: what its attempt sends, and its attempts so far
+    (while the lease holds, no one else writes the row)."""
 
     id: uuid.UUID
     url: str
     body: str
+    attempts: int = 0
+    attempt_log: tuple[dict[str, Any], ...] = ()
 
     @property
     def webhook_id(self) -> str:
@@ -270,6 +276,8 @@ _DUE = (
     select(
         _DELIVERIES.c.id,
         _DELIVERIES.c.url,
+        _DELIVERIES.c.attempts,
+        _DELIVERIES.c.attempt_log,
         _EVENTS.c.type,
         _EVENTS.c.created_at,
         _EVENTS.c.data,
@@ -300,11 +308,6 @@ _RELEASE = (
         _DELIVERIES.c.status == DeliveryStatus.PENDING,
     )
     .values(next_attempt_at=bindparam("now"))
-)
-_ATTEMPTED = (
-    select(_DELIVERIES.c.id, _DELIVERIES.c.attempts, _DELIVERIES.c.attempt_log)
-    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
-    .with_for_update()
 )
 _RECORD = (
     update(_DELIVERIES)
@@ -342,6 +345,9 @@ class WebhookDeliverer:
         )
         #: When a pass last claimed due deliveries (`time.monotonic()`, any thread).
         self._claimed_at = 0.0
+        bind = session_factory.kw.get("bind")
+        #: PostgreSQL: the autocommit pool the attempts are recorded on (`_write`).
+        self._autocommit = autocommit_engine(bind) if isinstance(bind, Engine) else None
 
     # -- the background loop (domain.polling_threads) ----------------------------------------
 
@@ -475,7 +481,16 @@ class WebhookDeliverer:
                 return []
             until = now + timedelta(seconds=self.settings.claim_lease_s)
             session.execute(_LEASE, {"ids": [row.id for row in rows], "until": until})
-        return [Claimed(row.id, row.url, _body(row.type, row.created_at, row.data)) for row in rows]
+        return [
+            Claimed(
+                row.id,
+                row.url,
+                _body(row.type, row.created_at, row.data),
+                row.attempts,
+                tuple(row.attempt_log),
+            )
+            for row in rows
+        ]
 
     def _send(self, client: httpx.Client, claimed: list[Claimed], leased_at: float) -> None:
         """Send what the pass took, one after another; record the attempts together (and
@@ -506,54 +521,64 @@ class WebhookDeliverer:
             self._record(done)
 
     def _release(self, deliveries: list[Claimed]) -> None:
-        with self.session_factory.begin() as session:
-            session.execute(_RELEASE, {"ids": [d.id for d in deliveries], "now": utcnow()})
+        self._write(_RELEASE, {"ids": [d.id for d in deliveries], "now": utcnow()})
 
     def _record(self, attempts: list[tuple[Claimed, Attempt]]) -> None:
         """The attempts on their rows, and what comes next for each: done, the next try,
-        or given up (one transaction: the rows' counts and logs, then one batched update)."""
+        or given up. The rows are still leased to this thread, so what it knew of them
+        when it took them is still theirs: one batched update, no read (on PostgreSQL in
+        autocommit: each row's update is one statement, and the batch one round trip)."""
         now = utcnow()
         at = _iso(now)
         schedule = self.settings.retry_schedule_s
         params: list[dict[str, Any]] = []
-        with self.session_factory.begin() as session:
-            rows = {
-                row.id: row
-                for row in session.execute(_ATTEMPTED, {"ids": [d.id for d, _ in attempts]})
-            }
-            for delivery, attempt in attempts:
-                row = rows.get(delivery.id)
-                if row is None:
-                    continue  # its task was deleted meanwhile
-                count = row.attempts + 1
-                status, delivered_at, due = DeliveryStatus.PENDING, None, None
-                if attempt.delivered:
-                    status, delivered_at = DeliveryStatus.DELIVERED, now
-                elif attempt.permanent or count > len(schedule):
-                    status = DeliveryStatus.FAILED
-                else:
-                    due = now + timedelta(seconds=schedule[count - 1])
-                params.append(
-                    {
-                        "r_id": delivery.id,
-                        "r_attempts": count,
-                        "r_log": [
-                            *row.attempt_log[-(MAX_LOGGED_ATTEMPTS - 1) :],
-                            attempt.log_entry(at),
-                        ],
-                        "r_code": attempt.status_code,
-                        "r_error": without_nul(attempt.error),
-                        "r_status": status,
-                        "r_delivered_at": delivered_at,
-                        "r_next": due,
-                        "r_now": now,
-                    }
-                )
-            if params:
-                session.execute(_RECORD, params)
+        for delivery, attempt in attempts:
+            count = delivery.attempts + 1
+            status, delivered_at, due = DeliveryStatus.PENDING, None, None
+            if attempt.delivered:
+                status, delivered_at = DeliveryStatus.DELIVERED, now
+            elif attempt.permanent or count > len(schedule):
+                status = DeliveryStatus.FAILED
+            else:
+                due = now + timedelta(seconds=schedule[count - 1])
+            params.append(
+                {
+                    "r_id": delivery.id,
+                    "r_attempts": count,
+                    "r_log": [
+                        *delivery.attempt_log[-(MAX_LOGGED_ATTEMPTS - 1) :],
+                        attempt.log_entry(at),
+                    ],
+                    "r_code": attempt.status_code,
+                    "r_error": without_nul(attempt.error),
+                    "r_status": status,
+                    "r_delivered_at": delivered_at,
+                    "r_next": due,
+                    "r_now": now,
+                }
+            )
+        self._write(_RECORD, params)
         for delivery, attempt in attempts:
             if not attempt.delivered:
                 log.info("webhook %s to %s: %s", delivery.id, _safe(delivery.url), attempt.error)
+
+    def _write(self, statement: Any, params: Any) -> None:
+        """One statement whose rows need no transaction together: on PostgreSQL on the
+        autocommit pool (no BEGIN, COMMIT or pool ping: one round trip; a connection the
+        server dropped fails once and the statement, which sets absolute values, is run
+        again on a new one), elsewhere in a transaction."""
+        if self._autocommit is None:
+            with self.session_factory.begin() as session:
+                session.execute(statement, params)
+            return
+        for attempt in (1, 2):
+            try:
+                with self._autocommit.connect() as conn:
+                    conn.execute(statement, params)
+                return
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
 
 
 def _safe(url: str) -> str:

@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import select, update
@@ -492,3 +494,37 @@ def test_a_committed_webhook_event_wakes_the_delivery_threads(
 
     asyncio.run(run())
     assert receiver.types() == ["task.processing", "task.done"]
+
+
+def test_a_pass_sends_only_while_its_lease_covers_an_attempt_and_releases_the_rest(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """The fan-out leases a new event's deliveries to its thread (no other thread claims
+    them); a thread whose lease no longer outlasts a whole attempt sends none of them and
+    gives them back at once, and what it sent is recorded with its attempt."""
+    settings = hook_settings(base_settings)
+    built = build_services(settings, session_factory=session_factory)
+    deliverer = built.webhook_deliverer
+    tasks = [new_task(built, receiver.url) for _ in range(3)]
+    for task in tasks:
+        report(built, task, WorkflowStatus.RUNNING)
+    made, mine, left = deliverer._fan_out(2)
+    assert (made, len(mine), left) == (3, 2, True)
+    (free,) = deliverer._claim()  # the third only: the other two are leased
+    assert free.id not in {d.id for d in mine}
+    lease = settings.webhooks.claim_lease_s
+    with httpx.Client() as client:
+        deliverer._send(client, mine, time.monotonic() - lease)  # the lease is spent
+        assert receiver.received == []
+        again = deliverer._claim()
+        assert sorted(d.id for d in again) == sorted(d.id for d in mine)
+        deliverer._send(client, again, time.monotonic())
+    assert sorted(i for i, _ in receiver.received) == sorted(d.webhook_id for d in again)
+    for delivery in again:
+        (row,) = [r for r in deliveries(built, delivery_task(built, delivery.id))]
+        assert row.status is DeliveryStatus.DELIVERED and len(row.attempt_log) == 1
+
+
+def delivery_task(services: Services, delivery_id: uuid.UUID) -> uuid.UUID:
+    with services.session_factory() as session:
+        return session.get_one(WebhookDelivery, delivery_id).task_id
