@@ -349,6 +349,9 @@ class EventHub:
         self._look_asked = False
         self._loop = asyncio.get_running_loop()
         self._seen = SentIds()
+        self._last = {}
+        self._inbox.clear()
+        self._inbox_asked = False
         if self.postgres:
             self._poller = asyncio.create_task(self._poll_postgres(), name="event-hub-poll")
         listen = self._listen_postgres if self.postgres else self._poll_sqlite
