@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from domain.contracts import ErrorKind, ReprocessParameters
+from domain.uploads import PresignedUpload, UploadedAudio, UploadedImage
 from domain.views import OutStruct as OutStruct
 from domain.views import TaskOut as TaskOut
 from domain.wire import wire_struct
@@ -90,27 +91,13 @@ class HealthOut(msgspec.Struct, rename="camel", omit_defaults=True):
     prefect: str | None = None
 
 
-class UploadOut(OutStruct):
+class UploadOut(UploadedAudio):
     """`POST /uploads`: where the audio was stored and what it is."""
 
-    key: str
-    size: int
-    duration_s: float
-    codec: str
-    channels: int
-    sample_rate: int
 
-
-class ImageUploadOut(OutStruct):
+class ImageUploadOut(UploadedImage):
     """`POST /uploads/images`: where the image was stored and what its bytes are; use `key`
     as `metadata.coverKey` or a chapter's `imageKey`."""
-
-    key: str
-    size: int
-    #: `image/jpeg` or `image/png`, detected from the bytes (the stored object's type).
-    content_type: str
-    width: int
-    height: int
 
 
 class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -125,15 +112,9 @@ class PresignRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     expires_in: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] | None = None
 
 
-class PresignOut(OutStruct):
+class PresignOut(PresignedUpload):
     """A URL to PUT the file to directly, sending `headers` as given (they are signed);
     then create the task with `key`."""
-
-    key: str
-    url: str
-    method: str
-    expires_in: int
-    headers: dict[str, str]
 
 
 if TYPE_CHECKING:

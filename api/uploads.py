@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
@@ -49,6 +49,17 @@ class _ImageBodyOperation(OpenAPIOperation):
         )
 
 
+def _streamed_upload() -> dict[str, Any]:
+    """What the routes that stream a body into the store (audio, image) share: 201; no body
+    limit in Litestar (the service refuses a body as soon as it passes its own: 413, and
+    `_refuse_declared_oversize` before reading); the same refusals."""
+    return {
+        "status_code": HTTP_201_CREATED,
+        "request_max_body_size": None,
+        "responses": error_responses(400, 401, 413, 415, 422, 503, 507),
+    }
+
+
 def _refuse_declared_oversize(request: Request, max_bytes: int) -> None:
     """413 before reading a byte when Content-Length already says the body is too large."""
     declared = request.headers.get("content-length")
@@ -64,12 +75,7 @@ class UploadController(Controller):
     path = "/uploads"
     tags = ["uploads"]
 
-    @post(
-        "/",
-        status_code=HTTP_201_CREATED,
-        request_max_body_size=None,
-        responses=error_responses(400, 401, 413, 415, 422, 503, 507),
-    )
+    @post("/", **_streamed_upload())
     async def upload_audio(
         self,
         request: Request,
@@ -87,12 +93,10 @@ class UploadController(Controller):
 
     @post(
         "/images",
-        status_code=HTTP_201_CREATED,
-        request_max_body_size=None,
         summary="Upload a cover or chapter image",
         description=IMAGE_UPLOAD_DESCRIPTION,
         operation_class=_ImageBodyOperation,
-        responses=error_responses(400, 401, 413, 415, 422, 503, 507),
+        **_streamed_upload(),
     )
     async def upload_image(
         self,

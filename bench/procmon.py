@@ -75,6 +75,12 @@ def classify(cmdline: list[str], is_root: bool) -> str:
         return f"ffmpeg:encode:{match.group(1)}" if match else "ffmpeg"
     if "_workspace_supervisor" in joined:
         return "flow-supervisor"  # Prefect 3.9's per-run process; it execs into the engine
+    if "flows.launch" in joined:
+        return "run-launcher"  # the pools' command; forks the run from the fork server
+    if "flows.forkserver" in joined:
+        return "flow-run"  # forked from the fork server (the root): the server's cmdline
+    if "worker start" in joined:
+        return "prefect-worker"  # the Prefect worker under the fork server
     if "prefect.engine" in joined or exe.startswith("python"):
         return "flow-run"
     return exe
@@ -238,9 +244,7 @@ class TreeSampler:
         totals = [sum(s.rss_kb.values()) for s in self.samples if start <= s.t <= end]
         return max(totals) / 1024 if totals else None
 
-    def peak_by_role_mb(
-        self, start: float = 0.0, end: float = float("inf")
-    ) -> dict[str, float]:
+    def peak_by_role_mb(self, start: float = 0.0, end: float = float("inf")) -> dict[str, float]:
         """Per role, the largest RSS of any one process in that role within [start, end]."""
         peaks: dict[str, int] = {}
         for sample in self.samples:

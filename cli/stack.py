@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from cli.stack_secrets import ensure_secrets
-from core.settings import env_int
+from core.settings import env_int, warm_start_enabled
 
 #: The checkout this module belongs to; the worker runs flows from here.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -229,6 +229,28 @@ def deploy(env: Mapping[str, str]) -> None:
     run_checked([sys.executable, "-m", "cli.automations"], env, "creating Prefect automations")
 
 
+def worker_argv(
+    env: Mapping[str, str],
+    *,
+    limit: int | None = None,
+    pool: str = WORK_POOL,
+    worker_name: str | None = None,
+) -> list[str]:
+    """The command of a process worker on `pool`: under the fork server for the episodes'
+    pool (unless `AUDIOFLOW_WARM_START=false`), a plain Prefect worker otherwise."""
+    argv = [tool("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
+    if limit is not None:
+        argv += ["--limit", str(limit)]
+    if worker_name:
+        argv += ["--name", worker_name]
+    if pool == WORK_POOL and warm_start_enabled(env):
+        # The worker runs under a fork server that has imported Prefect and the flow:
+        # each run is forked from it (`python -m flows.launch`, prefect.yaml's command)
+        # instead of starting a cold interpreter. Stopping this process group stops both.
+        argv = [str(VENV_BIN / "python"), "-m", "flows.forkserver", "--", *argv]
+    return argv
+
+
 def start_worker(
     env: Mapping[str, str],
     log_dir: Path,
@@ -245,12 +267,8 @@ def start_worker(
     `name` names its log file. Its runs take their code from this checkout, or from
     `AUDIOFLOW_PROJECT_DIR` when `env` sets it (the deployments' pull step reads it).
     """
-    argv = [tool("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
-    if limit is not None:
-        argv += ["--limit", str(limit)]
-    if worker_name:
-        argv += ["--name", worker_name]
-    # prefect.yaml starts each flow run as `python -m prefect.engine`: this interpreter.
+    argv = worker_argv(env, limit=limit, pool=pool, worker_name=worker_name)
+    # prefect.yaml starts each flow run as `python -m flows.launch`: this interpreter.
     path = f"{VENV_BIN}{os.pathsep}{env.get('PATH', os.defpath)}"
     project = env.get(PROJECT_DIR_VAR) or str(PROJECT_DIR)
     return spawn(name, argv, {**env, "PATH": path, PROJECT_DIR_VAR: project}, log_dir)

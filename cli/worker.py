@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cli.client import CliError
+from core.settings import SettingsError, warm_start_enabled
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 #: Concurrent flow runs of one `audioflow worker` unless `--limit` says otherwise.
@@ -123,6 +124,10 @@ def plan_worker(
     for tool in ("ffmpeg", "ffprobe"):
         if which(tool, path=environ.get("PATH")) is None:
             problems.append(f"{tool} is not on PATH: install ffmpeg (e.g. apt-get install ffmpeg)")
+    try:
+        warm_start_enabled(environ)
+    except SettingsError as exc:
+        problems.append(str(exc))
     if limit is not None and limit < 1:
         problems.append(f"--limit must be at least 1, got {limit}")
     model = (model_problem or whisper_model_problem)(environ)

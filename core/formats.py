@@ -20,6 +20,7 @@ dataclasses, no subprocess, no boto3, no ffmpeg probing at import time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "FORMATS",
@@ -106,132 +107,85 @@ class AudioFormat:
         return int(payload * ESTIMATE_MARGIN) + ESTIMATE_OVERHEAD_BYTES
 
 
+class _Codec(NamedTuple):
+    """What every rendition in one codec shares: container, encoder and fixed options."""
+
+    #: File extension without the dot.
+    extension: str
+    #: MIME type stored with the object.
+    content_type: str
+    #: The ffmpeg encoder.
+    encoder: str
+    #: The ffmpeg muxer (always named with `-f`: the encoder writes to a temporary file
+    #: whose name does not end in the final extension).
+    muxer: str
+    #: Output sample rate in Hz where the encoder needs a fixed one; None keeps the source's.
+    sample_rate: int | None = None
+    #: Whether the encoder runs at a constant bitrate (see `AudioFormat.constant_bitrate`).
+    constant_bitrate: bool = False
+    #: Further output options, before the muxer.
+    extra: tuple[str, ...] = ()
+
+
+#: The codecs, by the name ffprobe reports for them (`AudioFormat.codec`).
+_CODECS: dict[str, _Codec] = {
+    # MP3: the format every podcast client plays. libmp3lame with -b:a alone is CBR; 44.1 kHz
+    # is fixed because LAME refuses rates such as 96 kHz that a WAV master may have.
+    "mp3": _Codec("mp3", "audio/mpeg", "libmp3lame", "mp3", 44100, constant_bitrate=True),
+    # AAC in an .m4a (ffmpeg's `ipod` muxer); faststart moves the index to the front so a
+    # client can start playing before the whole file has arrived.
+    "aac": _Codec("m4a", "audio/mp4", "aac", "ipod", 44100, extra=("-movflags", "+faststart")),
+    # Opus in Ogg (RFC 7845: media type audio/ogg, extension .opus). libopus only runs at
+    # 48 kHz internally, so that rate is fixed. Opus is VBR by design: no bitrate check.
+    "opus": _Codec("opus", "audio/ogg", "libopus", "ogg", 48000),
+    # Lossless renditions keep the source rate. FLAC is written as 16-bit: ffmpeg would
+    # otherwise pick 24-bit for decoded lossy sources, a third larger for nothing.
+    "flac": _Codec("flac", "audio/flac", "flac", "flac", extra=("-sample_fmt", "s16")),
+    # 16-bit PCM WAV; `-rf64 auto` switches to RF64 past 4 GiB instead of writing a
+    # broken RIFF header (a 4-hour 48 kHz stereo episode is 2.7 GB, so only just below).
+    "pcm_s16le": _Codec("wav", "audio/wav", "pcm_s16le", "wav", extra=("-rf64", "auto")),
+}
+
+
 def _format(
-    name: str,
-    *,
-    extension: str,
-    content_type: str,
-    codec: str,
-    encoder: str,
-    muxer: str,
-    bitrate_kbps: int | None = None,
-    channels: int | None = None,
-    sample_rate: int | None = None,
-    constant_bitrate: bool = False,
-    extra: tuple[str, ...] = (),
+    name: str, codec: str, bitrate_kbps: int | None = None, channels: int | None = None
 ) -> AudioFormat:
     """Build an `AudioFormat` whose ffmpeg options are derived from its declared fields.
 
-    The muxer is always named with `-f` because the encoder writes to a temporary file
-    whose name does not end in the final extension.
+    Everything but the bitrate and the channel count comes from the codec's `_CODECS` row.
     """
-    args: list[str] = ["-c:a", encoder]
+    spec = _CODECS[codec]
+    args: list[str] = ["-c:a", spec.encoder]
     if bitrate_kbps is not None:
         args += ["-b:a", f"{bitrate_kbps}k"]
-    if sample_rate is not None:
-        args += ["-ar", str(sample_rate)]
+    if spec.sample_rate is not None:
+        args += ["-ar", str(spec.sample_rate)]
     if channels is not None:
         args += ["-ac", str(channels)]
     else:
         args += ["-af", KEEP_CHANNELS_UP_TO_STEREO]
-    args += [*extra, "-f", muxer]
+    args += [*spec.extra, "-f", spec.muxer]
     return AudioFormat(
         name=name,
-        extension=extension,
-        content_type=content_type,
+        extension=spec.extension,
+        content_type=spec.content_type,
         codec=codec,
         bitrate_kbps=bitrate_kbps,
         channels=channels,
-        sample_rate=sample_rate,
+        sample_rate=spec.sample_rate,
         ffmpeg_args=tuple(args),
-        constant_bitrate=constant_bitrate,
+        constant_bitrate=spec.constant_bitrate,
     )
 
 
 _ALL: tuple[AudioFormat, ...] = (
-    # MP3: the format every podcast client plays. libmp3lame with -b:a alone is CBR; 44.1 kHz
-    # is fixed because LAME refuses rates such as 96 kHz that a WAV master may have.
-    _format(
-        "mp3_128",
-        extension="mp3",
-        content_type="audio/mpeg",
-        codec="mp3",
-        encoder="libmp3lame",
-        muxer="mp3",
-        bitrate_kbps=128,
-        sample_rate=44100,
-        constant_bitrate=True,
-    ),
-    _format(
-        "mp3_320",
-        extension="mp3",
-        content_type="audio/mpeg",
-        codec="mp3",
-        encoder="libmp3lame",
-        muxer="mp3",
-        bitrate_kbps=320,
-        sample_rate=44100,
-        constant_bitrate=True,
-    ),
-    _format(
-        "mp3_64",
-        extension="mp3",
-        content_type="audio/mpeg",
-        codec="mp3",
-        encoder="libmp3lame",
-        muxer="mp3",
-        bitrate_kbps=64,
-        channels=1,
-        sample_rate=44100,
-        constant_bitrate=True,
-    ),
-    # AAC in an .m4a (ffmpeg's `ipod` muxer); faststart moves the index to the front so a
-    # client can start playing before the whole file has arrived.
-    _format(
-        "aac_128",
-        extension="m4a",
-        content_type="audio/mp4",
-        codec="aac",
-        encoder="aac",
-        muxer="ipod",
-        bitrate_kbps=128,
-        sample_rate=44100,
-        extra=("-movflags", "+faststart"),
-    ),
-    # Opus in Ogg (RFC 7845: media type audio/ogg, extension .opus). libopus only runs at
-    # 48 kHz internally, so that rate is fixed. Opus is VBR by design: no bitrate check.
-    _format(
-        "opus_64",
-        extension="opus",
-        content_type="audio/ogg",
-        codec="opus",
-        encoder="libopus",
-        muxer="ogg",
-        bitrate_kbps=64,
-        sample_rate=48000,
-    ),
-    # Lossless renditions keep the source rate. FLAC is written as 16-bit: ffmpeg would
-    # otherwise pick 24-bit for decoded lossy sources, a third larger for nothing.
-    _format(
-        "flac",
-        extension="flac",
-        content_type="audio/flac",
-        codec="flac",
-        encoder="flac",
-        muxer="flac",
-        extra=("-sample_fmt", "s16"),
-    ),
-    # 16-bit PCM WAV; `-rf64 auto` switches to RF64 past 4 GiB instead of writing a
-    # broken RIFF header (a 4-hour 48 kHz stereo episode is 2.7 GB, so only just below).
-    _format(
-        "wav",
-        extension="wav",
-        content_type="audio/wav",
-        codec="pcm_s16le",
-        encoder="pcm_s16le",
-        muxer="wav",
-        extra=("-rf64", "auto"),
-    ),
+    _format("mp3_128", "mp3", bitrate_kbps=128),
+    _format("mp3_320", "mp3", bitrate_kbps=320),
+    _format("mp3_64", "mp3", bitrate_kbps=64, channels=1),
+    _format("aac_128", "aac", bitrate_kbps=128),
+    _format("opus_64", "opus", bitrate_kbps=64),
+    _format("flac", "flac"),
+    _format("wav", "pcm_s16le"),
 )
 
 #: Every format audioflow can produce, by name.

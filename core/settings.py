@@ -14,6 +14,7 @@ import binascii
 import os
 import re
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -57,24 +58,18 @@ def _env_float(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
 
 
-def _webhook_max_event_age_s() -> float:
-    value = _env_float("AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S", 86400.0)
-    if not 60 <= value < float("inf"):
-        raise SettingsError(
-            f"AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S must be at least 60 seconds, got {value}"
-        )
+def _env_float_where(
+    name: str, default: float, valid: Callable[[float], bool], must_be: str
+) -> float:
+    """`_env_float`, refused (`{name} must be {must_be}, got ...`) unless `valid(value)`."""
+    value = _env_float(name, default)
+    if not valid(value):
+        raise SettingsError(f"{name} must be {must_be}, got {value}")
     return value
 
 
-def _sse_keepalive_s() -> float:
-    value = _env_float("AUDIOFLOW_SSE_KEEPALIVE_S", 15.0)
-    if not 0.1 <= value <= 300:
-        raise SettingsError(f"AUDIOFLOW_SSE_KEEPALIVE_S must be 0.1 to 300 seconds, got {value}")
-    return value
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+def _env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or raw == "":
         return default
     if raw.lower() in {"1", "true", "yes", "on"}:
@@ -82,6 +77,12 @@ def _env_bool(name: str, default: bool) -> bool:
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def warm_start_enabled(environ: Mapping[str, str]) -> bool:
+    """`AUDIOFLOW_WARM_START` (default true): whether a worker forks its flow runs from a
+    warm parent (`flows/forkserver.py`) instead of starting each as a cold interpreter."""
+    return _env_bool("AUDIOFLOW_WARM_START", True, environ)
 
 
 def _env_list(name: str) -> tuple[str, ...]:
@@ -159,7 +160,9 @@ class ApiSettings:
             presign_max_expires_s=env_int("AUDIOFLOW_PRESIGN_MAX_EXPIRES_S", 3600, minimum=60),
             allowed_hosts=_env_list("AUDIOFLOW_ALLOWED_HOSTS"),
             cors_origins=_env_list("AUDIOFLOW_CORS_ORIGINS"),
-            sse_keepalive_s=_sse_keepalive_s(),
+            sse_keepalive_s=_env_float_where(
+                "AUDIOFLOW_SSE_KEEPALIVE_S", 15.0, lambda s: 0.1 <= s <= 300, "0.1 to 300 seconds"
+            ),
         )
 
     def hosts_allowed(self) -> tuple[str, ...]:
@@ -248,20 +251,16 @@ class StorageSettings:
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
             multipart_chunk_bytes=env_int("AUDIOFLOW_S3_PART_BYTES", 16 * 1024 * 1024),
-            output_retention_days=_retention_days(),
+            # Unset keeps everything.
+            output_retention_days=_env_float_where(
+                "AUDIOFLOW_OUTPUT_RETENTION_DAYS",
+                0.0,
+                lambda days: 0 < days < float("inf"),
+                "a positive number",
+            )
+            if os.environ.get("AUDIOFLOW_OUTPUT_RETENTION_DAYS")
+            else None,
         )
-
-
-def _retention_days() -> float | None:
-    """`AUDIOFLOW_OUTPUT_RETENTION_DAYS`: unset keeps everything; else a positive number."""
-    if not os.environ.get("AUDIOFLOW_OUTPUT_RETENTION_DAYS"):
-        return None
-    days = _env_float("AUDIOFLOW_OUTPUT_RETENTION_DAYS", 0.0)
-    if not days > 0 or days == float("inf"):
-        raise SettingsError(
-            f"AUDIOFLOW_OUTPUT_RETENTION_DAYS must be a positive number, got {days}"
-        )
-    return days
 
 
 @dataclass(frozen=True)
@@ -283,9 +282,9 @@ class MediaSettings:
 
     @classmethod
     def from_env(cls) -> MediaSettings:
-        max_duration_s = _env_float("AUDIOFLOW_MAX_DURATION_S", 21600.0)
-        if max_duration_s <= 0:
-            raise SettingsError(f"AUDIOFLOW_MAX_DURATION_S must be positive, got {max_duration_s}")
+        max_duration_s = _env_float_where(
+            "AUDIOFLOW_MAX_DURATION_S", 21600.0, lambda s: not s <= 0, "positive"
+        )
         base = _env("AUDIOFLOW_PUBLIC_BASE_URL", "").strip()
         if base and not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", base):
             raise SettingsError(
@@ -344,23 +343,15 @@ class WhisperSettings:
             threads=env_int("AUDIOFLOW_WHISPER_THREADS", 0),
             slots=max(1, env_int("AUDIOFLOW_TRANSCRIPTION_SLOTS", 1)),
             vad=_env_bool("AUDIOFLOW_WHISPER_VAD", True),
-            vad_threshold=_vad_threshold(),
+            vad_threshold=_env_float_where(
+                "AUDIOFLOW_WHISPER_VAD_THRESHOLD", 0.5, lambda p: 0.0 < p < 1.0, "between 0 and 1"
+            ),
             vad_min_silence_ms=env_int("AUDIOFLOW_WHISPER_VAD_MIN_SILENCE_MS", 2000, minimum=0),
             vad_speech_pad_ms=env_int("AUDIOFLOW_WHISPER_VAD_SPEECH_PAD_MS", 400, minimum=0),
             condition_on_previous_text=_env_bool(
                 "AUDIOFLOW_WHISPER_CONDITION_ON_PREVIOUS_TEXT", False
             ),
         )
-
-
-def _vad_threshold() -> float:
-    """`AUDIOFLOW_WHISPER_VAD_THRESHOLD`: a probability strictly between 0 and 1."""
-    threshold = _env_float("AUDIOFLOW_WHISPER_VAD_THRESHOLD", 0.5)
-    if not 0.0 < threshold < 1.0:
-        raise SettingsError(
-            f"AUDIOFLOW_WHISPER_VAD_THRESHOLD must be between 0 and 1, got {threshold}"
-        )
-    return threshold
 
 
 @dataclass(frozen=True)
@@ -473,7 +464,9 @@ class WebhookSettings:
                 ) from exc
             if any(not 0 <= wait < float("inf") for wait in schedule):
                 raise SettingsError("AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S: waits must be >= 0")
-        timeout_s = _webhook_timeout_s()
+        timeout_s = _env_float_where(
+            "AUDIOFLOW_WEBHOOK_TIMEOUT_S", 5.0, lambda s: 0.1 <= s <= 120, "0.1 to 120 seconds"
+        )
         lease_s = _env_float("AUDIOFLOW_WEBHOOK_LEASE_S", 60.0)
         attempt_limit_s = cls(timeout_s=timeout_s).attempt_limit_s
         if not attempt_limit_s < lease_s < float("inf"):
@@ -491,17 +484,13 @@ class WebhookSettings:
             timeout_s=timeout_s,
             threads=env_int("AUDIOFLOW_WEBHOOK_THREADS", 2, minimum=1),
             lease_s=lease_s,
-            max_event_age_s=_webhook_max_event_age_s(),
+            max_event_age_s=_env_float_where(
+                "AUDIOFLOW_WEBHOOK_MAX_EVENT_AGE_S",
+                86400.0,
+                lambda s: 60 <= s < float("inf"),
+                "at least 60 seconds",
+            ),
         )
-
-
-def _webhook_timeout_s() -> float:
-    value = _env_float("AUDIOFLOW_WEBHOOK_TIMEOUT_S", 5.0)
-    if not 0.1 <= value <= 120:
-        raise SettingsError(
-            f"AUDIOFLOW_WEBHOOK_TIMEOUT_S must be 0.1 to 120 seconds, got {value}"
-        )
-    return value
 
 
 def _check_webhook_secret(secret: str) -> None:

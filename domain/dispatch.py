@@ -35,7 +35,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import AudioflowError, NotFoundError, UpstreamUnavailableError
@@ -45,6 +45,7 @@ from db.models import Task, Workflow, WorkflowStatus
 from db.repositories import TaskRepository, WorkflowRepository
 from domain import events, lifecycle, prefect_gateway
 from domain.contracts import ErrorKind
+from domain.leases import lease_next_due
 from domain.lifecycle import WAITING_FOR_RUN, Writer
 from domain.polling_threads import PollingThreads
 from domain.task_types import get_task_type
@@ -171,25 +172,17 @@ class FlowRunDispatcher:
         """Lease the oldest due workflow that has no flow run (one short transaction)."""
         now = utcnow()
         with self.session_factory.begin() as session:
-            workflow_id = session.scalar(
-                select(_WORKFLOWS.c.id)
-                .where(
-                    _WORKFLOWS.c.instance_id.is_(None),
-                    _WORKFLOWS.c.status == WAITING_FOR_RUN,
-                    or_(_WORKFLOWS.c.dispatch_after.is_(None), _WORKFLOWS.c.dispatch_after <= now),
-                )
-                .order_by(_WORKFLOWS.c.created_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
+            workflow_id = lease_next_due(
+                session,
+                _WORKFLOWS,
+                _WORKFLOWS.c.instance_id.is_(None),
+                _WORKFLOWS.c.status == WAITING_FOR_RUN,
+                due=_WORKFLOWS.c.dispatch_after,
+                order_by=_WORKFLOWS.c.created_at,
+                now=now,
+                lease_s=LEASE_S,
             )
-            if workflow_id is None:
-                return None
-            session.execute(
-                update(_WORKFLOWS)
-                .where(_WORKFLOWS.c.id == workflow_id)
-                .values(dispatch_after=now + timedelta(seconds=LEASE_S))
-            )
-        return cast(uuid.UUID, workflow_id)
+        return cast("uuid.UUID | None", workflow_id)
 
     # -- one workflow ----------------------------------------------------------------------
 

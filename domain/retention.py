@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, select
@@ -51,24 +51,19 @@ class HousekeepingReport:
     skipped: list[str] = field(default_factory=list)
 
 
+@dataclass(eq=False)
 class OutputHousekeeping:
     """Manifest repair and the retention sweep; `clock` is injectable for tests."""
 
-    def __init__(
-        self,
-        session_factory: sessionmaker[Session],
-        store: ObjectStore,
-        retention_days: float | None,
-        *,
-        clock: Callable[[], datetime] = utcnow,
-        lookback: timedelta = timedelta(hours=24),
-    ) -> None:
-        self.session_factory = session_factory
-        self.store = store
-        self.retention_days = retention_days
-        self.clock = clock
-        self.lookback = lookback
-        self.manifests = ManifestPublisher(session_factory, store, clock)
+    session_factory: sessionmaker[Session]
+    store: ObjectStore
+    retention_days: float | None
+    _: KW_ONLY
+    clock: Callable[[], datetime] = utcnow
+    lookback: timedelta = timedelta(hours=24)
+
+    def __post_init__(self) -> None:
+        self.manifests = ManifestPublisher(self.session_factory, self.store, self.clock)
 
     def run(self, *, dry_run: bool = False) -> HousekeepingReport:
         """Repair the manifests of recently completed episodes, then sweep (if enabled)."""

@@ -7,7 +7,7 @@ type's name.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
@@ -316,9 +316,7 @@ class AudioProcessing:
     ) -> dict[str, Any]:
         # A payload stored before loudness, tags, chapters and waveforms existed has none
         # of those keys: each then takes the contract's default (loudness: the defaults).
-        later = {
-            to_snake(key): _snake(payload[key]) for key in _ABSENT if key in payload
-        }
+        later = {to_snake(key): _snake(payload[key]) for key in _ABSENT if key in payload}
         return AudioProcessingParameters(
             task_id=uuid.UUID(task_id),
             workflow_id=uuid.UUID(workflow_id),
@@ -339,22 +337,23 @@ class AudioProcessing:
         return str(payload["episodeId"])
 
 
+def _rekeyed(value: Any, spell: Callable[[str], str]) -> Any:
+    """`value` with the keys of every mapping in it (at any depth) spelled by `spell`."""
+    if isinstance(value, Mapping):
+        return {spell(k): _rekeyed(v, spell) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rekeyed(v, spell) for v in value]
+    return value
+
+
 def _camel(value: Any) -> Any:
     """A contract model's JSON form with camelCase keys, as the payload spells them."""
-    if isinstance(value, Mapping):
-        return {to_camel(k): _camel(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_camel(v) for v in value]
-    return value
+    return _rekeyed(value, to_camel)
 
 
 def _snake(value: Any) -> Any:
     """A payload part with the contract models' snake_case keys."""
-    if isinstance(value, Mapping):
-        return {to_snake(k): _snake(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_snake(v) for v in value]
-    return value
+    return _rekeyed(value, to_snake)
 
 
 def _checked(model: type[BaseModel] | TypeAdapter[Any], value: Any, where: str) -> Any:

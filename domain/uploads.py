@@ -25,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 import anyio
@@ -42,6 +42,7 @@ from core.keys import InvalidKeyError, sanitize_filename, upload_key
 from core.storage.base import ObjectStore
 from core.storage.errors import NotSupportedError, StorageFullError, StorageUnavailableError
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
+from domain.views import OutStruct
 from media.cover import DEFAULT_MAX_BYTES as DEFAULT_COVER_MAX_BYTES
 from media.cover import CoverArtError, check_cover, image_type
 from media.probe import (
@@ -58,9 +59,8 @@ RETRY_AFTER_S = 5
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class UploadedAudio:
-    """What was stored and what ffprobe found in it."""
+class UploadedAudio(OutStruct):
+    """What was stored and what ffprobe found in it (the API answers it: `UploadOut`)."""
 
     key: str
     size: int
@@ -70,9 +70,9 @@ class UploadedAudio:
     sample_rate: int
 
 
-@dataclass(frozen=True)
-class UploadedImage:
-    """A stored cover or chapter image: its key and what its bytes are."""
+class UploadedImage(OutStruct):
+    """A stored cover or chapter image: its key and what its bytes are (the API answers it:
+    `ImageUploadOut`)."""
 
     key: str
     size: int
@@ -84,6 +84,7 @@ class UploadedImage:
 
 #: The extension an image is stored with, from its detected type (not the client's name).
 _IMAGE_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
+
 
 def _declares_an_image_type(declared: str) -> bool:
     """Only an `image/*` Content-Type claims what the bytes are; anything else (none,
@@ -101,10 +102,10 @@ def image_upload_key(filename: str | None, content_type: str) -> str:
     return upload_key(f"{stem or 'cover'}.{_IMAGE_EXTENSIONS[content_type]}")
 
 
-@dataclass(frozen=True)
-class PresignedUpload:
+class PresignedUpload(OutStruct):
     """A URL a client can PUT the file to directly (S3 backends only), with the headers
-    that were signed into it and must be sent as they are."""
+    that were signed into it and must be sent as they are (the API answers it:
+    `PresignOut`)."""
 
     key: str
     url: str
@@ -132,32 +133,25 @@ def _named(exc: BaseException, spool: Path, key: str) -> str:
     return str(exc).replace(spool.name, key.rsplit("/", 1)[-1])
 
 
+@dataclass(eq=False)
 class UploadService:
     """Receives uploads for the API."""
 
-    def __init__(
-        self,
-        store: ObjectStore,
-        max_bytes: int,
-        spool_dir: Path | None = None,
-        *,
-        max_duration_s: float | None = None,
-        checks: int = 2,
-        presign_max_expires_s: int = 3600,
-        cover_max_bytes: int = DEFAULT_COVER_MAX_BYTES,
-    ) -> None:
-        self.store = store
-        self.max_bytes = max_bytes
-        self.spool_dir = spool_dir
-        #: Longest audio accepted (None: `AUDIOFLOW_MAX_DURATION_S` from the environment).
-        self.max_duration_s = max_duration_s
+    store: ObjectStore
+    max_bytes: int
+    spool_dir: Path | None = None
+    _: KW_ONLY
+    #: Longest audio accepted (None: `AUDIOFLOW_MAX_DURATION_S` from the environment).
+    max_duration_s: float | None = None
+    checks: int = 2
+    presign_max_expires_s: int = 3600
+    #: Largest cover or chapter image accepted (AUDIOFLOW_COVER_MAX_BYTES).
+    cover_max_bytes: int = DEFAULT_COVER_MAX_BYTES
+
+    def __post_init__(self) -> None:
         #: Upload check slots of this process; a threading semaphore, so it does not matter
         #: which event loop or thread asks.
-        self.check_slots = threading.BoundedSemaphore(checks)
-        self.checks = checks
-        self.presign_max_expires_s = presign_max_expires_s
-        #: Largest cover or chapter image accepted (AUDIOFLOW_COVER_MAX_BYTES).
-        self.cover_max_bytes = cover_max_bytes
+        self.check_slots = threading.BoundedSemaphore(self.checks)
 
     async def receive(self, filename: str, chunks: AsyncIterator[bytes]) -> UploadedAudio:
         """Spool, check and store one upload; nothing is stored unless it is audio.
@@ -181,9 +175,7 @@ class UploadService:
             self.check_slots.release()
 
     @asynccontextmanager
-    async def _spooled(
-        self, chunks: AsyncIterator[bytes], max_bytes: int
-    ) -> AsyncIterator[Path]:
+    async def _spooled(self, chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[Path]:
         """The body in a private temporary file, removed on the way out.
 
         PayloadTooLargeError (413) as soon as more than `max_bytes` arrive (nothing more is

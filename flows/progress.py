@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import httpx
@@ -159,6 +159,7 @@ class HttpSender:
         self._client.close()
 
 
+@dataclass(eq=False)
 class WorkflowProgressReporter:
     """Reports a workflow's step, message and weighted progress to the API.
 
@@ -169,24 +170,16 @@ class WorkflowProgressReporter:
     its next report); `report()`, used by the state hooks, only returns False.
     """
 
-    def __init__(
-        self,
-        task_id: str,
-        workflow_id: str,
-        plan: ProgressPlan,
-        send: Sender,
-        *,
-        min_interval_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        on_report: Callable[[int, str | None], None] | None = None,
-    ) -> None:
-        self.task_id = task_id
-        self.workflow_id = workflow_id
-        self.plan = plan
-        self.send = send
-        self.min_interval_s = min_interval_s
-        self.clock = clock
-        self.on_report = on_report
+    task_id: str
+    workflow_id: str
+    plan: ProgressPlan
+    send: Sender
+    _: KW_ONLY
+    min_interval_s: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    on_report: Callable[[int, str | None], None] | None = None
+
+    def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._last_sent = float("-inf")
         self._last_percent = -1

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from core.formats import get_format
 from core.tempdir import UPLOAD_SPOOL_PREFIX, private_temp_root
@@ -145,27 +146,27 @@ def outputs_estimate(
     return needed
 
 
+class OutputExtras(TypedDict, total=False):
+    """What `outputs_estimate` counts besides the formats and the transcript (all 0 if
+    not given)."""
+
+    waveform_pixels: int
+    cover_bytes: int
+    chapters: int
+
+
 def ensure_room_for_outputs(
     workdir: Path,
     info: AudioInfo,
     format_names: Iterable[str],
     transcribe: bool,
-    *,
-    waveform_pixels: int = 0,
-    cover_bytes: int = 0,
-    chapters: int = 0,
+    **extras: Unpack[OutputExtras],
 ) -> None:
-    """Before encoding: the source is already in `workdir`; is there room for the outputs?"""
+    """Before encoding: the source is already in `workdir`; is there room for the outputs
+    (`outputs_estimate` of the same arguments)?"""
     names = list(format_names)
     what = ", ".join(names) + (" and the transcript" if transcribe else "")
-    needed = outputs_estimate(
-        info,
-        names,
-        transcribe,
-        waveform_pixels=waveform_pixels,
-        cover_bytes=cover_bytes,
-        chapters=chapters,
-    )
+    needed = outputs_estimate(info, names, transcribe, **extras)
     ensure_free_space(workdir, needed, what or "the outputs")
 
 

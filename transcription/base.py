@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -37,14 +37,22 @@ SILENCE_PEAK = 1e-4
 #: Reported when no window had any sound to detect a language from.
 UNDETERMINED_LANGUAGE = "und"
 
-#: The quality thresholds both engines use by default to retry a 30 s decode at a higher
-#: temperature; passed to them explicitly so that they and `HallucinationGuard` agree.
-#: A gzip compression ratio above this means repeated text (a repetition loop)...
-COMPRESSION_RATIO_THRESHOLD = 2.4
-#: ... an average token log probability below this, a guess ...
-LOG_PROB_THRESHOLD = -1.0
-#: ... unless the no-speech probability is above this too: then it is silence, skipped.
-NO_SPEECH_THRESHOLD = 0.6
+
+class QualityThresholds(NamedTuple):
+    """The quality thresholds both engines use by default to retry a 30 s decode at a higher
+    temperature; passed to them explicitly (`THRESHOLDS`) so that they and
+    `HallucinationGuard` agree."""
+
+    #: A gzip compression ratio above this means repeated text (a repetition loop)...
+    compression_ratio: float = 2.4
+    #: ... an average token log probability below this, a guess ...
+    log_prob: float = -1.0
+    #: ... unless the no-speech probability is above this too: then it is silence, skipped.
+    no_speech: float = 0.6
+
+
+THRESHOLDS = QualityThresholds()
+
 #: The random seed each window's decode starts from: a temperature fallback samples, and
 #: from a fixed seed the same audio gives the same words on every run (bench/ compares runs).
 DECODE_SEED = 0
@@ -55,14 +63,9 @@ SPLIT_PAUSE_S = 2.0
 SegmentCallback = Callable[[Segment], None]
 
 
-@dataclass(frozen=True)
-class RawWord:
-    """A word as an engine gives it, in the time of the samples it was given."""
-
-    start: float
-    end: float
-    text: str
-    probability: float | None = None
+#: A word as an engine gives it: a `Word`, but in the time of the samples it was given
+#: (`_place` moves it to episode time).
+RawWord = Word
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,29 @@ class RawSegment:
     avg_logprob: float | None = None
     compression_ratio: float | None = None
     no_speech_prob: float | None = None
+
+
+def raw_segment(segment: object, read: Callable[[Any, str], Any]) -> RawSegment:
+    """A segment of an engine's output, and its words, as a `RawSegment`; `read(part, name)`
+    reads a field (faster-whisper's parts are objects, openai-whisper's dicts). Times and
+    figures become plain floats: faster-whisper hands out numpy scalars for some."""
+    return RawSegment(
+        float(read(segment, "start")),
+        float(read(segment, "end")),
+        str(read(segment, "text")),
+        tuple(
+            RawWord(
+                float(read(w, "start")),
+                float(read(w, "end")),
+                str(read(w, "word")),
+                float(read(w, "probability")),
+            )
+            for w in read(segment, "words") or ()
+        ),
+        avg_logprob=float(read(segment, "avg_logprob")),
+        compression_ratio=float(read(segment, "compression_ratio")),
+        no_speech_prob=float(read(segment, "no_speech_prob")),
+    )
 
 
 @dataclass(frozen=True)
@@ -107,10 +133,10 @@ class HallucinationGuard:
     def fails(segment: RawSegment) -> bool:
         """Whether `segment`'s decode failed a threshold at every temperature tried."""
         if segment.compression_ratio is not None and (
-            segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD
+            segment.compression_ratio > THRESHOLDS.compression_ratio
         ):
             return True
-        return segment.avg_logprob is not None and segment.avg_logprob < LOG_PROB_THRESHOLD
+        return segment.avg_logprob is not None and segment.avg_logprob < THRESHOLDS.log_prob
 
     def keep(self, segment: RawSegment) -> bool:
         """False (and counted) for a segment that fails."""

@@ -20,14 +20,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from transcription.base import (
-    COMPRESSION_RATIO_THRESHOLD,
     DECODE_SEED,
-    LOG_PROB_THRESHOLD,
-    NO_SPEECH_THRESHOLD,
-    RawSegment,
-    RawWord,
+    THRESHOLDS,
     TranscriptionEngine,
     WindowResult,
+    raw_segment,
 )
 from transcription.models import ResolvedModel
 
@@ -71,29 +68,13 @@ class FasterWhisperEngine(TranscriptionEngine):
             word_timestamps=True,
             vad_filter=False,
             condition_on_previous_text=self.settings.condition_on_previous_text,
-            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
-            log_prob_threshold=LOG_PROB_THRESHOLD,
-            no_speech_threshold=NO_SPEECH_THRESHOLD,
+            compression_ratio_threshold=THRESHOLDS.compression_ratio,
+            log_prob_threshold=THRESHOLDS.log_prob,
+            no_speech_threshold=THRESHOLDS.no_speech,
         )
         return WindowResult(
             info.language,
-            (_raw_segment(s) for s in segments),
+            (raw_segment(s, getattr) for s in segments),
             # faster-whisper says 1 when told the language; only a detection is a probability.
             language_probability=float(info.language_probability) if language is None else None,
         )
-
-
-def _raw_segment(segment: Any) -> RawSegment:
-    # Plain floats: faster-whisper hands out numpy scalars for some times.
-    return RawSegment(
-        float(segment.start),
-        float(segment.end),
-        str(segment.text),
-        tuple(
-            RawWord(float(w.start), float(w.end), str(w.word), float(w.probability))
-            for w in segment.words or ()
-        ),
-        avg_logprob=float(segment.avg_logprob),
-        compression_ratio=float(segment.compression_ratio),
-        no_speech_prob=float(segment.no_speech_prob),
-    )

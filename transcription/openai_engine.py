@@ -26,14 +26,11 @@ import numpy as np
 from core.settings import WhisperSettings
 from transcription.audio import DEFAULT_WINDOW_S
 from transcription.base import (
-    COMPRESSION_RATIO_THRESHOLD,
     DECODE_SEED,
-    LOG_PROB_THRESHOLD,
-    NO_SPEECH_THRESHOLD,
-    RawSegment,
-    RawWord,
+    THRESHOLDS,
     TranscriptionEngine,
     WindowResult,
+    raw_segment,
 )
 from transcription.models import ResolvedModel
 
@@ -87,14 +84,14 @@ class OpenAIWhisperEngine(TranscriptionEngine):
                 condition_on_previous_text=self.settings.condition_on_previous_text,
                 beam_size=beam_size if beam_size > 1 else None,
                 word_timestamps=True,
-                compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
-                logprob_threshold=LOG_PROB_THRESHOLD,
-                no_speech_threshold=NO_SPEECH_THRESHOLD,
+                compression_ratio_threshold=THRESHOLDS.compression_ratio,
+                logprob_threshold=THRESHOLDS.log_prob,
+                no_speech_threshold=THRESHOLDS.no_speech,
                 verbose=None,
             )
         return WindowResult(
             str(result["language"]),
-            [_raw_segment(s) for s in result["segments"]],
+            [raw_segment(s, dict.get) for s in result["segments"]],
             language_probability=probability,
         )
 
@@ -107,18 +104,3 @@ class OpenAIWhisperEngine(TranscriptionEngine):
         _, probs = self._model.detect_language(pad_or_trim(mel, N_FRAMES))
         language = max(probs, key=probs.get)
         return str(language), float(probs[language])
-
-
-def _raw_segment(segment: dict[str, Any]) -> RawSegment:
-    return RawSegment(
-        float(segment["start"]),
-        float(segment["end"]),
-        str(segment["text"]),
-        tuple(
-            RawWord(float(w["start"]), float(w["end"]), str(w["word"]), float(w["probability"]))
-            for w in segment.get("words", ())
-        ),
-        avg_logprob=float(segment["avg_logprob"]),
-        compression_ratio=float(segment["compression_ratio"]),
-        no_speech_prob=float(segment["no_speech_prob"]),
-    )

@@ -35,7 +35,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from core.formats import TRANSCRIPT_FORMATS, TranscriptFormat
+from core.formats import (
+    TRANSCRIPT_FORMATS,
+    TranscriptFormat,
+    UnknownFormatError,
+    get_transcript_format,
+)
 from core.settings import CaptionSettings, get_settings
 from transcription.errors import UnknownWriterError
 from transcription.types import Segment, Transcript, Word
@@ -510,10 +515,9 @@ WRITERS: dict[str, TranscriptWriter] = {
 
 
 def get_writer(name: str) -> TranscriptWriter:
-    """The writer registered as `name`, or `UnknownWriterError` listing the known ones."""
+    """The writer of the transcript format `name`, or `UnknownWriterError` listing the known
+    ones (in `core.formats`' words: there is one writer per format)."""
     try:
-        return WRITERS[name]
-    except KeyError:
-        raise UnknownWriterError(
-            f"unknown transcript format {name!r}; known formats: {', '.join(WRITERS)}"
-        ) from None
+        return WRITERS[get_transcript_format(name).name]
+    except UnknownFormatError as exc:
+        raise UnknownWriterError(str(exc)) from None

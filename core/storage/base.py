@@ -22,7 +22,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
+
+from core.storage.errors import ObjectTooLargeError
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -73,6 +75,27 @@ def read_up_to(stream: BinaryIO, size: int) -> bytes:
     return bytes(buf)
 
 
+class _LimitedReader:
+    """`stream`, read through: `ObjectTooLargeError` once more than `max_bytes` came from it.
+
+    Raised from the read that goes past the limit, before its bytes are stored, so every
+    backend stops the write at the same point.
+    """
+
+    def __init__(self, stream: BinaryIO, key: str, max_bytes: int) -> None:
+        self._stream = stream
+        self._key = key
+        self._max_bytes = max_bytes
+        self._total = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._total += len(chunk)
+        if self._total > self._max_bytes:
+            raise ObjectTooLargeError(self._key, self._max_bytes)
+        return chunk
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """One listed object: what the retention pass needs to judge its age."""
@@ -90,7 +113,6 @@ class ObjectStore(ABC):
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> int:
         """Store the file at `path` under `key` (replacing any object); return its size."""
 
-    @abstractmethod
     def put_stream(
         self,
         key: str,
@@ -104,6 +126,17 @@ class ObjectStore(ABC):
         costs one part of memory. If more than `max_bytes` arrive, the write is abandoned,
         no object is left at `key` (an older object there is kept) and
         `ObjectTooLargeError` is raised.
+        """
+        if max_bytes is not None:
+            stream = cast(BinaryIO, _LimitedReader(stream, key, max_bytes))
+        return self._write_stream(key, stream, content_type)
+
+    @abstractmethod
+    def _write_stream(self, key: str, stream: BinaryIO, content_type: str | None) -> int:
+        """The backend's part of `put_stream`: copy `stream` to `key`, part by part.
+
+        An exception from `stream.read` (a client that hung up, `ObjectTooLargeError` from
+        the `max_bytes` limit) abandons the write and leaves nothing at `key`.
         """
 
     @abstractmethod

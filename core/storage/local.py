@@ -29,7 +29,6 @@ from core.storage.base import ObjectInfo, ObjectStore
 from core.storage.errors import (
     NotSupportedError,
     ObjectNotFoundError,
-    ObjectTooLargeError,
     StorageError,
     StorageFullError,
 )
@@ -135,13 +134,7 @@ class LocalStore(ObjectStore):
         with Path(path).open("rb") as src, self._errors(key):
             return _atomic_write(dest, lambda out: _copy(src, out))
 
-    def put_stream(
-        self,
-        key: str,
-        stream: BinaryIO,
-        content_type: str | None = None,
-        max_bytes: int | None = None,
-    ) -> int:
+    def _write_stream(self, key: str, stream: BinaryIO, content_type: str | None) -> int:
         dest = self._path(key)
 
         def write(out: BinaryIO) -> int:
@@ -154,8 +147,6 @@ class LocalStore(ObjectStore):
                 if not chunk:
                     return total
                 total += len(chunk)
-                if max_bytes is not None and total > max_bytes:
-                    raise ObjectTooLargeError(key, max_bytes)
                 out.write(chunk)
 
         try:

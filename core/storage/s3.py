@@ -49,7 +49,6 @@ from core.keys import validate_key, validate_prefix
 from core.storage.base import ObjectInfo, ObjectStore, guess_content_type, read_up_to
 from core.storage.errors import (
     ObjectNotFoundError,
-    ObjectTooLargeError,
     StorageError,
     StorageFullError,
     StorageUnavailableError,
@@ -242,29 +241,19 @@ class S3Store(ObjectStore):
             )
         return size
 
-    def put_stream(
-        self,
-        key: str,
-        stream: BinaryIO,
-        content_type: str | None = None,
-        max_bytes: int | None = None,
-    ) -> int:
+    def _write_stream(self, key: str, stream: BinaryIO, content_type: str | None) -> int:
         validate_key(key)
         ctype = content_type or guess_content_type(key)
         part_size = self.multipart_chunk_bytes
         with self._errors(key):
             first = read_up_to(stream, part_size)
-            if max_bytes is not None and len(first) > max_bytes:
-                raise ObjectTooLargeError(key, max_bytes)
             if len(first) < part_size:
                 # The whole body fits in one part: a single PUT, no multipart bookkeeping.
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=first, ContentType=ctype)
                 return len(first)
-            return self._multipart_from_stream(key, stream, first, ctype, max_bytes)
+            return self._multipart_from_stream(key, stream, first, ctype)
 
-    def _multipart_from_stream(
-        self, key: str, stream: BinaryIO, first: bytes, ctype: str, max_bytes: int | None
-    ) -> int:
+    def _multipart_from_stream(self, key: str, stream: BinaryIO, first: bytes, ctype: str) -> int:
         client = self.client
         upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=ctype)[
             "UploadId"
@@ -275,8 +264,6 @@ class S3Store(ObjectStore):
             data = first
             while data:
                 total += len(data)
-                if max_bytes is not None and total > max_bytes:
-                    raise ObjectTooLargeError(key, max_bytes)
                 number = len(parts) + 1
                 if number > MAX_PARTS:
                     raise StorageError(

@@ -18,7 +18,7 @@ def test_deploy_registers_everything_and_is_idempotent(prefect_server: PrefectSe
         audio = client.read_deployment_by_name("audio-processing/audio-processing")
         repro = client.read_deployment_by_name("reprocessing/reprocessing")
         assert audio.work_pool_name == WORK_POOL
-        assert (audio.job_variables or {}).get("command") == "python -m prefect.engine"
+        assert (audio.job_variables or {}).get("command") == "python -m flows.launch"
         assert repro.work_pool_name == MAINTENANCE_POOL
         for deployment in (audio, repro):
             assert deployment.pull_steps == [

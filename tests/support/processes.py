@@ -58,7 +58,12 @@ def kill_tree(pid: int) -> list[int]:
 
 
 def flow_run_pids(flow_run_id: str) -> list[int]:
-    """Processes started for a Prefect flow run (they carry PREFECT__FLOW_RUN_ID)."""
+    """Processes started for a Prefect flow run (they carry PREFECT__FLOW_RUN_ID).
+
+    Under the fork server these are the run's launcher (`flows.launch`, the process the
+    worker watches) and the run's ffmpeg children: the forked run process itself keeps the
+    server's original environment in /proc. Killing the launcher outright makes the server
+    kill the run (tests/integration/test_forkserver.py), as killing the process did."""
     needle = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
     pids = []
     for entry in Path("/proc").iterdir():

@@ -165,3 +165,30 @@ def test_the_subcommand_parses_its_options() -> None:
     # The global --api-url (before the subcommand) is used when the worker's own is absent.
     args = build_parser().parse_args(["--api-url", "http://a:8000", "worker"])
     assert (args.api_url, args.worker_api_url) == ("http://a:8000", None)
+
+
+def test_the_episodes_worker_runs_under_the_fork_server_unless_turned_off() -> None:
+    from cli.stack import worker_argv
+
+    warm = worker_argv(GOOD, limit=3, worker_name="encoder-1")
+    assert warm[1:4] == ["-m", "flows.forkserver", "--"]
+    assert warm[4:][1:] == [
+        "worker",
+        "start",
+        "--pool",
+        WORK_POOL,
+        "--type",
+        "process",
+        "--limit",
+        "3",
+        "--name",
+        "encoder-1",
+    ]
+    cold = worker_argv({**GOOD, "AUDIOFLOW_WARM_START": "false"}, limit=3)
+    assert cold[1:] == ["worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "3"]
+    # The maintenance pool's few runs an hour start cold: no second warm process.
+    assert "flows.forkserver" not in worker_argv(GOOD, pool=MAINTENANCE_POOL)
+
+
+def test_a_bad_warm_start_switch_is_named() -> None:
+    assert "AUDIOFLOW_WARM_START" in problems({**GOOD, "AUDIOFLOW_WARM_START": "maybe"})
