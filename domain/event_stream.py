@@ -388,6 +388,11 @@ class EventHub:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._look.set)
 
+    @property
+    def streaming(self) -> bool:
+        """Some stream is open and the hub runs (read from the writers' threads)."""
+        return self._loop is not None and self._open > 0
+
     def committed(self, event: CommittedEvent) -> None:
         """This process just committed an event (a writer's thread: the progress endpoint,
         a status change): the loop hands it to the streams at once when that keeps each

@@ -166,6 +166,10 @@ class CommittedEvent:
 class EventSink(Protocol):
     """Where a writer tells this process's event streams what it committed (the hub)."""
 
+    @property
+    def streaming(self) -> bool:
+        """Some stream is open in this process: a writer that can tell its events does."""
+
     def look_now(self) -> None:
         """Something was committed: read the log now."""
 
