@@ -28,10 +28,10 @@ Events this process commits (a plain progress report, a status change) need no p
 writer hands the committed event to the hub (`committed`, `domain.events.CommittedEvent`),
 whose loop hands it out at once if the task's event it must follow (`after_id`: for a
 status event the task's newest before it, read under the row lock; for a report its newest
-status event in the statement's snapshot, with the snapshot's status checked against the
-row's) has already gone to the streams; otherwise it asks for a poll. So a task's streams
-are still handed its events in id order, whichever way each came, and an event that came
-both ways goes out once (the hub remembers the ids it handed out).
+status event in the statement's snapshot, and the status the report shows must be the one
+the task's streams last got) has already gone to the streams; otherwise it asks for a poll.
+So a task's streams are still handed its events in id order, whichever way each came, and
+an event that came both ways goes out once (the hub remembers the ids it handed out).
 
 Order: within one task, ids follow commit order (`domain.events`) and notifications
 arrive in commit order, so a task's stream sends what it is handed, or reads, "after the
@@ -338,6 +338,8 @@ class EventHub:
         #: Per task, the newest event id handed to its streams: the hub hands a task's
         #: events in id order, so a status event at or below it has reached them.
         self._last: dict[uuid.UUID, int] = {}
+        #: Per task, the status its newest handed event shows.
+        self._last_status: dict[uuid.UUID, str | None] = {}
         #: Events handed over without a poll (`committed`), for tests.
         self.handed_directly = 0
 
@@ -350,6 +352,7 @@ class EventHub:
         self._loop = asyncio.get_running_loop()
         self._seen = SentIds()
         self._last = {}
+        self._last_status = {}
         self._inbox.clear()
         self._inbox_asked = False
         if self.postgres:
@@ -411,11 +414,12 @@ class EventHub:
 
         An event goes out at once when the event of its task it must follow (`after_id`)
         has already been handed to the streams (the hub hands each task's events in id
-        order, so every one before it has too); a task the hub has handed nothing of yet,
-        or one that may have news the hub has not read, is left to the poll, which this
-        asks for. An event below what its task's streams already got is dropped: a
-        progress value superseded (the log no longer holds it either), or one the poll
-        handed out already."""
+        order, so every one before it has too) and, for a report, its status is the one
+        the task's last handed event showed (a status change the report's snapshot missed
+        shows as a different status); a task the hub has handed nothing of yet, or one
+        that may have news the hub has not read, is left to the poll, which this asks for.
+        An event below what its task's streams already got is dropped: a progress value
+        superseded (the log no longer holds it either), or one the poll handed out already."""
         self._inbox_asked = False
         look = False
         while self._inbox:
@@ -427,7 +431,14 @@ class EventHub:
             if last is not None and event_id <= last:  # behind what the streams got
                 self._seen.add(event_id)
                 continue
-            if last is None or event.after_id > last or not event.consistent:
+            if (
+                last is None
+                or event.after_id > last
+                or (
+                    event.type == PROGRESS_EVENT
+                    and _status_of(event.data) != self._last_status.get(task_id)
+                )
+            ):
                 look = True
                 continue
             self._seen.add(event_id)
@@ -470,8 +481,10 @@ class EventHub:
             del self._by_task[subscription.task_id]
             if not self._everything:
                 self._last.pop(subscription.task_id, None)
+                self._last_status.pop(subscription.task_id, None)
         if not self._open:
             self._last.clear()
+            self._last_status.clear()
 
     @property
     def subscriptions(self) -> int:
@@ -481,7 +494,10 @@ class EventHub:
         """Hand an event to the streams whose filter takes it, and wake them."""
         if len(self._last) >= LAST_IDS:  # all-task streams over many tasks: start afresh
             self._last.clear()
-        self._last[event.task_id] = max(event.event.id, self._last.get(event.task_id, 0))
+            self._last_status.clear()
+        if event.event.id >= self._last.get(event.task_id, 0):
+            self._last[event.task_id] = event.event.id
+            self._last_status[event.task_id] = event.status
         for subscription in self._by_task.get(event.task_id, ()):
             subscription.hand(event.event)
         for subscription in self._everything:

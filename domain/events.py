@@ -156,11 +156,10 @@ class CommittedEvent:
     #: An event of the task a stream must have been handed before this one (0: none): for
     #: a status event the task's newest before it, read under the task's row lock; for a
     #: plain report's progress its newest status event as the statement's snapshot saw it.
+    #: A status change committed after that snapshot, before the report got the row lock,
+    #: is not counted: the hub then finds the report's status differs from the one the
+    #: task's streams last got, and polls.
     after_id: int
-    #: False when an event of the task may have been committed beside `after_id` without
-    #: being counted (a plain report's snapshot showed another status than the row it
-    #: updated: a status change committed in between).
-    consistent: bool = True
 
 
 class EventSink(Protocol):

@@ -137,26 +137,25 @@ def _single_statement_progress(
             .add_cte(e)
         )
     # For this process's event hub (`events.CommittedEvent`): the task's newest status
-    # event and its status as the statement's snapshot shows them (a subquery does not see
-    # the CTEs' writes, and reads the snapshot, not the row the update waited for).
+    # event as the statement's snapshot shows it (a subquery does not see the CTEs'
+    # writes); the hub checks the status the row shows against what it handed out last.
     last_status_event = (
         select(func.coalesce(func.max(_EVENTS.c.id), 0))
         .where(_EVENTS.c.task_id == w.c.task_id, _EVENTS.c.type != events.PROGRESS_EVENT)
         .scalar_subquery()
     )
-    snapshot_status = select(_TASKS.c.status).where(_TASKS.c.id == w.c.task_id).scalar_subquery()
     return select(
         *(c.label(f"w_{c.name}") for c in w.c),
         *(c.label(f"t_{c.name}") for c in t.c),
         e.c.id.label("e_id"),
         last_status_event.label("e_after_id"),
-        snapshot_status.label("e_snapshot_status"),
     ).select_from(w.outerjoin(t, true()).outerjoin(e, true()))
 
 
 _SINGLE_STATEMENT_PROGRESS = _single_statement_progress()
-#: The same, with what the event hub needs (two subqueries more: about 0.2 ms of PostgreSQL's
-#: CPU per report in bench scenario 6, paid only while some stream is open here).
+#: The same, with what the event hub needs (a subquery and the new id: with a second
+#: subquery, 0.2-0.3 ms more of PostgreSQL's CPU per report in bench scenario 6), run only
+#: while some stream is open here.
 _SINGLE_STATEMENT_PROGRESS_FOR_HUB = _single_statement_progress(for_hub=True)
 _W_COLUMNS = [c.name for c in _WORKFLOWS.c]
 _T_COLUMNS = [c.name for c in _TASKS.c]
@@ -446,7 +445,6 @@ class WorkflowService:
                     task_type=task.type,
                     episode_id=task.episode_id,
                     after_id=values["e_after_id"],
-                    consistent=values["e_snapshot_status"] == task.status,
                 )
             )
         return workflow, task
