@@ -207,10 +207,10 @@ class InternalController(Controller):
         self,
         data: JSONBody[ProgressRequest],
         workflow_service: NamedDependency[WorkflowService],
-        state: State,
     ) -> ProgressOut:
         """Apply a flow's progress report to its workflow and task together; this process's
-        event streams look at the log at once (progress is not notified: `domain.events`)."""
+        event streams get it at once (progress is not notified: `domain.events`), handed
+        over by the workflow service."""
         workflow, task = workflow_service.apply_progress(
             ProgressUpdate(
                 task_id=data.task_id,
@@ -224,8 +224,6 @@ class InternalController(Controller):
                 error_kind=data.error_kind,
             )
         )
-        services: Services = state.services
-        services.events.hub.look_now()
         return ProgressOut(workflow=WorkflowOut.of(workflow), task=TaskOut.of(task))
 
 

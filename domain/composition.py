@@ -112,6 +112,8 @@ def build_services(
     workflows = WorkflowService(session_factory, store)
     reader = EventReader(session_factory)
     webhook_deliverer = WebhookDeliverer(session_factory, settings.webhooks)
+    hub = EventHub(settings.database.url, reader, on_event=webhook_deliverer.event_committed)
+    workflows.event_sink = hub
     return Services(
         settings=settings,
         session_factory=session_factory,
@@ -131,10 +133,7 @@ def build_services(
             cover_max_bytes=settings.media.cover_max_bytes,
         ),
         reprocessing=ReprocessService(settings),
-        events=EventStreamService(
-            EventHub(settings.database.url, reader, on_event=webhook_deliverer.event_committed),
-            reader,
-        ),
+        events=EventStreamService(hub, reader),
         webhook_deliverer=webhook_deliverer,
         webhooks=WebhookService(session_factory, webhook_deliverer),
         engine=engine,

@@ -10,20 +10,28 @@ Notifications: one `EventHub` per process. On PostgreSQL it keeps one `LISTEN` c
 (asyncpg) on the channel the log's trigger notifies for status events, whichever process
 wrote the event, reconnecting when it drops. Progress is not notified (migration 0006).
 While some stream is open the hub polls the log: every `POLL_S`, at once when a
-notification came, and at once when this process's progress endpoint committed a report
-(`look_now`). One poll is one query on the hub's own asyncpg connection, run in the event
-loop (no worker thread, no ORM: it runs up to hundreds of times a second): the events above
-the newest id seen, and for a second the ids seen missing below it (a late commit), with
-their bodies and their tasks' type and episode. The hub hands each open stream the events
-that concern it (a task's own streams; the all-task streams, with their filters applied in
-memory), then wakes it: a stream does not query the log for a live event, so 500 open
-streams cost one read per poll, not 500. Everything live comes through the poll, so a
-stream is handed a task's events in id order (a poll's snapshot that holds an event holds
-every one committed before it). A stream still reads the log itself when it starts (the
-replay), at each keep-alive, when the hub reconnected or failed to read, and when it fell
-more than a page behind. SQLite has no notifications: the hub looks at the log's highest
-id a few times a second instead, and only while some stream is open; then every stream
-reads the log itself.
+notification came, and at once when this process committed an event it did not hand over
+itself (`look_now`, below). One poll is one query on the hub's own asyncpg connection, run
+in the event loop (no worker thread, no ORM: it runs up to hundreds of times a second):
+the events above the newest id seen, and for a second the ids seen missing below it (a
+late commit), with their bodies and their tasks' type and episode. The hub hands each open
+stream the events that concern it (a task's own streams; the all-task streams, with their
+filters applied in memory), then wakes it: a stream does not query the log for a live
+event, so 500 open streams cost one read per poll, not 500. A poll hands a task's events
+in id order (a poll's snapshot that holds an event holds every one committed before it).
+A stream still reads the log itself when it starts (the replay), at each keep-alive, when
+the hub reconnected or failed to read, and when it fell more than a page behind. SQLite has no
+notifications: the hub looks at the log's highest id a few times a second instead, and
+only while some stream is open; then every stream reads the log itself.
+
+Events this process commits (a plain progress report, a status change) need no poll: the
+writer hands the committed event to the hub (`committed`, `domain.events.CommittedEvent`),
+whose loop hands it out at once if the task's event it must follow (`after_id`: for a
+status event the task's newest before it, read under the row lock; for a report its newest
+status event in the statement's snapshot, and the status the report shows must be the one
+the task's streams last got) has already gone to the streams; otherwise it asks for a poll.
+So a task's streams are still handed its events in id order, whichever way each came, and
+an event that came both ways goes out once (the hub remembers the ids it handed out).
 
 Order: within one task, ids follow commit order (`domain.events`) and notifications
 arrive in commit order, so a task's stream sends what it is handed, or reads, "after the
@@ -54,7 +62,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import autocommit_engine
 from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus
 from db.repositories import TaskRepository
-from domain.events import NOTIFY_CHANNEL, status_event_type
+from domain.events import NOTIFY_CHANNEL, CommittedEvent, status_event_type
 from domain.views import task_view
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,8 @@ HOLE_S: Final = 1.0
 #: several committed meanwhile (one query and one wake-up of the loop for them all).
 POLL_GAP_S: Final = 0.005
 LOOKBACK: Final = 256
+#: At most how many tasks' newest handed ids the hub keeps (`EventHub._last`).
+LAST_IDS: Final = 100_000
 
 
 @dataclass(frozen=True)
@@ -321,6 +331,17 @@ class EventHub:
         self.closed = False
         #: Polls of the log so far (PostgreSQL), for tests.
         self.polls = 0
+        #: Events this process committed (`committed`, from the writers' threads), waiting
+        #: for the loop; and whether the loop was asked to take them.
+        self._inbox: deque[CommittedEvent] = deque()
+        self._inbox_asked = False
+        #: Per task, the newest event id handed to its streams: the hub hands a task's
+        #: events in id order, so a status event at or below it has reached them.
+        self._last: dict[uuid.UUID, int] = {}
+        #: Per task, the status its newest handed event shows.
+        self._last_status: dict[uuid.UUID, str | None] = {}
+        #: Events handed over without a poll (`committed`), for tests.
+        self.handed_directly = 0
 
     async def start(self) -> None:
         # Made here, in the server's loop: an app may be started again in another loop.
@@ -330,6 +351,10 @@ class EventHub:
         self._look_asked = False
         self._loop = asyncio.get_running_loop()
         self._seen = SentIds()
+        self._last = {}
+        self._last_status = {}
+        self._inbox.clear()
+        self._inbox_asked = False
         if self.postgres:
             self._poller = asyncio.create_task(self._poll_postgres(), name="event-hub-poll")
         listen = self._listen_postgres if self.postgres else self._poll_sqlite
@@ -366,6 +391,70 @@ class EventHub:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._look.set)
 
+    @property
+    def streaming(self) -> bool:
+        """Some stream is open and the hub runs (read from the writers' threads)."""
+        return self._loop is not None and self._open > 0
+
+    def committed(self, event: CommittedEvent) -> None:
+        """This process just committed an event (a writer's thread: the progress endpoint,
+        a status change): the loop hands it to the streams at once when that keeps each
+        task's events in order (`_take_inbox`), and polls the log otherwise."""
+        loop = self._loop
+        if loop is None or not self._open:
+            return
+        self._inbox.append(event)
+        if not self._inbox_asked:
+            self._inbox_asked = True
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        """In the loop: hand out the events this process committed.
+
+        An event goes out at once when the event of its task it must follow (`after_id`)
+        has already been handed to the streams (the hub hands each task's events in id
+        order, so every one before it has too) and, for a report, its status is the one
+        the task's last handed event showed (a status change the report's snapshot missed
+        shows as a different status); a task the hub has handed nothing of yet, or one
+        that may have news the hub has not read, is left to the poll, which this asks for.
+        An event below what its task's streams already got is dropped: a progress value
+        superseded (the log no longer holds it either), or one the poll handed out already."""
+        self._inbox_asked = False
+        look = False
+        while self._inbox:
+            event = self._inbox.popleft()
+            event_id, task_id = event.event_id, event.task_id
+            if event_id in self._seen or not (task_id in self._by_task or self._everything):
+                continue
+            last = self._last.get(task_id)
+            if last is not None and event_id <= last:  # behind what the streams got
+                self._seen.add(event_id)
+                continue
+            if (
+                last is None
+                or event.after_id > last
+                or (
+                    event.type == PROGRESS_EVENT
+                    and _status_of(event.data) != self._last_status.get(task_id)
+                )
+            ):
+                look = True
+                continue
+            self._seen.add(event_id)
+            self.handed_directly += 1
+            self._hand_out(
+                LoggedEvent(
+                    stream_event(event_id, event.type, event.data),
+                    task_id,
+                    _status_of(event.data),
+                    event.task_type,
+                    event.episode_id,
+                )
+            )
+        if look:
+            self._look.set()
+
     def subscribe(
         self, task_id: uuid.UUID | None, where: EventFilter | None = None
     ) -> Subscription:
@@ -390,13 +479,25 @@ class EventHub:
         self._open -= 1
         if not subscribers and subscription.task_id is not None:
             del self._by_task[subscription.task_id]
+            if not self._everything:
+                self._last.pop(subscription.task_id, None)
+                self._last_status.pop(subscription.task_id, None)
+        if not self._open:
+            self._last.clear()
+            self._last_status.clear()
 
     @property
     def subscriptions(self) -> int:
         return self._open
 
     def _hand_out(self, event: LoggedEvent) -> None:
-        """Hand a polled event to the streams whose filter takes it, and wake them."""
+        """Hand an event to the streams whose filter takes it, and wake them."""
+        if len(self._last) >= LAST_IDS:  # all-task streams over many tasks: start afresh
+            self._last.clear()
+            self._last_status.clear()
+        if event.event.id >= self._last.get(event.task_id, 0):
+            self._last[event.task_id] = event.event.id
+            self._last_status[event.task_id] = event.status
         for subscription in self._by_task.get(event.task_id, ()):
             subscription.hand(event.event)
         for subscription in self._everything:
@@ -411,14 +512,21 @@ class EventHub:
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         """A status event was committed: poll now (the poll reads it, in id order with the
-        progress around it), and wake the webhook deliverer."""
+        progress around it), and wake the webhook deliverer. No poll for an event no open
+        stream takes (another task's), or one this process handed out already."""
         try:
             message = json.loads(payload)
             event_type = str(message["type"])
+            event_id = int(message["id"])
+            task_id = uuid.UUID(str(message["taskId"]))
         except (ValueError, KeyError, TypeError):
             log.warning("event hub: unreadable notification %r", payload[:200])
             return
-        if self._open:
+        if (
+            self._open
+            and (task_id in self._by_task or self._everything)
+            and event_id not in self._seen
+        ):
             self._look.set()
         if self.on_event is not None:
             self.on_event(event_type)
@@ -532,6 +640,8 @@ class EventHub:
             if event_id in self._seen or not (task_id in self._by_task or self._everything):
                 continue
             self._seen.add(event_id)
+            if event_type == PROGRESS_EVENT and event_id < self._last.get(task_id, 0):
+                continue  # superseded by a later event handed over by this process
             body = json.loads(data)
             self._hand_out(
                 LoggedEvent(

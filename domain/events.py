@@ -24,16 +24,17 @@ audioflow_task_events` with `{"id", "taskId", "type"}` for each status event wri
 delivered when the writer commits. Progress is not notified: a notifying transaction holds
 a database-wide lock from its commit through its WAL flush, which serialised the progress
 hot path (bench scenario 6: 0.71-0.79x its rate); event streams' hub polls the log for it
-instead (`domain.event_stream`), and the API process that applied a report makes its own
-hub look at once.
+instead (`domain.event_stream`), and the API process that applied a report hands the
+event to its own hub (`CommittedEvent`), as it does a status change's.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, delete, func, insert, literal_column, select, text, true
+from sqlalchemy import Table, bindparam, delete, func, insert, literal_column, select, text, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.selectable import CTE
@@ -47,7 +48,9 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "PROGRESS_EVENT",
     "WEBHOOK_EVENT_TYPES",
+    "CommittedEvent",
     "EventLog",
+    "EventSink",
     "progress_data",
     "record_status_change",
     "status_event_type",
@@ -77,8 +80,27 @@ WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset(
 )
 
 
-def record_status_change(session: Session, task: Task, before: TaskStatus) -> TaskEvent | None:
-    """Append the task's status event if its status is no longer `before`.
+#: A status event appended (Core: no ORM object per event), and its id.
+_APPEND_STATUS_EVENT = (
+    insert(_EVENTS)
+    .values(
+        task_id=bindparam("task_id"),
+        type=bindparam("type"),
+        data=bindparam("data", type_=_EVENTS.c.data.type),
+        created_at=bindparam("created_at", type_=_EVENTS.c.created_at.type),
+        fanout_pending=bindparam("fanout_pending"),
+    )
+    .returning(_EVENTS.c.id)
+)
+#: The task's newest event (0: none).
+_NEWEST_OF_TASK = select(func.coalesce(func.max(_EVENTS.c.id), 0)).where(
+    _EVENTS.c.task_id == bindparam("task_id")
+)
+
+
+def record_status_change(session: Session, task: Task, before: TaskStatus) -> CommittedEvent | None:
+    """Append the task's status event if its status is no longer `before`; the event as
+    written (for this process's event hub, once the transaction has committed).
 
     Call after applying the change, inside its transaction, with the task's row locked
     (every writer does). Flushes first, so the event shows the task as committed
@@ -87,17 +109,22 @@ def record_status_change(session: Session, task: Task, before: TaskStatus) -> Ta
     if task.status is before:
         return None
     session.flush()
-    event = TaskEvent(
-        task_id=task.id,
-        type=status_event_type(task.status),
-        data=task_view(task),
-        created_at=utcnow(),
-        # Webhook events wait for their deliveries (`domain.webhooks` makes them).
-        fanout_pending=status_event_type(task.status) in WEBHOOK_EVENT_TYPES,
-    )
-    session.add(event)
-    session.flush()
-    return event
+    event_type = status_event_type(task.status)
+    data = task_view(task)
+    # Under the task's row lock: no other event of the task can commit meanwhile.
+    after_id = session.execute(_NEWEST_OF_TASK, {"task_id": task.id}).scalar_one()
+    event_id = session.execute(
+        _APPEND_STATUS_EVENT,
+        {
+            "task_id": task.id,
+            "type": event_type,
+            "data": data,
+            "created_at": utcnow(),
+            # Webhook events wait for their deliveries (`domain.webhooks` makes them).
+            "fanout_pending": event_type in WEBHOOK_EVENT_TYPES,
+        },
+    ).scalar_one()
+    return CommittedEvent(event_id, task.id, event_type, data, task.type, task.episode_id, after_id)
 
 
 def progress_data(
@@ -113,12 +140,49 @@ def progress_data(
     }
 
 
+@dataclass(frozen=True)
+class CommittedEvent:
+    """An event as its writer committed it: what the event hub of the process that wrote
+    it may hand its streams at once, without reading the log
+    (`domain.event_stream.EventHub.committed`)."""
+
+    event_id: int
+    task_id: uuid.UUID
+    type: str
+    #: The event's body, as the log holds it.
+    data: dict[str, Any]
+    task_type: str
+    episode_id: str | None
+    #: An event of the task a stream must have been handed before this one (0: none): for
+    #: a status event the task's newest before it, read under the task's row lock; for a
+    #: plain report's progress its newest status event as the statement's snapshot saw it.
+    #: A status change committed after that snapshot, before the report got the row lock,
+    #: is not counted: the hub then finds the report's status differs from the one the
+    #: task's streams last got, and polls.
+    after_id: int
+
+
+class EventSink(Protocol):
+    """Where a writer tells this process's event streams what it committed (the hub)."""
+
+    @property
+    def streaming(self) -> bool:
+        """Some stream is open in this process: a writer that can tell its events does."""
+
+    def look_now(self) -> None:
+        """Something was committed: read the log now."""
+
+    def committed(self, event: CommittedEvent) -> None:
+        """An event was committed (see `CommittedEvent`)."""
+
+
 def progress_upsert_cte(t: CTE, w: CTE) -> CTE:
     """PostgreSQL: the progress hot path's third CTE, after the workflow's (`w`) and the
     task's (`t`) updates: the task's progress row, inserted or rewritten with a new id.
 
-    Nothing when `t` updated nothing (an older attempt's report). The statement must add
-    it with `add_cte` (nothing refers to it). The body's keys are `progress_data`'s.
+    Nothing when `t` updated nothing (an older attempt's report). It returns the new id
+    (the statement joins it to report the event to this process's hub). The body's keys
+    are `progress_data`'s.
     """
     data = func.json_build_object(
         literal_column("'taskId'"),
@@ -154,7 +218,7 @@ def progress_upsert_cte(t: CTE, w: CTE) -> CTE:
             "created_at": statement.excluded.created_at,
         },
     )
-    return statement.cte("e")
+    return statement.returning(_EVENTS.c.id).cte("e")
 
 
 def replace_progress_sqlite(

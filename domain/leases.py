@@ -1,5 +1,6 @@
 """Leasing the next due row of a queue table: how the polling threads that work through one
-(the flow-run dispatcher, the webhook sender) share it across threads and processes.
+(the flow-run dispatcher) share it across threads and processes. The webhook sender leases
+batches, with their events' bodies, in its own statements (`domain.webhooks`).
 
 A claim takes the first due row with `SELECT ... FOR UPDATE SKIP LOCKED` (rows another
 transaction is claiming are passed over, not waited for) and moves the row's due time past

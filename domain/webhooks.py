@@ -17,7 +17,13 @@
   threads' poll (`AUDIOFLOW_WEBHOOK_POLL_S`) is the fallback and the retries' clock.
 * Never twice at once: rows are claimed with `FOR UPDATE SKIP LOCKED` and leased
   (`next_attempt_at` pushed past one attempt's longest time) in a short transaction, as
-  the flow-run dispatcher claims workflows (`domain.dispatch`).
+  the flow-run dispatcher claims workflows (`domain.dispatch`); a new event's deliveries
+  are leased to the thread that makes them, in the fan-out's transaction (their first
+  attempt needs no claim). A thread sends what it took one after another, each only while
+  its lease still outlasts a whole attempt, and releases the rest.
+* Cheap: fan-out, claim and attempt records are Core statements built once (no ORM object
+  per row), a pass's attempts are recorded in one transaction, and a pass that found less
+  than it could take is not followed by an empty one.
 * Retries: `AUDIOFLOW_WEBHOOK_RETRY_SCHEDULE_S` (default attempts at 0 s, 5 s, 15 s, then
   backing off to 12 h; the last about 27.6 h after the first). Every attempt is recorded
   on its row (time, status code, error, duration, the first 256 characters of the answer).
@@ -29,6 +35,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import logging
 import time
@@ -42,17 +50,19 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.settings import WebhookSettings
 from db.base import utcnow
+from db.engine import autocommit_engine
 from db.models import DeliveryStatus, Task, TaskEvent, WebhookDelivery, without_nul
 from db.repositories import TaskRepository
 from domain.events import WEBHOOK_EVENT_TYPES
-from domain.leases import lease_next_due
 from domain.polling_threads import PollingThreads
 from domain.webhook_urls import UnsafeUrlError, resolve_allowed
 
@@ -62,6 +72,7 @@ __all__ = ["WebhookDeliverer", "WebhookService", "check_callback_url", "webhook_
 
 _EVENTS = cast(Table, TaskEvent.__table__)
 _DELIVERIES = cast(Table, WebhookDelivery.__table__)
+_TASKS = cast(Table, Task.__table__)
 
 #: Characters of a receiver's answer kept on the attempt (no more is read).
 EXCERPT_CHARS = 256
@@ -69,12 +80,25 @@ EXCERPT_CHARS = 256
 MAX_LOGGED_ATTEMPTS = 50
 #: Events turned into deliveries per transaction.
 FANOUT_BATCH = 100
+#: Deliveries one delivery thread takes in one pass (leased by its fan-out or claimed),
+#: sent one after another.
+CLAIM_BATCH = 16
 
 #: Name resolution off the delivery threads, so that an attempt waits for it no longer
 #: than its timeout (`getaddrinfo` has no timeout of its own: the resolver's can add up to
 #: tens of seconds, longer than a claim's lease). A resolution given up on finishes in
 #: its pool thread; a handful are enough, as answers come from the resolver's cache.
 _RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="audioflow-webhook-dns")
+
+
+@functools.lru_cache(maxsize=256)
+def _numeric_host(url: str) -> bool:
+    """Whether the URL's host is an IP address (resolving it asks no resolver)."""
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
 
 
 def check_callback_url(url: str, settings: WebhookSettings) -> None:
@@ -93,8 +117,12 @@ def _iso(value: Any) -> str:
 
 def webhook_body(event: TaskEvent) -> str:
     """The body sent for an event: the same bytes on every attempt."""
+    return _body(event.type, event.created_at, event.data)
+
+
+def _body(event_type: str, created_at: Any, data: Any) -> str:
     return json.dumps(
-        {"type": event.type, "timestamp": _iso(event.created_at), "data": event.data},
+        {"type": event_type, "timestamp": _iso(created_at), "data": data},
         separators=(",", ":"),
         ensure_ascii=False,
     )
@@ -153,9 +181,13 @@ def send(
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    resolving = _RESOLVER.submit(resolve_allowed, url, allow_private=settings.allow_private)
     try:
-        addresses = resolving.result(timeout=settings.timeout_s)
+        if _numeric_host(url):  # nothing to look up: no hand-off to the resolver's pool
+            addresses = resolve_allowed(url, allow_private=settings.allow_private)
+        else:
+            addresses = _RESOLVER.submit(
+                resolve_allowed, url, allow_private=settings.allow_private
+            ).result(timeout=settings.timeout_s)
     except FutureTimeout:
         return Attempt(None, "name resolution timed out", None, elapsed_ms())
     except UnsafeUrlError as exc:
@@ -198,8 +230,111 @@ def send(
     return Attempt(code, error, text, elapsed_ms())
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery leased to one thread: what its attempt sends, and its attempts so far
+    (while the lease holds, no one else writes the row)."""
+
+    id: uuid.UUID
+    url: str
+    body: str
+    attempts: int = 0
+    attempt_log: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def webhook_id(self) -> str:
+        """`WebhookDelivery.webhook_id`: the same on every attempt."""
+        return f"msg_{self.id.hex}"
+
+
+#: Fan-out's read: the flagged events, oldest first, with their task's callback URL. Only
+#: the events are locked (`OF`): a task row stays free for its next status change.
+_FLAGGED = (
+    select(
+        _EVENTS.c.id,
+        _EVENTS.c.task_id,
+        _EVENTS.c.type,
+        _EVENTS.c.created_at,
+        _EVENTS.c.data,
+        _TASKS.c.callback_url,
+    )
+    .join(_TASKS, _TASKS.c.id == _EVENTS.c.task_id)
+    .where(_EVENTS.c.fanout_pending)
+    .order_by(_EVENTS.c.id)
+    .limit(FANOUT_BATCH)
+    .with_for_update(of=_EVENTS, skip_locked=True)
+)
+_UNFLAG = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(fanout_pending=False)
+)
+_INSERT_DELIVERIES = insert(_DELIVERIES)
+#: The claim's read: the most overdue pending deliveries with their event (the body), the
+#: deliveries locked (`OF`), those another thread holds skipped.
+_DUE = (
+    select(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.url,
+        _DELIVERIES.c.attempts,
+        _DELIVERIES.c.attempt_log,
+        _EVENTS.c.type,
+        _EVENTS.c.created_at,
+        _EVENTS.c.data,
+    )
+    .join(_EVENTS, _EVENTS.c.id == _DELIVERIES.c.event_id)
+    .where(
+        _DELIVERIES.c.status == DeliveryStatus.PENDING,
+        or_(
+            _DELIVERIES.c.next_attempt_at.is_(None),
+            _DELIVERIES.c.next_attempt_at <= bindparam("now"),
+        ),
+    )
+    .order_by(_DELIVERIES.c.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(of=_DELIVERIES, skip_locked=True)
+)
+_LEASE = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(next_attempt_at=bindparam("until"))
+)
+#: Deliveries a thread took but will not send (it stops, or its lease would not cover
+#: another attempt): due again at once, for any thread.
+_RELEASE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.status == DeliveryStatus.PENDING,
+    )
+    .values(next_attempt_at=bindparam("now"))
+)
+_RECORD = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("r_id"))
+    .values(
+        attempts=bindparam("r_attempts"),
+        attempt_log=bindparam("r_log", type_=_DELIVERIES.c.attempt_log.type),
+        last_status_code=bindparam("r_code"),
+        last_error=bindparam("r_error"),
+        status=bindparam("r_status", type_=_DELIVERIES.c.status.type),
+        delivered_at=bindparam("r_delivered_at", type_=_DELIVERIES.c.delivered_at.type),
+        next_attempt_at=bindparam("r_next", type_=_DELIVERIES.c.next_attempt_at.type),
+        updated_at=bindparam("r_now", type_=_DELIVERIES.c.updated_at.type),
+    )
+)
+
+
 class WebhookDeliverer:
-    """Turns webhook events into deliveries and sends them; threads in each API process."""
+    """Turns webhook events into deliveries and sends them; threads in each API process.
+
+    A pass (one thread): the flagged events made into deliveries, the first `CLAIM_BATCH`
+    of them leased to the thread in the same transaction (no claim for a new event's first
+    attempt); then, when that left room and at least every `poll_s`, the most overdue
+    deliveries claimed; all of them sent one after another and their attempts recorded
+    together. A pass that took less than it could is not followed by another at once: the
+    next event's notification, a redelivery or the poll wakes a thread.
+    """
 
     def __init__(self, session_factory: sessionmaker[Session], settings: WebhookSettings) -> None:
         self.session_factory = session_factory
@@ -208,6 +343,11 @@ class WebhookDeliverer:
         self._threads = PollingThreads[httpx.Client](
             "audioflow-webhooks", self._pass, self._client, poll_s=settings.poll_s
         )
+        #: When a pass last claimed due deliveries (`time.monotonic()`, any thread).
+        self._claimed_at = 0.0
+        bind = session_factory.kw.get("bind")
+        #: PostgreSQL: the autocommit pool the attempts are recorded on (`_write`).
+        self._autocommit = autocommit_engine(bind) if isinstance(bind, Engine) else None
 
     # -- the background loop (domain.polling_threads) ----------------------------------------
 
@@ -227,6 +367,7 @@ class WebhookDeliverer:
 
     def notify(self) -> None:
         """Something is due (a redelivery): a thread looks now rather than at its next poll."""
+        self._claimed_at = 0.0  # the next pass claims
         self._threads.notify()
 
     def event_committed(self, event_type: str) -> None:
@@ -244,39 +385,47 @@ class WebhookDeliverer:
         )
 
     def _pass(self, client: httpx.Client) -> bool:
-        worked = self.fan_out() > 0
-        return self.deliver_due(client) or worked
+        """One pass (see the class); whether another should follow at once."""
+        if self.signer is None or self._threads.stopping:
+            return False
+        leased_at = time.monotonic()
+        made, mine, left = self._fan_out(CLAIM_BATCH)
+        more = made == FANOUT_BATCH or left
+        room = CLAIM_BATCH - len(mine)
+        if room and (not made or leased_at - self._claimed_at >= self.settings.poll_s):
+            self._claimed_at = leased_at
+            due = self._claim(room)
+            more = more or len(due) == room
+            mine += due
+        self._send(client, mine, leased_at)
+        return more
 
     # -- fan-out: events -> deliveries ---------------------------------------------------
 
     def fan_out(self) -> int:
-        """One batch of flagged events made into deliveries (one per URL); how many events.
+        """One batch of flagged events made into deliveries (one per URL), all due now;
+        how many events. See `_fan_out`."""
+        return self._fan_out(0)[0]
+
+    def _fan_out(self, take: int) -> tuple[int, list[Claimed], bool]:
+        """One batch of flagged events made into deliveries (one per URL), in one
+        transaction with Core statements: how many events, the first `take` deliveries
+        leased to the caller, and whether more deliveries were left due for any thread.
 
         Only with the secret (without it nothing could be sent, and the flags are left for
         a process that can). An event flagged for longer than `max_event_age_s` (webhooks
         were off that long) is cleared without deliveries and logged."""
         if self.signer is None:
-            return 0
+            return 0, [], False
         now = utcnow()
         oldest = now - timedelta(seconds=self.settings.max_event_age_s)
+        until = now + timedelta(seconds=self.settings.claim_lease_s)
+        mine: list[Claimed] = []
+        rows_out: list[dict[str, Any]] = []
         with self.session_factory.begin() as session:
-            rows = session.execute(
-                select(_EVENTS.c.id, _EVENTS.c.task_id, _EVENTS.c.type, _EVENTS.c.created_at)
-                .where(_EVENTS.c.fanout_pending)
-                .order_by(_EVENTS.c.id)
-                .limit(FANOUT_BATCH)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = session.execute(_FLAGGED).all()
             if not rows:
-                return 0
-            task_ids = {row.task_id for row in rows}
-            callbacks = {
-                found.id: found.callback_url
-                for found in session.execute(
-                    select(Task.id, Task.callback_url).where(Task.id.in_(task_ids))
-                )
-            }
-            fresh = [row for row in rows if row.created_at >= oldest]
+                return 0, [], False
             stale = [row.id for row in rows if row.created_at < oldest]
             if stale:
                 log.warning(
@@ -286,27 +435,35 @@ class WebhookDeliverer:
                     self.settings.max_event_age_s,
                     ", ".join(map(str, stale[:10])) + (" ..." if len(stale) > 10 else ""),
                 )
-            for row in fresh:
-                for url in self._targets(callbacks.get(row.task_id)):
-                    session.add(
-                        WebhookDelivery(
-                            event_id=row.id,
-                            task_id=row.task_id,
-                            event_type=row.type,
-                            url=url,
-                            status=DeliveryStatus.PENDING,
-                            attempts=0,
-                            next_attempt_at=now,
-                            attempt_log=[],
-                        )
+            for row in rows:
+                if row.created_at < oldest:
+                    continue
+                body = None
+                for url in self._targets(row.callback_url):
+                    delivery_id = uuid.uuid4()
+                    leased = len(mine) < take
+                    if leased:
+                        body = body or _body(row.type, row.created_at, row.data)
+                        mine.append(Claimed(delivery_id, url, body))
+                    rows_out.append(
+                        {
+                            "id": delivery_id,
+                            "event_id": row.id,
+                            "task_id": row.task_id,
+                            "event_type": row.type,
+                            "url": url,
+                            "status": DeliveryStatus.PENDING,
+                            "attempts": 0,
+                            "next_attempt_at": until if leased else now,
+                            "attempt_log": [],
+                            "created_at": now,
+                            "updated_at": now,
+                        }
                     )
-            session.flush()
-            session.execute(
-                update(_EVENTS)
-                .where(_EVENTS.c.id.in_([row.id for row in rows]))
-                .values(fanout_pending=False)
-            )
-        return len(rows)
+            if rows_out:
+                session.execute(_INSERT_DELIVERIES, rows_out)
+            session.execute(_UNFLAG, {"ids": [row.id for row in rows]})
+        return len(rows), mine, len(rows_out) > len(mine)
 
     def _targets(self, callback_url: str | None) -> list[str]:
         urls = [callback_url] if callback_url else []
@@ -314,64 +471,114 @@ class WebhookDeliverer:
 
     # -- delivery ------------------------------------------------------------------------
 
-    def deliver_due(self, client: httpx.Client) -> bool:
-        """Send the most overdue delivery, if any; False when none is due."""
-        if self._threads.stopping or self.signer is None:
-            return False
-        claimed = self._claim()
-        if claimed is None:
-            return False
-        delivery_id, message_id, url, body = claimed
-        attempt = send(client, self.settings, self.signer, url, message_id, body)
-        self._record(delivery_id, attempt)
-        return True
-
-    def _claim(self) -> tuple[uuid.UUID, str, str, str] | None:
-        """Lease the most overdue pending delivery (one short transaction)."""
+    def _claim(self, limit: int = CLAIM_BATCH) -> list[Claimed]:
+        """Lease up to `limit` of the most overdue pending deliveries (one short
+        transaction: their rows with their events' bodies, then the lease)."""
         now = utcnow()
         with self.session_factory.begin() as session:
-            delivery_id = lease_next_due(
-                session,
-                _DELIVERIES,
-                _DELIVERIES.c.status == DeliveryStatus.PENDING,
-                due=_DELIVERIES.c.next_attempt_at,
-                order_by=_DELIVERIES.c.next_attempt_at,
-                now=now,
-                lease_s=self.settings.claim_lease_s,
+            rows = session.execute(_DUE, {"now": now, "limit": limit}).all()
+            if not rows:
+                return []
+            until = now + timedelta(seconds=self.settings.claim_lease_s)
+            session.execute(_LEASE, {"ids": [row.id for row in rows], "until": until})
+        return [
+            Claimed(
+                row.id,
+                row.url,
+                _body(row.type, row.created_at, row.data),
+                row.attempts,
+                tuple(row.attempt_log),
             )
-            if delivery_id is None:
-                return None
-            delivery = session.get_one(WebhookDelivery, delivery_id)
-            event = session.get_one(TaskEvent, delivery.event_id)
-            return delivery.id, delivery.webhook_id, delivery.url, webhook_body(event)
+            for row in rows
+        ]
 
-    def _record(self, delivery_id: uuid.UUID, attempt: Attempt) -> None:
-        """The attempt on its row, and what comes next: done, the next try, or given up."""
+    def _send(self, client: httpx.Client, claimed: list[Claimed], leased_at: float) -> None:
+        """Send what the pass took, one after another; record the attempts together (and
+        at least every second while a slow receiver holds the rest back). A delivery is
+        sent only while its lease still outlasts a whole attempt; what is left when the
+        lease runs short or the threads stop is released for any thread at once."""
+        assert self.signer is not None
+        last_start = leased_at + self.settings.claim_lease_s - self.settings.attempt_limit_s
+        done: list[tuple[Claimed, Attempt]] = []
+        recorded_at = time.monotonic()
+        for n, delivery in enumerate(claimed):
+            if self._threads.stopping or time.monotonic() >= last_start:
+                self._release(claimed[n:])
+                break
+            attempt = send(
+                client,
+                self.settings,
+                self.signer,
+                delivery.url,
+                delivery.webhook_id,
+                delivery.body,
+            )
+            done.append((delivery, attempt))
+            if time.monotonic() - recorded_at > 1.0:
+                self._record(done)
+                done, recorded_at = [], time.monotonic()
+        if done:
+            self._record(done)
+
+    def _release(self, deliveries: list[Claimed]) -> None:
+        self._write(_RELEASE, {"ids": [d.id for d in deliveries], "now": utcnow()})
+
+    def _record(self, attempts: list[tuple[Claimed, Attempt]]) -> None:
+        """The attempts on their rows, and what comes next for each: done, the next try,
+        or given up. The rows are still leased to this thread, so what it knew of them
+        when it took them is still theirs: one batched update, no read (on PostgreSQL in
+        autocommit: each row's update is one statement, and the batch one round trip)."""
         now = utcnow()
+        at = _iso(now)
         schedule = self.settings.retry_schedule_s
-        with self.session_factory.begin() as session:
-            delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
-            if delivery is None:
-                return  # its task was deleted meanwhile
-            delivery.attempt_log = [
-                *delivery.attempt_log[-(MAX_LOGGED_ATTEMPTS - 1) :],
-                attempt.log_entry(_iso(now)),
-            ]
-            delivery.attempts += 1
-            delivery.last_status_code = attempt.status_code
-            delivery.last_error = attempt.error
+        params: list[dict[str, Any]] = []
+        for delivery, attempt in attempts:
+            count = delivery.attempts + 1
+            status, delivered_at, due = DeliveryStatus.PENDING, None, None
             if attempt.delivered:
-                delivery.status = DeliveryStatus.DELIVERED
-                delivery.delivered_at = now
-                delivery.next_attempt_at = None
-            elif attempt.permanent or delivery.attempts > len(schedule):
-                delivery.status = DeliveryStatus.FAILED
-                delivery.next_attempt_at = None
+                status, delivered_at = DeliveryStatus.DELIVERED, now
+            elif attempt.permanent or count > len(schedule):
+                status = DeliveryStatus.FAILED
             else:
-                wait = schedule[delivery.attempts - 1]
-                delivery.next_attempt_at = now + timedelta(seconds=wait)
-        if not attempt.delivered:
-            log.info("webhook %s to %s: %s", delivery_id, _safe(delivery.url), attempt.error)
+                due = now + timedelta(seconds=schedule[count - 1])
+            params.append(
+                {
+                    "r_id": delivery.id,
+                    "r_attempts": count,
+                    "r_log": [
+                        *delivery.attempt_log[-(MAX_LOGGED_ATTEMPTS - 1) :],
+                        attempt.log_entry(at),
+                    ],
+                    "r_code": attempt.status_code,
+                    "r_error": without_nul(attempt.error),
+                    "r_status": status,
+                    "r_delivered_at": delivered_at,
+                    "r_next": due,
+                    "r_now": now,
+                }
+            )
+        self._write(_RECORD, params)
+        for delivery, attempt in attempts:
+            if not attempt.delivered:
+                log.info("webhook %s to %s: %s", delivery.id, _safe(delivery.url), attempt.error)
+
+    def _write(self, statement: Any, params: Any) -> None:
+        """One statement whose rows need no transaction together: on PostgreSQL on the
+        autocommit pool (no BEGIN, COMMIT or pool ping: one round trip; a connection the
+        server dropped fails once and the statement, which sets absolute values, is run
+        again on a new one), elsewhere in a transaction."""
+        if self._autocommit is None:
+            with self.session_factory.begin() as session:
+                session.execute(statement, params)
+            return
+        for attempt in (1, 2):
+            try:
+                with self._autocommit.connect() as conn:
+                    conn.execute(statement, params)
+                return
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
 
 
 def _safe(url: str) -> str:

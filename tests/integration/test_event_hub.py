@@ -45,14 +45,24 @@ class CountingReader(EventReader):
 
 def _running_task(factory: sessionmaker[Session], episode_id: str) -> tuple[Task, uuid.UUID]:
     with factory.begin() as session:
-        task = Task(type="audio_processing", status=TaskStatus.PENDING, episode_id=episode_id,
-                    payload={"episodeId": episode_id})
+        task = Task(
+            type="audio_processing",
+            status=TaskStatus.PENDING,
+            episode_id=episode_id,
+            payload={"episodeId": episode_id},
+        )
         session.add(task)
         session.flush()
-        workflow = Workflow(name="audio-processing",
-                            deployment_name="audio-processing/audio-processing",
-                            task_id=task.id, attempt=1, status=WorkflowStatus.QUEUED,
-                            progress=0, parameters={}, corrections=[])
+        workflow = Workflow(
+            name="audio-processing",
+            deployment_name="audio-processing/audio-processing",
+            task_id=task.id,
+            attempt=1,
+            status=WorkflowStatus.QUEUED,
+            progress=0,
+            parameters={},
+            corrections=[],
+        )
         session.add(workflow)
         session.flush()
         task.workflow_id = workflow.id
@@ -106,9 +116,7 @@ def test_one_read_of_the_log_per_poll_whatever_the_number_of_streams(
         consumers = [
             asyncio.create_task(consume(f"task {n}", EventFilter(task_id=task.id), None))
             for n in range(TASK_STREAMS)
-        ] + [
-            asyncio.create_task(consume(name, where, None)) for name, where in filters.items()
-        ]
+        ] + [asyncio.create_task(consume(name, where, None)) for name, where in filters.items()]
         try:
             # Every stream has replayed (the task's streams: its processing event) and waits.
             await _until("the replays", lambda: reader.reads == TASK_STREAMS + len(filters))
@@ -137,7 +145,10 @@ def test_one_read_of_the_log_per_poll_whatever_the_number_of_streams(
             await in_thread(
                 lambda: workflows.apply_progress(
                     ProgressUpdate(
-                        task.id, workflow_id, status=WorkflowStatus.COMPLETED, progress=100,
+                        task.id,
+                        workflow_id,
+                        status=WorkflowStatus.COMPLETED,
+                        progress=100,
                         result={"outputs": {}},
                     )
                 )
@@ -156,7 +167,9 @@ def test_one_read_of_the_log_per_poll_whatever_the_number_of_streams(
     asyncio.run(run())
     for n in range(TASK_STREAMS):
         assert [e.type for e in received[f"task {n}"]] == [
-            "task.processing", "task.progress", "task.done"
+            "task.processing",
+            "task.progress",
+            "task.done",
         ]
     assert [e.type for e in received["everything"]] == ["task.progress", "task.done"]
     assert [e.type for e in received["episode"]] == ["task.progress", "task.done"]
@@ -191,9 +204,12 @@ def test_an_event_that_commits_after_a_later_one_still_reaches_the_streams(
         try:
             await _until("the hub polling", lambda: hub.polls > 0)
             with session_factory() as slow:
-                late = TaskEvent(task_id=slow_task.id, type="task.failed",
-                                 data={"id": str(slow_task.id), "status": "failed"},
-                                 created_at=utcnow())
+                late = TaskEvent(
+                    task_id=slow_task.id,
+                    type="task.failed",
+                    data={"id": str(slow_task.id), "status": "failed"},
+                    created_at=utcnow(),
+                )
                 slow.add(late)
                 slow.flush()  # its id is taken, not visible
                 await asyncio.to_thread(
@@ -211,3 +227,93 @@ def test_an_event_that_commits_after_a_later_one_still_reaches_the_streams(
     asyncio.run(run())
     assert [e.type for e in got] == ["task.progress", "task.failed"]
     assert got[1].data["taskId"] == str(slow_task.id)
+
+
+def test_events_applied_here_reach_the_streams_with_the_poll_stopped_and_in_order(
+    base_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """The workflow service hands a plain report's event to its process's hub: it reaches a
+    task's stream with the hub's poll stopped (cancelled: no read of the log can bring
+    it). A report whose task has a status event the hub has not handed out yet (written
+    by another process, not polled) is not handed over ahead of it: the poll, restarted,
+    brings both, in id order. A status change applied here is handed over like a report."""
+    task, workflow_id = _running_task(session_factory, "ep-direct")
+    reader = CountingReader(session_factory)
+    hub = EventHub(base_settings.database.url, reader)
+    service = EventStreamService(hub, reader)
+    workflows = WorkflowService(session_factory)
+    workflows.event_sink = hub
+    got: list[StreamEvent] = []
+
+    async def consume() -> None:
+        where = EventFilter(task_id=task.id)
+        async for item in service.follow(where, last_event_id=None, keepalive_s=300):
+            if not isinstance(item, KeepAlive):
+                got.append(item)
+
+    def report(**fields: Any) -> Awaitable[Any]:
+        return asyncio.to_thread(
+            lambda: workflows.apply_progress(ProgressUpdate(task.id, workflow_id, **fields))
+        )
+
+    async def run() -> None:
+        await hub.start()
+        consumer = asyncio.create_task(consume())
+        try:
+            await _until("the replay", lambda: len(got) == 1 and hub.subscriptions == 1)
+            # The hub has handed nothing of this task yet: the first report goes by the poll.
+            await report(progress=10)
+            await _until("the first progress", lambda: len(got) == 2)
+            assert hub.handed_directly == 0
+            assert hub._poller is not None
+            hub._poller.cancel()
+            await asyncio.gather(hub._poller, return_exceptions=True)
+            polls = hub.polls
+
+            await report(progress=20, step="encode")
+            await _until("the second progress, with no poll", lambda: len(got) == 3)
+            assert hub.polls == polls and hub.handed_directly == 1 and reader.reads == 1
+
+            # Another process's status change, which the stopped poll cannot read.
+            with session_factory.begin() as session:
+                other = TaskEvent(
+                    task_id=task.id,
+                    type="task.processing",
+                    data={
+                        "id": str(task.id),
+                        "status": "processing",
+                        "progress": 20,
+                        "currentStep": "retry",
+                    },
+                    created_at=utcnow(),
+                )
+                session.add(other)
+            await report(progress=30)  # the hub's loop took it before this returns
+            assert hub.handed_directly == 1 and len(got) == 3  # held back for the poll
+
+            hub._poller = asyncio.create_task(hub._poll_postgres())
+            await _until("the poll's events", lambda: len(got) == 5)
+
+            # A status change applied here goes the same way, with the poll stopped again.
+            hub._poller.cancel()
+            await asyncio.gather(hub._poller, return_exceptions=True)
+            polls = hub.polls
+            await report(status=WorkflowStatus.COMPLETED, result={"outputs": {}})
+            await _until("the done event, with no poll", lambda: len(got) == 6)
+            await _until("the stream's end", consumer.done)
+            assert hub.polls == polls and hub.handed_directly == 2
+        finally:
+            await hub.stop()
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+
+    asyncio.run(run())
+    assert [(e.type, e.data["progress"]) for e in got] == [
+        ("task.processing", 0),
+        ("task.progress", 10),
+        ("task.progress", 20),
+        ("task.processing", 20),
+        ("task.progress", 30),
+        ("task.done", 100),
+    ]
+    assert [e.id for e in got] == sorted(e.id for e in got)

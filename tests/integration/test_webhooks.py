@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import select, update
@@ -68,9 +70,7 @@ def hook_settings(base: Settings, **changes: Any) -> Settings:
 
 
 @pytest.fixture
-def services(
-    base_settings: Settings, session_factory: sessionmaker[Session]
-) -> Iterator[Services]:
+def services(base_settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Services]:
     """The services with webhooks on; the test starts the delivery threads it needs (the
     dispatcher's are never started: no flow runs here, the test reports as a flow would)."""
     built = build_services(hook_settings(base_settings), session_factory=session_factory)
@@ -79,9 +79,7 @@ def services(
 
 
 def new_task(services: Services, callback_url: str | None) -> Task:
-    return services.tasks.create_task(
-        "audio_processing", PAYLOAD, callback_url=callback_url
-    ).task
+    return services.tasks.create_task("audio_processing", PAYLOAD, callback_url=callback_url).task
 
 
 def report(services: Services, task: Task, status: WorkflowStatus, **fields: Any) -> Task:
@@ -199,8 +197,7 @@ def test_events_left_by_a_dead_process_are_delivered_after_restart(
     for task in tasks:
         report(dead, task, WorkflowStatus.RUNNING)
     assert dead.webhook_deliverer.fan_out() == 3
-    claimed = dead.webhook_deliverer._claim()  # claimed, then the process is gone
-    assert claimed is not None
+    (claimed,) = dead.webhook_deliverer._claim(1)  # claimed, then the process is gone
     restarted = build_services(settings, session_factory=session_factory)
     try:
         restarted.webhook_deliverer.start()
@@ -209,16 +206,14 @@ def test_events_left_by_a_dead_process_are_delivered_after_restart(
     finally:
         restarted.webhook_deliverer.stop()
     ids = [webhook_id for webhook_id, _ in receiver.received]
-    assert sorted(ids) == sorted({claimed[1], *ids}) and len(ids) == 3  # each once
+    assert sorted(ids) == sorted({claimed.webhook_id, *ids}) and len(ids) == 3  # each once
 
 
 def _flagged(session_factory: sessionmaker[Session], task_id: uuid.UUID) -> list[str]:
     with session_factory() as session:
         return list(
             session.scalars(
-                select(TaskEvent.type).where(
-                    TaskEvent.task_id == task_id, TaskEvent.fanout_pending
-                )
+                select(TaskEvent.type).where(TaskEvent.task_id == task_id, TaskEvent.fanout_pending)
             )
         )
 
@@ -499,3 +494,37 @@ def test_a_committed_webhook_event_wakes_the_delivery_threads(
 
     asyncio.run(run())
     assert receiver.types() == ["task.processing", "task.done"]
+
+
+def test_a_pass_sends_only_while_its_lease_covers_an_attempt_and_releases_the_rest(
+    base_settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """The fan-out leases a new event's deliveries to its thread (no other thread claims
+    them); a thread whose lease no longer outlasts a whole attempt sends none of them and
+    gives them back at once, and what it sent is recorded with its attempt."""
+    settings = hook_settings(base_settings)
+    built = build_services(settings, session_factory=session_factory)
+    deliverer = built.webhook_deliverer
+    tasks = [new_task(built, receiver.url) for _ in range(3)]
+    for task in tasks:
+        report(built, task, WorkflowStatus.RUNNING)
+    made, mine, left = deliverer._fan_out(2)
+    assert (made, len(mine), left) == (3, 2, True)
+    (free,) = deliverer._claim()  # the third only: the other two are leased
+    assert free.id not in {d.id for d in mine}
+    lease = settings.webhooks.claim_lease_s
+    with httpx.Client() as client:
+        deliverer._send(client, mine, time.monotonic() - lease)  # the lease is spent
+        assert receiver.received == []
+        again = deliverer._claim()
+        assert sorted(d.id for d in again) == sorted(d.id for d in mine)
+        deliverer._send(client, again, time.monotonic())
+    assert sorted(i for i, _ in receiver.received) == sorted(d.webhook_id for d in again)
+    for delivery in again:
+        (row,) = [r for r in deliveries(built, delivery_task(built, delivery.id))]
+        assert row.status is DeliveryStatus.DELIVERED and len(row.attempt_log) == 1
+
+
+def delivery_task(services: Services, delivery_id: uuid.UUID) -> uuid.UUID:
+    with services.session_factory() as session:
+        return session.get_one(WebhookDelivery, delivery_id).task_id
