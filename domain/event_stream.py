@@ -466,6 +466,9 @@ class EventHub:
         else:
             self._by_task.setdefault(task_id, set()).add(subscription)
         self._open += 1
+        if self._open == 1 and self._loop is not None:
+            # The poller sleeps while no stream is open: wake it for the first one.
+            self._loop.call_soon_threadsafe(self._look.set)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -617,7 +620,9 @@ class EventHub:
                 else:
                     newest = None  # streams that open later replay by themselves
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_S):
+                    # No stream open: nothing to poll for until one opens (subscribe wakes
+                    # this), instead of waking every POLL_S in every idle API worker.
+                    async with asyncio.timeout(POLL_S if self._open else None):
                         await self._look.wait()
                 self._look.clear()
                 gap = POLL_GAP_S - (time.monotonic() - started)
