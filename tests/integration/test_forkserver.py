@@ -199,9 +199,12 @@ def test_the_socket_is_private_and_removed_when_the_worker_exits(
     assert launcher.wait(BOUND_S) != 0
 
 
-def test_without_a_server_the_launcher_starts_the_engine_cold(tmp_path: Path) -> None:
+def _launch_cold(socket_path: str | None) -> subprocess.CompletedProcess[str]:
+    """`python -m flows.launch` with a bad flow run id, with or without a server's socket."""
     env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
-    cold = subprocess.run(
+    if socket_path is not None:
+        env[SOCKET_ENV] = socket_path
+    return subprocess.run(
         [sys.executable, "-m", "flows.launch", "not-a-flow-run-id"],
         cwd=ROOT,
         env=env,
@@ -209,21 +212,17 @@ def test_without_a_server_the_launcher_starts_the_engine_cold(tmp_path: Path) ->
         text=True,
         timeout=120,
     )
+
+
+def test_without_a_server_the_launcher_starts_the_engine_cold() -> None:
+    cold = _launch_cold(None)
     # prefect.engine itself answered: it names the bad id and exits 1.
     assert cold.returncode == 1
     assert "Invalid flow run id" in cold.stdout + cold.stderr
 
 
 def test_a_server_that_does_not_answer_means_a_cold_start(tmp_path: Path) -> None:
-    env = {**os.environ, SOCKET_ENV: str(tmp_path / "nobody.sock")}
-    cold = subprocess.run(
-        [sys.executable, "-m", "flows.launch", "not-a-flow-run-id"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cold = _launch_cold(str(tmp_path / "nobody.sock"))
     assert cold.returncode == 1
     assert "does not answer" in cold.stderr
     assert "Invalid flow run id" in cold.stdout + cold.stderr
