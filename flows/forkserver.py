@@ -74,7 +74,6 @@ class ForkServer:
 
     listener: socket.socket
     worker: subprocess.Popen[bytes]
-    engine: str = "prefect.engine"
     runs: dict[int, socket.socket] = field(default_factory=dict)
     worker_status: int | None = None
 
@@ -326,7 +325,7 @@ def main(argv: list[str]) -> int:
         importlib.import_module(name)
     listener, path = _bind()
     worker = subprocess.Popen(worker_argv, env={**os.environ, SOCKET_ENV: str(path)})
-    server = ForkServer(listener=listener, worker=worker, engine=engine)
+    server = ForkServer(listener=listener, worker=worker)
     request = server.serve()
     if request is not None:
         run_engine(request, engine)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from db.base import utcnow
-from db.models import Task, TaskEvent, TaskStatus, Workflow, WorkflowStatus
+from db.models import Task, TaskEvent, TaskStatus, WorkflowStatus
 from domain.event_stream import (
     EventFilter,
     EventHub,
@@ -27,6 +27,7 @@ from domain.event_stream import (
     StreamEvent,
 )
 from domain.workflows import ProgressUpdate, WorkflowService
+from tests.support.rows import pending_task
 
 TASK_STREAMS = 20
 
@@ -44,28 +45,7 @@ class CountingReader(EventReader):
 
 
 def _running_task(factory: sessionmaker[Session], episode_id: str) -> tuple[Task, uuid.UUID]:
-    with factory.begin() as session:
-        task = Task(
-            type="audio_processing",
-            status=TaskStatus.PENDING,
-            episode_id=episode_id,
-            payload={"episodeId": episode_id},
-        )
-        session.add(task)
-        session.flush()
-        workflow = Workflow(
-            name="audio-processing",
-            deployment_name="audio-processing/audio-processing",
-            task_id=task.id,
-            attempt=1,
-            status=WorkflowStatus.QUEUED,
-            progress=0,
-            parameters={},
-            corrections=[],
-        )
-        session.add(workflow)
-        session.flush()
-        task.workflow_id = workflow.id
+    task, workflow = pending_task(factory, episode_id)
     WorkflowService(factory).apply_progress(
         ProgressUpdate(task.id, workflow.id, status=WorkflowStatus.RUNNING)
     )

@@ -16,40 +16,13 @@ from sqlalchemy.pool import NullPool
 
 from core.errors import ConflictError
 from core.settings import Settings
-from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus, Workflow, WorkflowStatus
+from db.models import PROGRESS_EVENT, Task, TaskEvent, TaskStatus, WorkflowStatus
 from db.repositories import TaskEventRepository
 from domain.composition import build_services
 from domain.events import NOTIFY_CHANNEL, WEBHOOK_EVENT_TYPES, EventLog
 from domain.views import task_view
 from domain.workflows import ProgressUpdate, WorkflowService
-
-
-def _task(factory: sessionmaker[Session]) -> tuple[Task, Workflow]:
-    """A pending task with one queued workflow (as `POST /tasks` leaves it)."""
-    with factory.begin() as session:
-        task = Task(
-            type="audio_processing",
-            status=TaskStatus.PENDING,
-            episode_id="ep-events",
-            payload={"episodeId": "ep-events"},
-        )
-        session.add(task)
-        session.flush()
-        workflow = Workflow(
-            name="audio-processing",
-            deployment_name="audio-processing/audio-processing",
-            task_id=task.id,
-            attempt=1,
-            status=WorkflowStatus.QUEUED,
-            progress=0,
-            parameters={},
-            corrections=[],
-        )
-        session.add(workflow)
-        session.flush()
-        task.workflow_id = workflow.id
-        task.attempts = 1
-    return task, workflow
+from tests.support.rows import pending_task
 
 
 def _events(factory: sessionmaker[Session], task_id: uuid.UUID) -> list[TaskEvent]:
@@ -61,8 +34,8 @@ def test_a_task_life_is_logged_in_order_with_the_task_as_get_shows_it(
 ) -> None:
     service = WorkflowService(factory)
     log = EventLog(factory)
-    task, workflow = _task(factory)
-    other, other_workflow = _task(factory)
+    task, workflow = pending_task(factory)
+    other, other_workflow = pending_task(factory)
     start = log.last_id()
 
     service.apply_progress(ProgressUpdate(task.id, workflow.id, progress=3, step="download"))
@@ -123,7 +96,7 @@ def test_on_postgresql_a_plain_report_takes_one_id(
     the event hub's poll kept asking again for each of them as a possible late commit."""
     service = WorkflowService(session_factory)
     log = EventLog(session_factory)
-    task, workflow = _task(session_factory)
+    task, workflow = pending_task(session_factory)
     service.apply_progress(ProgressUpdate(task.id, workflow.id, progress=1))
     first = log.last_id()
     for progress in range(2, 7):
@@ -139,7 +112,7 @@ def service_task(factory: sessionmaker[Session], task_id: uuid.UUID) -> Task:
 
 def test_refused_changes_and_older_attempts_log_nothing(factory: sessionmaker[Session]) -> None:
     service = WorkflowService(factory)
-    task, workflow = _task(factory)
+    task, workflow = pending_task(factory)
     service.apply_progress(ProgressUpdate(task.id, workflow.id, status=WorkflowStatus.CANCELLED))
     before = _events(factory, task.id)
     assert [e.type for e in before] == ["task.cancelled"]
@@ -154,7 +127,7 @@ def test_refused_changes_and_older_attempts_log_nothing(factory: sessionmaker[Se
 
 def test_corrections_log_the_status_they_make(factory: sessionmaker[Session]) -> None:
     service = WorkflowService(factory)
-    task, workflow = _task(factory)
+    task, workflow = pending_task(factory)
     service.apply_progress(ProgressUpdate(task.id, workflow.id, status=WorkflowStatus.RUNNING))
     corrected = service.correct(
         workflow.id, WorkflowStatus.CRASHED, "lost", error="gone", error_kind="transient"
@@ -172,7 +145,7 @@ def test_on_postgresql_status_events_are_notified_at_commit_and_progress_is_not(
     database-wide lock through its WAL flush; event streams poll for progress). A progress
     notification, committed first, would arrive before the status event's."""
     service = WorkflowService(session_factory)
-    task, workflow = _task(session_factory)
+    task, workflow = pending_task(session_factory)
     # A connection of its own, closed at the end: one of the pool's, left in autocommit and
     # listening, would turn later tests' transactions into single statements (their `FOR
     # UPDATE` locks gone at once).
